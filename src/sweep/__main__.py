@@ -1,0 +1,3 @@
+from sweep.app import main
+
+main()

@@ -1,0 +1,95 @@
+"""Content-addressed artifact cache: exported ONNX models, quantised models, TensorRT engines.
+
+An entry is a folder named by the hash of everything that determines its content (architecture,
+weights hash, input shape, precision, runtime and its version, opset...). Entries are built in a
+temporary folder and renamed into place, and a manifest records each file's SHA-256, so a
+half-written or corrupted entry is detected and rebuilt instead of trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from sweep.config import ModelConfig
+from sweep.models import weights_digest
+from sweep.paths import cache_dir
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class ArtifactCache:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @classmethod
+    def open(cls, configured: str | None = None) -> ArtifactCache:
+        return cls(cache_dir(configured))
+
+    @staticmethod
+    def model_identity(model: ModelConfig) -> dict[str, str]:
+        return {"arch": model.name, "num_classes": str(model.num_classes),
+                "weights": weights_digest(model)}
+
+    @staticmethod
+    def key(parts: dict[str, object]) -> str:
+        blob = json.dumps(parts, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+    def fetch(self, kind: str, parts: dict[str, object],
+              build: Callable[[Path], None]) -> tuple[Path, str]:
+        """The folder of a valid entry for `parts`, building it with `build(folder)` if needed.
+
+        Returns the folder and `hit`, `miss` or `rebuilt` (an entry was there but corrupt).
+        """
+        final = self.root / kind / self.key(parts)
+        status = "miss"
+        if final.exists():
+            if self._valid(final):
+                return final, "hit"
+            log.warning("cache entry %s is corrupt or incomplete: rebuilding it", final)
+            shutil.rmtree(final, ignore_errors=True)
+            status = "rebuilt"
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+        try:
+            build(tmp)
+            files = {p.relative_to(tmp).as_posix(): _sha256(p)
+                     for p in sorted(tmp.rglob("*")) if p.is_file()}
+            (tmp / MANIFEST).write_text(json.dumps({"parts": parts, "files": files},
+                                                   indent=2, default=str))
+            try:
+                os.replace(tmp, final)
+            except OSError:  # another process finished the same entry first: use theirs
+                shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return final, status
+
+    @staticmethod
+    def _valid(entry: Path) -> bool:
+        try:
+            manifest = json.loads((entry / MANIFEST).read_text())
+            return bool(manifest["files"]) and all(
+                (entry / name).is_file() and _sha256(entry / name) == digest
+                for name, digest in manifest["files"].items()
+            )
+        except (OSError, ValueError, KeyError):
+            return False

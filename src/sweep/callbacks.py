@@ -1,0 +1,98 @@
+"""Hydra callback for multiruns: the MLflow parent run, progress counts and the summary.
+
+`on_multirun_*` run on the submitting machine; jobs (possibly elsewhere) find the parent run id
+and the job count in `<sweep dir>/sweep.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from sweep import state
+from sweep.config import TrackingConfig
+
+log = logging.getLogger(__name__)
+
+SWEEP_FILE = "sweep.json"
+
+
+def sweep_overrides(config: DictConfig) -> list[str]:
+    """The command line's overrides plus the sweeper's `params` (experiments set these)."""
+    overrides = list(config.hydra.overrides.task)
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    overrides += [f"{k}={v}" for k, v in params.items()]
+    return overrides
+
+
+def count_jobs(overrides: list[str]) -> int:
+    """Size of the cartesian product the basic sweeper will launch."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    by_key: dict[str, int] = {}
+    for o in parsed:
+        if o.is_sweep_override():
+            by_key[o.get_key_element()] = len(list(o.sweep_string_iterator()))
+        else:
+            by_key.setdefault(o.get_key_element(), 1)
+    return math.prod(by_key.values()) if by_key else 1
+
+
+def read_sweep_file(sweep_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((sweep_dir / SWEEP_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+class SweepCallback(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        overrides = sweep_overrides(config)
+        info: dict[str, Any] = {"started": time.time(), "overrides": overrides,
+                                "total_jobs": count_jobs(overrides), "parent_run_id": None}
+        tracking = TrackingConfig(**OmegaConf.to_container(config.tracking, resolve=True))
+        if tracking.enabled:
+            try:
+                from sweep.tracking import Tracker
+
+                tracker = Tracker(tracking)
+                params = {o.split("=", 1)[0]: o.split("=", 1)[1] for o in overrides if "=" in o}
+                info["parent_run_id"] = tracker.start_parent(
+                    f"sweep-{sweep_dir.parent.name}_{sweep_dir.name}", params,
+                    {"sweep.dir": str(sweep_dir.resolve()), "sweep.total_jobs": str(info["total_jobs"])})
+                info["tracking_uri"] = tracker.uri
+            except Exception as e:  # results still land in the job folders
+                log.warning("MLflow parent run not created (%s); results stay in %s", e, sweep_dir)
+        (sweep_dir / SWEEP_FILE).write_text(json.dumps(info, indent=2))
+        print(f"sweep: {info['total_jobs']} jobs -> {sweep_dir}", flush=True)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from sweep.report import collect, write_reports
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        rows = collect(sweep_dir)
+        paths = write_reports(sweep_dir, rows)
+        failed = sum(r["status"] != "ok" for r in rows)
+        state.failed_jobs += failed
+        info = read_sweep_file(sweep_dir)
+        if info.get("parent_run_id"):
+            try:
+                from sweep.tracking import Tracker
+
+                tracker = Tracker(TrackingConfig(**OmegaConf.to_container(config.tracking, resolve=True)))
+                tracker.finish_parent(info["parent_run_id"],
+                                      {"jobs_ok": len(rows) - failed, "jobs_failed": failed,
+                                       "wall_s": time.time() - info["started"]}, paths, failed > 0)
+            except Exception as e:
+                log.warning("MLflow parent run not finished (%s)", e)
+        print(f"sweep done: {len(rows)} jobs, {failed} failed; summary in {sweep_dir / 'report.md'}",
+              flush=True)

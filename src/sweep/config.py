@@ -1,0 +1,237 @@
+"""Typed schemas for the sweep's configuration.
+
+The YAML files under ``conf/`` hold values; these dataclasses hold the shape, the defaults and
+the validation. Hydra composes YAML onto them, ``OmegaConf.to_object`` turns the result into
+a :class:`SweepConfig`, and below that point no code sees a DictConfig.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message says what to type instead."""
+
+
+def config_error(key: str, value: Any, allowed: str, hint: str = "") -> ConfigError:
+    """Build the one error format used everywhere: key, value received, what is allowed."""
+    msg = f"{key}={value!r} is not valid: {allowed}."
+    if hint:
+        msg += f" {hint}"
+    return ConfigError(msg)
+
+
+def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise config_error(
+            key, value, f"allowed values are {', '.join(choices)}", f"e.g. {key}={choices[0]}"
+        )
+
+
+def _positive(key: str, value: Any, minimum: float = 1) -> None:
+    if not isinstance(value, int | float) or value < minimum:
+        raise config_error(key, value, f"must be a number >= {minimum}", f"e.g. {key}={minimum}")
+
+
+# --- runtimes: one schema per runtime, selected by the `runtime` group ---------------------
+
+
+@dataclass
+class RuntimeConfig:
+    name: str = "torch"
+
+
+@dataclass
+class TorchRuntimeConfig(RuntimeConfig):
+    """Eager PyTorch."""
+
+    name: str = "torch"
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+@dataclass
+class CompileRuntimeConfig(RuntimeConfig):
+    """torch.compile with inductor; `reduce-overhead` adds CUDA graphs."""
+
+    name: str = "compile"
+    mode: str = "default"
+    fullgraph: bool = False
+    dynamic: bool = False
+
+    def __post_init__(self) -> None:
+        _choice("runtime.mode", self.mode, COMPILE_MODES)
+
+
+ORT_PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
+ORT_OPT_LEVELS = ("disable", "basic", "extended", "all")
+
+
+@dataclass
+class OnnxRuntimeConfig(RuntimeConfig):
+    """torch.onnx export + ONNX Runtime; the provider follows the device unless set."""
+
+    name: str = "onnx"
+    opset: int = 18
+    provider: str = "auto"
+    graph_optimization: str = "all"
+    intra_op_threads: int = 0  # 0 = ONNX Runtime's default
+    inter_op_threads: int = 0
+    io_binding: bool = True
+    cuda_graph: bool = False
+    prefer_nhwc: bool = True
+    calibration_batches: int = 8  # int8 static quantisation
+
+    def __post_init__(self) -> None:
+        _choice("runtime.provider", self.provider, ORT_PROVIDERS)
+        _choice("runtime.graph_optimization", self.graph_optimization, ORT_OPT_LEVELS)
+        _positive("runtime.opset", self.opset, 13)
+        _positive("runtime.calibration_batches", self.calibration_batches, 1)
+
+
+@dataclass
+class TrtRuntimeConfig(RuntimeConfig):
+    """Torch-TensorRT, dynamo IR."""
+
+    name: str = "trt"
+    workspace_gb: float = 4.0
+    optimization_level: int = 3
+    calibration_batches: int = 8
+
+    def __post_init__(self) -> None:
+        if self.optimization_level not in range(6):
+            raise config_error(
+                "runtime.optimization_level", self.optimization_level, "allowed values are 0..5"
+            )
+        _positive("runtime.workspace_gb", self.workspace_gb, 0.25)
+        _positive("runtime.calibration_batches", self.calibration_batches, 1)
+
+
+# --- the other groups --------------------------------------------------------------------
+
+
+@dataclass
+class ModelConfig:
+    """A torchvision classification model by name, optionally with the user's weights."""
+
+    name: str = "resnet18"
+    weights: str | None = None  # path to a .pth state dict, loaded with weights_only=True
+    num_classes: int = 1000
+    seed: int = 0  # random initialisation when no weights are given
+
+    def __post_init__(self) -> None:
+        _positive("model.num_classes", self.num_classes, 1)
+
+
+@dataclass
+class HardwareConfig:
+    """Datasheet peaks (dense, no sparsity) per precision; `auto` picks the entry for the device."""
+
+    name: str = "auto"
+    description: str = ""
+    match: list[str] = field(default_factory=list)  # substrings of the device name
+    peak_tflops: dict[str, float | None] = field(default_factory=dict)
+    mem_bw_gbs: float | None = None
+    source: str = ""
+
+
+@dataclass
+class DataConfig:
+    name: str = "synthetic"
+    root: str | None = None
+    seed: int = 0
+
+
+@dataclass
+class FlagsConfig:
+    channels_last: bool = False
+    pin_memory: bool = False
+    gpu_non_blocking: bool = False
+
+
+@dataclass
+class BenchConfig:
+    """Warm up, then time until both `min_iters` and `min_seconds` are reached."""
+
+    warmup: int = 5
+    min_iters: int = 20
+    min_seconds: float = 1.0
+
+    def __post_init__(self) -> None:
+        _positive("bench.warmup", self.warmup, 0)
+        _positive("bench.min_iters", self.min_iters, 1)
+        _positive("bench.min_seconds", self.min_seconds, 0)
+
+
+@dataclass
+class TrackingConfig:
+    """MLflow; `MLFLOW_TRACKING_URI` wins over `uri` when set."""
+
+    enabled: bool = True
+    uri: str = "sqlite:///mlflow.db"
+    experiment: str = "sweep"
+
+
+@dataclass
+class SweepConfig:
+    runtime: Any = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    resolution: int = 224
+    batch: int = 1
+    precision: str = "fp32"
+    device: str = "auto"
+    flags: FlagsConfig = field(default_factory=FlagsConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    cache_dir: str | None = None  # default ~/.cache/sweep
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.runtime, RuntimeConfig):
+            raise config_error(
+                "runtime", self.runtime, f"allowed values are {', '.join(RUNTIME_SCHEMAS)}"
+            )
+        _positive("batch", self.batch, 1)
+        _positive("resolution", self.resolution, 8)
+        _choice("precision", self.precision, PRECISIONS)
+        if not (self.device in DEVICES or self.device.startswith("cuda:")):
+            raise config_error(
+                "device", self.device, "allowed values are auto, cpu, cuda, cuda:N", "e.g. device=cpu"
+            )
+
+    @property
+    def job_name(self) -> str:
+        """Readable name of a job, e.g. ``torch-resnet18-224-b8-fp32``."""
+        parts = [self.runtime.name, self.model.name, str(self.resolution), f"b{self.batch}"]
+        parts.append(self.precision)
+        if self.flags.channels_last:
+            parts.append("cl")
+        return "-".join(parts)
+
+
+RUNTIME_SCHEMAS: dict[str, type[RuntimeConfig]] = {
+    "torch": TorchRuntimeConfig,
+    "compile": CompileRuntimeConfig,
+    "onnx": OnnxRuntimeConfig,
+    "trt": TrtRuntimeConfig,
+}
+
+
+def register_configs() -> None:
+    """Put the schemas in Hydra's ConfigStore; YAML files list them in their defaults."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=SweepConfig)
+    for name, schema in RUNTIME_SCHEMAS.items():
+        cs.store(group="schema/runtime", name=name, node=schema)
+    cs.store(group="schema/model", name="model", node=ModelConfig)
+    cs.store(group="schema/hardware", name="hardware", node=HardwareConfig)
+    cs.store(group="schema/data", name="data", node=DataConfig)

@@ -1,0 +1,1 @@
+"""Timing, statistics, FLOP counting and memory: what a job measures."""

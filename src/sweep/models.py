@@ -1,0 +1,116 @@
+"""Build a torchvision classification model, with the user's weights when given."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sweep.config import ConfigError, ModelConfig, config_error
+
+
+def classification_models() -> list[str]:
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def min_resolution(name: str) -> int:
+    """Smallest input side the model's torchvision weights declare (1 when none is declared)."""
+    import torchvision
+
+    try:
+        weights = torchvision.models.get_model_weights(name)
+        return max(next(iter(weights)).meta.get("min_size", (1, 1)))
+    except (ValueError, StopIteration, KeyError):
+        return 1
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    """The model in fp32, eval mode, on the CPU; random weights from `cfg.seed` unless given."""
+    import torchvision
+
+    names = classification_models()
+    if cfg.name not in names:
+        close = [n for n in names if cfg.name.lower()[:4] in n][:8] or names[:8]
+        raise config_error(
+            "model.name", cfg.name, "not a torchvision classification model",
+            f"Close names: {', '.join(close)}. Use model=resnet18, model=resnet50 or "
+            "model.name=<any of torchvision.models.list_models(module=torchvision.models)>.",
+        )
+    torch.manual_seed(cfg.seed)
+    model = torchvision.models.get_model(cfg.name, weights=None, num_classes=cfg.num_classes)
+    if cfg.weights:
+        load_weights(model, cfg)
+    return model.eval()
+
+
+def load_weights(model: nn.Module, cfg: ModelConfig) -> None:
+    """Load a state dict with weights_only=True; say clearly why a file does not fit."""
+    path = Path(cfg.weights).expanduser()
+    if not path.is_file():
+        raise config_error("model.weights", cfg.weights, "no such file",
+                           "Give the path of a .pth state dict, or model.weights=null for random weights.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ConfigError(
+            f"model.weights={cfg.weights!r} was refused by torch.load(weights_only=True): it holds "
+            f"Python objects that could run code when loaded ({str(e).splitlines()[0]}). Save only the "
+            "tensors: torch.save(model.state_dict(), path)."
+        ) from e
+    except Exception as e:  # truncated zip, not a torch file at all
+        raise ConfigError(f"model.weights={cfg.weights!r} is not a readable PyTorch file: {e}") from e
+    for key in ("state_dict", "model"):  # common checkpoint wrappers
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ConfigError(f"model.weights={cfg.weights!r} holds a {type(state).__name__}, not a state dict.")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    problems = _mismatch(model.state_dict(), state)
+    if problems:
+        raise ConfigError(
+            f"model.weights={cfg.weights!r} does not fit model.name={cfg.name} "
+            f"(num_classes={cfg.num_classes}): {problems}"
+        )
+    model.load_state_dict(state)
+
+
+def _mismatch(expected: dict, given: dict) -> str:
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    shapes = [f"{k} {tuple(given[k].shape)} vs {tuple(v.shape)} expected" for k, v in expected.items()
+              if k in given and hasattr(given[k], "shape") and given[k].shape != v.shape]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
+    if shapes:
+        parts.append("shape mismatch: " + "; ".join(shapes[:3]))
+        head = [s for s in shapes if s.split()[0].endswith(("fc.weight", "classifier.1.weight", "head.weight"))]
+        if head:
+            parts.append(f"the checkpoint's classifier has {head[0].split('(')[1].split(',')[0]} classes: "
+                         "set model.num_classes to match")
+    return "; ".join(parts)
+
+
+def check_resolution(cfg: ModelConfig, resolution: int) -> None:
+    need = min_resolution(cfg.name)
+    if resolution < need:
+        raise config_error("resolution", resolution, f"{cfg.name} needs at least {need}",
+                           f"e.g. resolution={max(need, 224)}")
+
+
+def weights_digest(cfg: ModelConfig) -> str:
+    """Identity of the weights for the artifact cache: file hash, or the random seed."""
+    if not cfg.weights:
+        return f"random-seed{cfg.seed}"
+    h = hashlib.sha256()
+    with open(Path(cfg.weights).expanduser(), "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]

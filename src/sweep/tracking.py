@@ -1,0 +1,105 @@
+"""MLflow: one parent run per multirun, one child run per job.
+
+Everything goes through MlflowClient with explicit run ids, never the fluent API's global
+"active run", so jobs that share a process (the basic launcher) cannot log into each other.
+mlflow is imported here only, when tracking is enabled.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from sweep.config import TrackingConfig
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# never log values of environment variables whose names look like secrets
+SECRET = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.I)
+
+
+def tracking_uri(cfg: TrackingConfig) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or cfg.uri
+
+
+class Tracker:
+    def __init__(self, cfg: TrackingConfig) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.uri = tracking_uri(cfg)
+        self.client = MlflowClient(tracking_uri=self.uri)
+        self.experiment_id = self._experiment(cfg.experiment)
+
+    def _experiment(self, name: str) -> str:
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        try:
+            return self.client.create_experiment(name, tags=EXPERIMENT_KIND)
+        except Exception:  # created meanwhile by a parallel job
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
+
+    def start_parent(self, name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
+        run = self.client.create_run(self.experiment_id, run_name=name,
+                                     tags={**tags, "sweep.role": "parent"})
+        self._log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    def finish_parent(self, run_id: str, metrics: dict[str, float], artifacts: list[Path],
+                      failed: bool) -> None:
+        self._log_metrics(run_id, metrics)
+        for path in artifacts:
+            if path.exists():
+                self.client.log_artifact(run_id, str(path))
+        self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+
+    def log_job(self, result: dict[str, Any], job_dir: Path, parent_id: str | None) -> str:
+        """One child run with the job's params, metrics, environment tags and artifacts."""
+        tags = {f"env.{k}": v for k, v in result["env"].items()}
+        tags.update({f"info.{k}": str(v)[:5000] for k, v in result["info"].items()})
+        tags.update({"sweep.role": "job", "sweep.status": result["status"],
+                     "sweep.job_dir": str(job_dir.resolve())})
+        if result["error"]:
+            tags["sweep.error"] = result["error"][:5000]
+        if parent_id:
+            tags["mlflow.parentRunId"] = parent_id
+        run = self.client.create_run(self.experiment_id, run_name=result["job"], tags=tags,
+                                     start_time=int(result["started"] * 1000))
+        run_id = run.info.run_id
+        self._log_params(run_id, result["params"])
+        self._log_metrics(run_id, result["metrics"])
+        for name in ("result.json", "samples.json", "config.yaml", "error.txt", "job.log"):
+            if (job_dir / name).exists():
+                self.client.log_artifact(run_id, str(job_dir / name))
+        hydra_dir = job_dir / ".hydra"
+        if hydra_dir.is_dir():
+            self.client.log_artifacts(run_id, str(hydra_dir), artifact_path="hydra")
+        end = int((result["started"] + result["duration_s"]) * 1000)
+        self.client.set_terminated(run_id, "FINISHED" if result["status"] == "ok" else "FAILED",
+                                   end_time=end)
+        return run_id
+
+    def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in params.items() if not SECRET.search(k)]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i:i + 100])
+
+    def _log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, 0) for k, v in metrics.items()
+                 if v is not None and math.isfinite(float(v))]
+        for i in range(0, len(items), 500):
+            self.client.log_batch(run_id, metrics=items[i:i + 500])
