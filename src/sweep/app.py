@@ -52,6 +52,8 @@ def _progress(result, sweep_dir: Path | None) -> str:
     m = result.metrics
     if result.status == "ok":
         what = f"ok  {m['infer_ms_per_img']:.3f} ms/img  {m['fps']:,.1f} fps"
+        if m.get("correct") == 0:
+            what += f"  OUTPUTS WRONG: {result.info['correctness']}"
     else:
         what = f"FAILED  {result.error}"
     if sweep_dir is None:

@@ -172,6 +172,18 @@ class BenchConfig:
 
 
 @dataclass
+class CheckConfig:
+    """Correctness of every job against PyTorch fp32 on `samples` inputs (rounded up to whole
+    batches)."""
+
+    enabled: bool = True
+    samples: int = 16
+
+    def __post_init__(self) -> None:
+        _positive("check.samples", self.samples, 1)
+
+
+@dataclass
 class TrackingConfig:
     """MLflow; `MLFLOW_TRACKING_URI` wins over `uri` when set."""
 
@@ -192,6 +204,7 @@ class SweepConfig:
     device: str = "auto"
     flags: FlagsConfig = field(default_factory=FlagsConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    check: CheckConfig = field(default_factory=CheckConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     cache_dir: str | None = None  # default ~/.cache/sweep
 

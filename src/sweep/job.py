@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import math
 import os
 import time
 import traceback
@@ -13,6 +15,7 @@ from typing import Any
 
 import torch
 
+from sweep.accuracy import compare, make_decisive, run_batches, synthetic_images
 from sweep.config import SweepConfig
 from sweep.env import device_name, environment
 from sweep.hardware import peak_tflops, resolve_hardware
@@ -21,6 +24,7 @@ from sweep.measure.memory import gpu_mem_peak_mb, gpu_mem_used_mb, host_rss_peak
 from sweep.measure.stats import latency_stats
 from sweep.measure.timing import time_calls, time_first_call
 from sweep.models import build_model, check_resolution
+from sweep.runtimes.base import set_math_mode
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +103,27 @@ def run_job(cfg: SweepConfig, job_dir: Path) -> JobResult:
     return result
 
 
+def _inputs(cfg: SweepConfig, n: int, stream: int) -> torch.Tensor:
+    """`n` synthetic images, reproducible from data.seed (stream: which set)."""
+    return synthetic_images(n, cfg.resolution, cfg.data.seed * 1000 + stream)
+
+
+def _reference(model: torch.nn.Module, inputs: torch.Tensor, batch: int,
+               device: torch.device) -> torch.Tensor:
+    """PyTorch fp32 logits (TF32 off) on the job's device, from a copy of the model."""
+    set_math_mode("fp32")
+    ref_model = copy.deepcopy(model).to(device)
+    with torch.inference_mode():
+        out = run_batches(ref_model, inputs, batch, lambda t: t.to(device))
+    del ref_model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return out
+
+
 def _measure(cfg: SweepConfig, job_dir: Path, result: JobResult) -> None:
     from sweep.cache import ArtifactCache
     from sweep.runtimes import JobContext, create_runtime
-    from sweep.runtimes.base import set_math_mode
-
     device = resolve_device(cfg.device)
     result.env = environment(str(device))
     hw = resolve_hardware(cfg.hardware, device_name(str(device)), device.type == "cuda")
@@ -115,23 +135,37 @@ def _measure(cfg: SweepConfig, job_dir: Path, result: JobResult) -> None:
         gflop = count_gflop_per_img(model, cfg.resolution)
     except RuntimeError as e:
         raise RuntimeError(f"resolution={cfg.resolution} does not work with model.name={cfg.model.name}: {e}") from e
-    set_math_mode(cfg.precision)
     cache = ArtifactCache.open(cfg.cache_dir)
     ctx = JobContext(device=device, precision=cfg.precision, batch=cfg.batch,
                      resolution=cfg.resolution, channels_last=cfg.flags.channels_last, cache=cache,
                      cache_key_parts=cache.model_identity(cfg.model))
-    runtime = create_runtime(cfg.runtime, ctx)
-    gen = torch.Generator().manual_seed(cfg.data.seed)
-    x_cpu = torch.randn(cfg.batch, 3, cfg.resolution, cfg.resolution, generator=gen)
+    runtime = create_runtime(cfg.runtime, ctx)  # fails at once on an impossible precision
+    inputs = _inputs(cfg, cfg.batch * max(1, math.ceil(cfg.check.samples / cfg.batch)), 0)
+    if not cfg.model.weights:
+        make_decisive(model, _inputs(cfg, 16, 1), seed=cfg.model.seed)
+    reference = _reference(model, inputs, cfg.batch, device) if cfg.check.enabled else None
+    set_math_mode(cfg.precision)
     try:
         reset_gpu_peak(device)
-        prepared = runtime.prepare(model, x_cpu)
+        prepared = runtime.prepare(model, inputs[: cfg.batch])
         result.info.update(cache=prepared.cache, **prepared.info)
-        x = x_cpu.to(device, runtime.input_dtype).contiguous(memory_format=runtime.input_memory_format)
+
+        def to_device(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device, runtime.input_dtype).contiguous(memory_format=runtime.input_memory_format)
+
+        x = to_device(inputs[: cfg.batch])
         first_ms = time_first_call(lambda: runtime.infer(x), device)
+        metrics: dict[str, float] = {}
+        if reference is not None:
+            check = compare(reference, run_batches(runtime.infer, inputs, cfg.batch, to_device),
+                            cfg.precision)
+            metrics.update(check.metrics())
+            result.info["correctness"] = check.reason
+            if not check.passed:
+                log.warning("job %s: outputs differ from PyTorch fp32: %s", result.job, check.reason)
         timing = time_calls(lambda: runtime.infer(x), device, cfg.bench.warmup,
                             cfg.bench.min_iters, cfg.bench.min_seconds)
-        metrics = latency_stats(timing.samples_ms, cfg.batch, timing.span_s)
+        metrics.update(latency_stats(timing.samples_ms, cfg.batch, timing.span_s))
         metrics.update(export_s=prepared.export_s, first_infer_ms=first_ms, gflop_per_img=gflop)
         metrics["tflops"] = gflop * metrics["fps"] / 1e3
         peak = peak_tflops(hw, cfg.precision)
