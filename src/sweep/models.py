@@ -57,9 +57,12 @@ def load_weights(model: nn.Module, cfg: ModelConfig) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        refused = [line.strip() for line in str(e).splitlines() if "GLOBAL" in line]
+        if not refused:
+            raise ConfigError(f"model.weights={cfg.weights!r} is not a readable PyTorch file") from e
         raise ConfigError(
             f"model.weights={cfg.weights!r} was refused by torch.load(weights_only=True): it holds "
-            f"Python objects that could run code when loaded ({str(e).splitlines()[0]}). Save only the "
+            f"Python objects that could run code when loaded ({refused[0]}). Save only the "
             "tensors: torch.save(model.state_dict(), path)."
         ) from e
     except Exception as e:  # truncated zip, not a torch file at all

@@ -1,0 +1,94 @@
+"""Every config group composes into a typed SweepConfig; bad values fail with clear messages."""
+
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import OmegaConf
+
+from sweep.config import RUNTIME_SCHEMAS, ConfigError, SweepConfig, register_configs
+from sweep.paths import conf_dir
+
+register_configs()
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+
+
+def make(*overrides: str) -> SweepConfig:
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
+        return OmegaConf.to_object(compose("config", overrides=list(overrides)))
+
+
+def test_groups_hold_what_the_interface_promises():
+    assert set(options("runtime")) == {"torch", "compile", "onnx", "trt"}
+    assert {"resnet18", "resnet50"} <= set(options("model"))
+    assert set(options("hardware")) >= {"auto", "cpu", "h100_sxm", "h200", "a100",
+                                        "rtx4060_laptop", "rtx4070ti", "jetson_orin_nano"}
+    assert "synthetic" in options("data")
+
+
+@pytest.mark.parametrize("group", ["runtime", "model", "hardware", "data"])
+def test_every_option_composes_to_its_schema(group):
+    for name in options(group):
+        cfg = make(f"{group}={name}")
+        node = getattr(cfg, group)
+        assert node.name == name
+        if group == "runtime":
+            assert type(node) is RUNTIME_SCHEMAS[name]
+
+
+def test_default_is_the_embedded_cpu_job():
+    cfg = make()
+    assert (cfg.runtime.name, cfg.model.name, cfg.resolution, cfg.batch, cfg.precision) == (
+        "torch", "resnet18", 224, 1, "fp32")
+    assert cfg.tracking.uri == "sqlite:///mlflow.db"
+    assert cfg.job_name == "torch-resnet18-224-b1-fp32"
+
+
+def test_hardware_entries_have_peaks_for_every_precision():
+    for name in options("hardware"):
+        if name in ("auto", "cpu"):
+            continue
+        peaks = make(f"hardware={name}").hardware.peak_tflops
+        assert set(peaks) == {"fp32", "tf32", "fp16", "bf16", "int8"}
+        assert all(v > 0 for v in peaks.values())
+        assert peaks["fp16"] >= peaks["fp32"]
+
+
+def test_any_torchvision_model_by_name():
+    assert make("model.name=mobilenet_v3_small", "model.num_classes=10").model.name == (
+        "mobilenet_v3_small")
+
+
+@pytest.mark.parametrize("override, key, shown", [
+    ("batch=0", "batch=0", ">= 1"),
+    ("batch=-3", "batch=-3", ">= 1"),
+    ("precision=fp64", "precision='fp64'", "fp32, tf32, fp16, bf16, int8"),
+    ("resolution=4", "resolution=4", ">= 8"),
+    ("device=tpu", "device='tpu'", "auto, cpu, cuda"),
+    ("runtime=compile runtime.mode=fast", "runtime.mode='fast'", "reduce-overhead"),
+    ("runtime=onnx runtime.provider=rocm", "runtime.provider='rocm'", "cuda, tensorrt"),
+    ("bench.min_iters=0", "bench.min_iters=0", ">= 1"),
+])
+def test_bad_values_name_key_value_and_allowed(override, key, shown):
+    with pytest.raises(ConfigError) as e:
+        make(*override.split())
+    assert key in str(e.value) and shown in str(e.value)
+
+
+def test_unknown_runtime_lists_the_options():
+    with pytest.raises(MissingConfigException) as e:
+        make("runtime=tensorflow")
+    msg = str(e.value)
+    assert "runtime/tensorflow" in msg
+    for name in ("torch", "compile", "onnx", "trt"):
+        assert name in msg
+    assert "base_" not in msg  # schemas stay out of the user's list
+
+
+def test_typo_in_a_runtime_option_is_refused():
+    with pytest.raises(ConfigCompositionException):
+        make("runtime=onnx", "runtime.opsett=17")
