@@ -85,7 +85,7 @@ def task(dcfg: DictConfig) -> float | None:
     except Exception as e:  # a bad value: recorded as a failed job, the sweep goes on
         from sweep.job import RESULT_FILE, write_json_atomic
 
-        result = JobResult(job=job_dir.name, status="failed", error=f"{type(e).__name__}: {e}",
+        result = JobResult(job=job_dir.name.split("_", 1)[-1], status="failed", error=f"{type(e).__name__}: {e}",
                            params=flatten(OmegaConf.to_container(dcfg, resolve=True)))
         write_json_atomic(job_dir / RESULT_FILE, result.to_json())
     if tracking.enabled:

@@ -9,6 +9,9 @@ from sweep.runtimes.base import JobContext, Prepared, Runtime, UnsupportedError
 
 RUNTIMES = {
     "torch": "sweep.runtimes.torch_eager:TorchRuntime",
+    "onnx": "sweep.runtimes.ort:OnnxRuntime",
+    "compile": "sweep.runtimes.inductor:CompileRuntime",
+    "trt": "sweep.runtimes.tensorrt:TensorRTRuntime",
 }
 
 __all__ = ["JobContext", "Prepared", "Runtime", "UnsupportedError", "create_runtime", "RUNTIMES"]

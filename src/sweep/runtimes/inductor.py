@@ -1,0 +1,135 @@
+"""torch.compile with the inductor backend, its compiled graphs cached in the sweep's cache.
+
+The model is placed exactly as eager torch places it (this runtime is a `TorchRuntime` with a
+compiled forward), so the two measure the same model in the same dtype and memory format.
+
+Compilation is done in `prepare`, by calling the compiled model on the example input, so the
+job's `export_s` is the compile time (tracing, inductor, C++/Triton builds, first call) and
+its `first_infer_ms` is the first call after that. Inductor's own caches (FX graph cache,
+AOTAutograd cache, autotuning results, Triton kernels) are pointed at
+``<cache_dir>/inductor``; `Prepared.cache` is ``hit`` when every graph came from the FX graph
+cache, ``miss`` otherwise.
+
+CUDA graphs (``mode=reduce-overhead`` and ``mode=max-autotune`` on a GPU): `infer` marks a new
+step before each call, and the tensor it returns lives in the CUDA graph's memory pool, which
+the next call overwrites (PyTorch raises if it is read after that). The timing loop discards
+outputs, so nothing is copied there; a caller that keeps an output across calls uses
+`infer_owned`, which clones it, outside the timed loop.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+from torch import nn
+
+from sweep.runtimes.base import Prepared
+from sweep.runtimes.torch_eager import TorchRuntime
+
+# torch._inductor.config / torch._functorch.config switches for the on-disk caches, set when
+# they exist in the installed torch (they move between releases).
+_INDUCTOR_CACHE_FLAGS = ("fx_graph_cache", "autotune_local_cache",
+                         "bundle_triton_into_fx_graph_cache")
+_FUNCTORCH_CACHE_FLAGS = ("enable_autograd_cache",)
+
+
+def _fx_cache_counts() -> tuple[int, int]:
+    """(hits, misses) of inductor's FX graph cache so far in this process."""
+    from torch._dynamo.utils import counters
+
+    c = counters["inductor"]
+    return c["fxgraph_cache_hit"], c["fxgraph_cache_miss"] + c["fxgraph_cache_bypass"]
+
+
+def _enable_caches() -> bool:
+    """Switch inductor's local caches on; False when the user forced all caches off."""
+    import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
+
+    if getattr(inductor_config, "force_disable_caches", False):
+        return False
+    for module, flags in ((inductor_config, _INDUCTOR_CACHE_FLAGS),
+                          (functorch_config, _FUNCTORCH_CACHE_FLAGS)):
+        for flag in flags:
+            if hasattr(module, flag):
+                setattr(module, flag, True)
+    return True
+
+
+def _set_cache_dir(path: str | None) -> None:
+    """Point TORCHINDUCTOR_CACHE_DIR at `path` (None: unset) and drop inductor's memoised paths."""
+    from torch._inductor.utils import clear_caches
+
+    if os.environ.get("TORCHINDUCTOR_CACHE_DIR") == path:
+        return
+    if path is None:
+        os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+    else:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = path
+    clear_caches()
+
+
+class CompileRuntime(TorchRuntime):
+    """Eager torch's placement of the model, run through torch.compile(backend="inductor")."""
+
+    name = "compile"
+
+    def prepare(self, model: nn.Module, example: torch.Tensor) -> Prepared:
+        super().prepare(model, example)  # device, dtype, memory format: as eager torch
+        from torch._inductor import list_mode_options
+
+        self._cudagraphs = (self.ctx.device.type == "cuda"
+                            and bool(list_mode_options(self.cfg.mode).get("triton.cudagraphs")))
+        self._saved_cache_dir = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+        cache_dir = self.ctx.cache.root / "inductor"
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        _set_cache_dir(str(cache_dir))  # before the first compile
+        caching = _enable_caches()
+
+        x = example.to(self.ctx.device, self.input_dtype).contiguous(
+            memory_format=self.input_memory_format)
+        hits0, misses0 = _fx_cache_counts()
+        t0 = time.perf_counter()
+        self.compiled = torch.compile(self.model, backend="inductor", mode=self.cfg.mode,
+                                      fullgraph=self.cfg.fullgraph, dynamic=self.cfg.dynamic)
+        # CUDA graph trees warm up on the first call and record on the second: both belong to
+        # preparing, so the job's first_infer_ms is the first replay.
+        for _ in range(2 if self._cudagraphs else 1):
+            self.infer(x)
+        if self.ctx.device.type == "cuda":
+            torch.cuda.synchronize(self.ctx.device)
+        export_s = time.perf_counter() - t0
+        hits1, misses1 = _fx_cache_counts()
+        hits, misses = hits1 - hits0, misses1 - misses0
+
+        if not caching:
+            status = "none"
+        else:
+            status = "hit" if hits and not misses else "miss"
+        info = {"compile_mode": self.cfg.mode, "cudagraphs": str(self._cudagraphs).lower(),
+                "fxgraph_cache": f"{hits} hit, {misses} miss" if caching
+                else "disabled (force_disable_caches)",
+                "inductor_cache_dir": str(cache_dir)}
+        return Prepared(export_s=export_s, cache=status, info=info)
+
+    @torch.inference_mode()
+    def infer(self, x: torch.Tensor) -> torch.Tensor:
+        if self._cudagraphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        return self.compiled(x)
+
+    def infer_owned(self, x: torch.Tensor) -> torch.Tensor:
+        """Like `infer`, but the result survives the next call (cloned out of the CUDA graph
+        pool when CUDA graphs are used). Not for timed loops."""
+        y = self.infer(x)
+        return y.clone() if self._cudagraphs else y
+
+    def close(self) -> None:
+        """Forget compiled code, so the next job of this process compiles afresh."""
+        self.compiled = None
+        self.model = None
+        torch._dynamo.reset()
+        if hasattr(self, "_saved_cache_dir"):
+            _set_cache_dir(self._saved_cache_dir)

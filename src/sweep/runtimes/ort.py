@@ -1,0 +1,367 @@
+"""torch.onnx export + ONNX Runtime.
+
+The model is exported once per (model, resolution, dtype, opset, versions) into the artifact
+cache, with a dynamic batch axis, so every batch size of a sweep shares one export. int8 is
+static QDQ quantisation of the fp32 export, cached on its own.
+
+Exporter: the TorchScript one (``dynamo=False``). With torch 2.14 it exports torchvision
+classifiers in well under half the time of the torch.export-based one, into a single file, and
+it keeps the batch axis dynamic where the new exporter specialises it for convnext, ViT and Swin
+("Constraints violated (batch)"). The new exporter is only a fallback, should the old one fail.
+
+The session takes a contiguous NCHW input whatever ``flags.channels_last`` says; on CUDA,
+``runtime.prefer_nhwc`` chooses ONNX Runtime's internal layout instead.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from sweep.config import OnnxRuntimeConfig
+from sweep.runtimes.base import Prepared, Runtime, UnsupportedError
+
+log = logging.getLogger(__name__)
+
+INPUT, OUTPUT = "input", "logits"
+MODEL_FILE = "model.onnx"
+META_FILE = "export.json"
+EXPORTER = "torchscript"
+CALIB_BATCH = 4  # images per calibration batch
+CALIB_SEED = 0
+
+CPU_EP = "CPUExecutionProvider"
+CUDA_EP = "CUDAExecutionProvider"
+TRT_EP = "TensorrtExecutionProvider"
+GPU_INSTALL = "pip uninstall -y onnxruntime && pip install onnxruntime-gpu"
+OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
+              "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+NP_DTYPES = {torch.float32: np.float32, torch.float16: np.float16}
+
+
+def select_providers(provider: str, device_type: str, available: Sequence[str]) -> list[str]:
+    """The execution providers to ask for, best first, from `runtime.provider`, the job's device
+    type and `onnxruntime.get_available_providers()`. Pure, so it can be tested anywhere."""
+    if device_type == "cpu":
+        if provider in ("auto", "cpu"):
+            return [CPU_EP]
+        raise UnsupportedError(
+            f"runtime=onnx runtime.provider={provider} needs a GPU but the job runs on the CPU; "
+            "use device=cuda, or runtime.provider=auto.")
+    if provider == "cpu":
+        raise UnsupportedError(
+            "runtime=onnx runtime.provider=cpu runs on the CPU but the job's device is cuda; "
+            "use device=cpu for ONNX Runtime on the CPU, or runtime.provider=auto.")
+    if CUDA_EP not in available:
+        raise UnsupportedError(
+            f"runtime=onnx on {device_type} needs the GPU build of ONNX Runtime, but the installed "
+            f"onnxruntime offers only {', '.join(available) or 'no providers'}. The two builds "
+            f"cannot be installed side by side: {GPU_INSTALL}")
+    if provider == "tensorrt":
+        if TRT_EP not in available:
+            raise UnsupportedError(
+                "runtime=onnx runtime.provider=tensorrt needs an onnxruntime-gpu build with the "
+                f"TensorRT execution provider; this one offers {', '.join(available)}. Install "
+                "onnxruntime-gpu and TensorRT 10 (pip install tensorrt), or use "
+                "runtime.provider=cuda.")
+        return [TRT_EP, CUDA_EP, CPU_EP]
+    return [CUDA_EP, CPU_EP]
+
+
+def provider_options(name: str, cfg: OnnxRuntimeConfig, precision: str, device_id: int,
+                     stream: int | None = None, shape: Sequence[int] = (),
+                     engine_cache: Path | None = None) -> dict[str, str]:
+    """ONNX Runtime's options for provider `name`. fp32 means TF32 off on the CUDA provider."""
+    if name == CUDA_EP:
+        opts = {"device_id": str(device_id), "use_tf32": "1" if precision == "tf32" else "0",
+                "prefer_nhwc": "1" if cfg.prefer_nhwc else "0"}
+        if cfg.cuda_graph:
+            opts["enable_cuda_graph"] = "1"
+    elif name == TRT_EP:
+        opts = {"device_id": str(device_id), "trt_fp16_enable": str(precision == "fp16"),
+                "trt_int8_enable": str(precision == "int8")}
+        if shape:  # one optimisation profile for the job's batch: no rebuild on the first call
+            dims = f"{INPUT}:{'x'.join(map(str, shape))}"
+            opts.update(trt_profile_min_shapes=dims, trt_profile_opt_shapes=dims,
+                        trt_profile_max_shapes=dims)
+        if engine_cache is not None:
+            opts.update(trt_engine_cache_enable="True", trt_engine_cache_path=str(engine_cache),
+                        trt_timing_cache_enable="True")
+        if cfg.cuda_graph:
+            opts["trt_cuda_graph_enable"] = "True"
+    else:
+        return {}
+    if stream is not None:
+        opts.update(has_user_compute_stream="1", user_compute_stream=str(stream))
+    return opts
+
+
+def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int) -> str:
+    """Export `model` (in the dtype of `example`) with a dynamic batch axis; returns the exporter
+    that was used."""
+    # Batch 2: a batch-1 example lets exporters bake the batch size into reshapes.
+    x = example[:1].repeat(2, 1, 1, 1)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore", DeprecationWarning)  # "legacy TorchScript exporter"
+            torch.onnx.export(model, (x,), str(path), input_names=[INPUT], output_names=[OUTPUT],
+                              opset_version=opset, dynamo=False,
+                              dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
+        return EXPORTER
+    except Exception as e:  # any failure: try the other exporter before giving up
+        log.warning("TorchScript ONNX export failed (%s: %s); trying torch.export's exporter",
+                    type(e).__name__, e)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with torch.no_grad():
+        torch.onnx.export(model, (x,), str(path), input_names=[INPUT], output_names=[OUTPUT],
+                          opset_version=opset, dynamo=True, external_data=False,
+                          dynamic_shapes=({0: batch},))
+    return "dynamo"
+
+
+def calibration_batches(shape: Sequence[int], n: int, seed: int = CALIB_SEED) -> list[np.ndarray]:
+    """`n` random batches from a seeded generator: the same calibration on every machine."""
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(*shape, generator=gen).numpy() for _ in range(n)]
+
+
+def quantize_int8(src: Path, dst: Path, batches: list[np.ndarray],
+                  activation_symmetric: bool) -> dict[str, Any]:
+    """Static QDQ quantisation, int8 weights per channel and int8 activations; returns facts
+    for the job's info."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(batches)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            x = next(self.it, None)
+            return None if x is None else {INPUT: x}
+
+    pre = dst.with_name("preprocessed.onnx")
+    try:
+        quant_pre_process(str(src), str(pre))
+        source, preprocessed = pre, True
+    except Exception as e:  # optional step: quantise the raw export instead
+        log.warning("quant_pre_process failed (%s: %s); quantising the export as it is",
+                    type(e).__name__, e)
+        source, preprocessed = src, False
+    quantize_static(str(source), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8,
+                    extra_options={"ActivationSymmetric": activation_symmetric,
+                                   "CalibMaxIntermediateOutputs": 1})
+    pre.unlink(missing_ok=True)
+    return {"quant": "QDQ int8, per-channel weights, "
+                     f"{'symmetric' if activation_symmetric else 'asymmetric'} activations",
+            "quant_preprocessed": str(preprocessed)}
+
+
+class OnnxRuntime(Runtime):
+    name = "onnx"
+    # bf16 is left out: the CUDA provider's bf16 convolutions are missing or slow.
+    supported = {"cpu": ("fp32", "fp16", "int8"), "cuda": ("fp32", "tf32", "fp16", "int8")}
+    cfg: OnnxRuntimeConfig
+
+    @property
+    def input_memory_format(self) -> torch.memory_format:
+        return torch.contiguous_format
+
+    # --- prepare ------------------------------------------------------------------------
+
+    def prepare(self, model: nn.Module, example: torch.Tensor) -> Prepared:
+        import onnxruntime as ort
+
+        ctx, cfg = self.ctx, self.cfg
+        cuda = ctx.device.type == "cuda"
+        providers = select_providers(cfg.provider, ctx.device.type, ort.get_available_providers())
+        if providers[0] == TRT_EP and ctx.precision == "fp32":
+            raise UnsupportedError(
+                "runtime=onnx runtime.provider=tensorrt cannot run precision=fp32: TensorRT "
+                "uses TF32 unless told not to, and ONNX Runtime has no option for that; use "
+                "precision=tf32, or runtime.provider=cuda.")
+        if cfg.cuda_graph and cuda and not cfg.io_binding:
+            raise UnsupportedError("runtime=onnx runtime.cuda_graph=true needs "
+                                   "runtime.io_binding=true (the graph replays fixed buffers).")
+
+        t0 = time.perf_counter()
+        path, status, info = self._artifact(model, example, providers[0] == TRT_EP)
+        export_s = time.perf_counter() - t0
+
+        if cuda and hasattr(ort, "preload_dlls"):
+            ort.preload_dlls()  # after torch: finds the CUDA/cuDNN libraries torch loaded
+        self._device_id = ctx.device.index if ctx.device.index is not None else (
+            torch.cuda.current_device() if cuda else 0)
+        self._stream = torch.cuda.Stream(ctx.device) if cuda else None
+        shape = (ctx.batch, 3, ctx.resolution, ctx.resolution)
+        engine_cache = None
+        if providers[0] == TRT_EP:
+            engine_cache = Path(ctx.cache.root) / "ort-trt" / path.parent.name / ctx.precision
+            engine_cache.mkdir(parents=True, exist_ok=True)
+        stream = self._stream.cuda_stream if self._stream is not None else None
+        t0 = time.perf_counter()
+        self.session = ort.InferenceSession(
+            str(path), sess_options=self._session_options(ort),
+            providers=[(p, provider_options(p, cfg, ctx.precision, self._device_id, stream,
+                                            shape, engine_cache)) for p in providers])
+        session_s = time.perf_counter() - t0
+        got = self.session.get_providers()
+        if got[0] != providers[0]:  # ONNX Runtime falls back to the CPU with only a log line
+            raise UnsupportedError(
+                f"runtime=onnx asked ONNX Runtime for {providers[0]} but the session got "
+                f"{', '.join(got)}: its libraries did not load (see ONNX Runtime's error above; "
+                "onnxruntime-gpu needs CUDA 12 and cuDNN 9, and TensorRT 10 for TensorRT).")
+
+        self._in_name = self.session.get_inputs()[0].name
+        self._out_names = [self.session.get_outputs()[0].name]
+        self._dtype = torch.float16 if ctx.precision == "fp16" else torch.float32
+        self._bound: tuple[int, tuple[int, ...]] | None = None  # (data_ptr, shape) bound last
+        self._binding = self.session.io_binding() if cuda and cfg.io_binding else None
+        self._in_buf: torch.Tensor | None = None
+        if self._binding is not None and cfg.cuda_graph:
+            self._in_buf = torch.empty(shape, dtype=self._dtype, device=ctx.device)
+            self._bind(self._in_buf)
+
+        info.update(provider=got[0], providers=",".join(got), onnxruntime=ort.__version__,
+                    opset=str(cfg.opset), graph_optimization=cfg.graph_optimization,
+                    session_s=f"{session_s:.2f}")
+        if cuda:
+            info.update(io_binding=str(cfg.io_binding), cuda_graph=str(cfg.cuda_graph),
+                        prefer_nhwc=str(cfg.prefer_nhwc))
+            if ctx.precision == "int8" and providers[0] == CUDA_EP:
+                info["int8_note"] = ("the CUDA provider has no int8 convolutions: QDQ nodes run "
+                                     "around fp32 kernels; runtime.provider=tensorrt runs int8")
+        if ctx.channels_last:
+            info["channels_last"] = "ignored: ONNX Runtime takes NCHW input (see prefer_nhwc)"
+        return Prepared(export_s=export_s, cache=status, info=info)
+
+    def _artifact(self, model: nn.Module, example: torch.Tensor,
+                  trt: bool) -> tuple[Path, str, dict[str, str]]:
+        """The cached model file for this job, exporting (and quantising) only on a miss."""
+        import onnxruntime as ort
+
+        ctx, cfg = self.ctx, self.cfg
+        half = ctx.precision == "fp16"
+        # One export serves fp32, tf32 and int8: tf32 is a provider option.
+        parts = {**ctx.cache_key_parts, "resolution": ctx.resolution,
+                 "dtype": "fp16" if half else "fp32", "opset": cfg.opset,
+                 "torch": torch.__version__, "onnxruntime": ort.__version__,
+                 "exporter": EXPORTER}
+
+        def build_export(folder: Path) -> None:
+            m = copy.deepcopy(model).half() if half else model  # leave the caller's model fp32
+            x = example.to(torch.float16 if half else torch.float32)
+            t0 = time.perf_counter()
+            used = export_onnx(m, x, folder / MODEL_FILE, cfg.opset)
+            log.info("exported %s to ONNX with the %s exporter in %.1f s",
+                     ctx.cache_key_parts.get("arch", "model"), used, time.perf_counter() - t0)
+            (folder / META_FILE).write_text(json.dumps({"exporter": used}))
+
+        def export() -> tuple[Path, str]:
+            entry, status = ctx.cache.fetch("onnx", parts, build_export)
+            return entry, status
+
+        if ctx.precision != "int8":
+            entry, status = export()
+            return entry / MODEL_FILE, status, self._meta(entry)
+
+        symmetric = trt  # TensorRT wants zero-point-0 activations
+        qparts = {**parts, "quant": "qdq-s8s8-per-channel", "activation_symmetric": symmetric,
+                  "calibration_batches": cfg.calibration_batches,
+                  "calibration_batch": CALIB_BATCH, "calibration_seed": CALIB_SEED}
+        fp32_status = "hit"
+
+        def build_int8(folder: Path) -> None:
+            nonlocal fp32_status
+            src, fp32_status = export()
+            batches = calibration_batches(
+                (CALIB_BATCH, 3, ctx.resolution, ctx.resolution), cfg.calibration_batches)
+            t0 = time.perf_counter()
+            facts = quantize_int8(src / MODEL_FILE, folder / MODEL_FILE, batches, symmetric)
+            log.info("quantised to int8 in %.1f s", time.perf_counter() - t0)
+            (folder / META_FILE).write_text(json.dumps({**self._meta(src), **facts}))
+
+        entry, status = ctx.cache.fetch("onnx-int8", qparts, build_int8)
+        info = self._meta(entry)
+        if status != "hit":
+            info["fp32_export_cache"] = fp32_status
+        return entry / MODEL_FILE, status, info
+
+    @staticmethod
+    def _meta(entry: Path) -> dict[str, str]:
+        try:
+            return {k: str(v) for k, v in json.loads((entry / META_FILE).read_text()).items()}
+        except (OSError, ValueError):
+            return {}
+
+    def _session_options(self, ort: Any) -> Any:
+        so = ort.SessionOptions()
+        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
+                                              OPT_LEVELS[self.cfg.graph_optimization])
+        if self.cfg.intra_op_threads > 0:
+            so.intra_op_num_threads = self.cfg.intra_op_threads
+        if self.cfg.inter_op_threads > 0:
+            so.inter_op_num_threads = self.cfg.inter_op_threads
+        return so
+
+    def _bind(self, x: torch.Tensor) -> None:
+        """Bind `x` as the input and a new output tensor of the matching batch: once per input
+        buffer and shape, not per call."""
+        shape = tuple(x.shape)
+        self._binding.bind_input(self._in_name, "cuda", self._device_id, NP_DTYPES[self._dtype],
+                                 shape, x.data_ptr())
+        if self._bound is None or self._bound[1] != shape:
+            out_shape = [shape[0] if not isinstance(d, int) else d
+                         for d in self.session.get_outputs()[0].shape]
+            self._out = torch.empty(out_shape, dtype=self._dtype, device=x.device)
+            self._binding.bind_output(self._out_names[0], "cuda", self._device_id,
+                                      NP_DTYPES[self._dtype], out_shape, self._out.data_ptr())
+        self._bound = (x.data_ptr(), shape)
+
+    # --- infer --------------------------------------------------------------------------
+
+    def infer(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for `x`. On CUDA with IO binding they land in a buffer that the next call
+        overwrites (as with CUDA graphs): clone them to keep them."""
+        if self._binding is not None:
+            current = torch.cuda.current_stream(x.device)
+            if self._in_buf is not None:
+                if x.shape != self._in_buf.shape:  # copy_ would broadcast a smaller batch
+                    raise ValueError(f"runtime.cuda_graph=true was prepared for input "
+                                     f"{tuple(self._in_buf.shape)}, got {tuple(x.shape)}")
+                self._in_buf.copy_(x)
+            elif self._bound != (x.data_ptr(), tuple(x.shape)):
+                self._bind(x)
+            # ONNX Runtime works on its own stream: order it after the input's writer, and
+            # whatever reads the output after it.
+            self._stream.wait_stream(current)
+            self.session.run_with_iobinding(self._binding)
+            current.wait_stream(self._stream)
+            return self._out
+        if x.device.type == "cpu":
+            out = self.session.run(self._out_names, {self._in_name: x.numpy()})[0]
+            return torch.from_numpy(out)
+        # CUDA without IO binding: through the host, which is what io_binding=false measures.
+        out = self.session.run(self._out_names, {self._in_name: x.cpu().numpy()})[0]
+        return torch.from_numpy(out).to(x.device)
+
+    def close(self) -> None:
+        for attr in ("_binding", "session", "_out", "_in_buf", "_stream"):
+            self.__dict__.pop(attr, None)

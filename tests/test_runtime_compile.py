@@ -1,0 +1,83 @@
+"""runtime=compile on the CPU: real torch.compile (inductor) of resnet18 at 32x32, fp32."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from sweep.cache import ArtifactCache
+from sweep.config import CompileRuntimeConfig, ModelConfig
+from sweep.models import build_model
+from sweep.runtimes import JobContext, UnsupportedError, create_runtime
+from sweep.runtimes.torch_eager import TorchRuntime
+
+RES = 32
+
+
+def _ctx(cache_root, precision: str = "fp32") -> JobContext:
+    return JobContext(device=torch.device("cpu"), precision=precision, batch=1, resolution=RES,
+                      channels_last=False, cache=ArtifactCache(cache_root),
+                      cache_key_parts=ArtifactCache.model_identity(ModelConfig()))
+
+
+def _prepare_and_run(cache_root, x: torch.Tensor):
+    """A fresh runtime on a fresh model: (Prepared, output), the runtime closed afterwards."""
+    runtime = create_runtime(CompileRuntimeConfig(), _ctx(cache_root))
+    try:
+        prepared = runtime.prepare(build_model(ModelConfig()), x)
+        return prepared, runtime.infer(x).clone()
+    finally:
+        runtime.close()
+
+
+@pytest.fixture(scope="module")
+def two_compiles(tmp_path_factory):
+    """Compile twice into one scratch cache; close() resets dynamo in between."""
+    root = tmp_path_factory.mktemp("compile-cache")
+    x = torch.randn(1, 3, RES, RES, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        eager = build_model(ModelConfig())(x)
+    env_before = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    first = _prepare_and_run(root, x)
+    env_between = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    second = _prepare_and_run(root, x)
+    return root, eager, first, second, (env_before, env_between)
+
+
+def test_compiled_outputs_match_eager(two_compiles):
+    _, eager, (_, first_out), (_, second_out), _ = two_compiles
+    torch.testing.assert_close(first_out, eager, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(second_out, eager, rtol=1e-4, atol=1e-4)
+
+
+def test_first_compile_misses_and_fills_the_sweep_cache(two_compiles):
+    root, _, (prepared, _), _, _ = two_compiles
+    assert prepared.cache == "miss"
+    assert prepared.export_s > 0
+    assert prepared.info["inductor_cache_dir"] == str(root / "inductor")
+    assert any((root / "inductor" / "fxgraph").rglob("*")), "FX graph cache is empty"
+
+
+def test_second_compile_in_fresh_dynamo_state_hits_fx_graph_cache(two_compiles):
+    _, _, (first, _), (second, _), _ = two_compiles
+    assert second.cache == "hit", second.info
+    assert second.info["fxgraph_cache"].endswith("0 miss")
+    assert second.export_s < first.export_s
+
+
+def test_close_restores_inductor_cache_dir(two_compiles):
+    _, _, _, _, (before, between) = two_compiles
+    assert before == between
+
+
+def test_same_precisions_as_eager_torch():
+    from sweep.runtimes.inductor import CompileRuntime
+
+    assert CompileRuntime.supported == TorchRuntime.supported
+
+
+def test_int8_is_refused_before_any_compile(tmp_path):
+    with pytest.raises(UnsupportedError, match="runtime=compile cannot run precision=int8"):
+        create_runtime(CompileRuntimeConfig(), _ctx(tmp_path, "int8"))

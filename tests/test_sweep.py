@@ -1,0 +1,117 @@
+"""The whole flow on CPU through the real CLI: one job, a multirun, MLflow, summary, report."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+
+import pytest
+from conftest import QUICK, only_sweep_dir, run_cli
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """batch=1,2,0 (the last one invalid) into a fresh sqlite MLflow store."""
+    cwd = tmp_path_factory.mktemp("sweep")
+    cache = tmp_path_factory.mktemp("cache")
+    proc = run_cli(["-m", "batch=1,2,0", "tracking.experiment=ci", *QUICK], cwd, cache)
+    return cwd, only_sweep_dir(cwd), proc
+
+
+def test_exit_status_says_a_job_failed(sweep):
+    _, _, proc = sweep
+    assert proc.returncode == 1, proc.stderr[-3000:]
+
+
+def test_progress_line_per_job(sweep):
+    _, _, proc = sweep
+    lines = [line for line in proc.stdout.splitlines() if re.match(r"\[\d+/\d+\] ", line)]
+    assert len(lines) == 3, proc.stdout
+    assert lines[0].startswith("[1/3] torch-resnet18-32-b1-fp32: ok") and "fps" in lines[0]
+    assert "(2 remaining)" in lines[0] and "(0 remaining)" in lines[2]
+    assert "FAILED" in lines[2] and "batch=0" in lines[2]
+
+
+def test_job_folders_and_results(sweep):
+    _, sweep_dir, _ = sweep
+    jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
+    assert [p.name for p in jobs] == ["0_torch-resnet18-32-b1-fp32", "1_torch-resnet18-32-b2-fp32",
+                                      "2_torch-resnet18-32-b0-fp32"]
+    ok = json.loads((jobs[1] / "result.json").read_text())
+    assert ok["status"] == "ok" and ok["params"]["batch"] == 2 and ok["params"]["runtime"] == "torch"
+    m = ok["metrics"]
+    assert m["fps"] > 0 and m["infer_ms_p50"] <= m["infer_ms_p99"]
+    assert m["infer_ms_per_img_ci95_low"] <= m["infer_ms_per_img"] <= m["infer_ms_per_img_ci95_high"]
+    assert m["gflop_per_img"] == pytest.approx(0.0757, rel=0.02)  # resnet18 at 32x32
+    assert m["correct"] == 1.0 and m["host_rss_peak_mb"] > 0
+    assert ok["env"]["version.torch"] and ok["env"]["cpu"]
+    samples = json.loads((jobs[1] / "samples.json").read_text())["samples_ms"]
+    assert len(samples) == m["infer_iters"] >= 3
+    bad = json.loads((jobs[2] / "result.json").read_text())
+    assert bad["status"] == "failed" and "batch=0" in bad["error"] and ">= 1" in bad["error"]
+
+
+def test_summary_and_report(sweep):
+    _, sweep_dir, _ = sweep
+    rows = list(csv.DictReader(open(sweep_dir / "summary.csv")))
+    assert [r["status"] for r in rows] == ["ok", "ok", "failed"]
+    assert float(rows[0]["fps"]) > 0 and rows[2]["error"].startswith("ConfigError")
+    assert len(json.loads((sweep_dir / "summary.json").read_text())["jobs"]) == 3
+    report = (sweep_dir / "report.md").read_text()
+    assert "3 jobs: 2 ok, 1 failed" in report and "## runtime=torch" in report
+    assert "## Failed jobs" in report
+
+
+def test_report_rebuilds_from_job_folders_alone(sweep, tmp_path):
+    cwd, sweep_dir, _ = sweep
+    before = (sweep_dir / "summary.csv").read_text()
+    for name in ("summary.csv", "summary.json", "report.md"):
+        (sweep_dir / name).unlink()
+    proc = run_cli([str(sweep_dir)], cwd, tmp_path, module="sweep.report")
+    assert proc.returncode == 0, proc.stderr
+    assert (sweep_dir / "summary.csv").read_text() == before
+    assert (sweep_dir / "report.md").exists()
+
+
+def test_mlflow_parent_with_children(sweep):
+    cwd, sweep_dir, _ = sweep
+    client = MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("ci")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("sweep.role") == "parent"]
+    children = [r for r in runs if r.data.tags.get("sweep.role") == "job"]
+    assert len(parents) == 1 and len(children) == 3
+    parent = parents[0]
+    assert parent.data.params["batch"] == "1,2,0"
+    assert parent.data.metrics["jobs_failed"] == 1 and parent.info.status == "FAILED"
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert sorted(c.info.run_name for c in children) == [
+        "torch-resnet18-32-b0-fp32", "torch-resnet18-32-b1-fp32", "torch-resnet18-32-b2-fp32"]
+    ok = [c for c in children if c.info.status == "FINISHED"]
+    assert len(ok) == 2 and all(c.data.metrics["fps"] > 0 for c in ok)
+    assert ok[0].data.params["model"] == "resnet18" and "env.version.torch" in ok[0].data.tags
+    failed = [c for c in children if c.info.status == "FAILED"]
+    assert len(failed) == 1 and "batch=0" in failed[0].data.tags["sweep.error"]
+    artifacts = {a.path for a in client.list_artifacts(ok[0].info.run_id)}
+    assert {"result.json", "samples.json", "config.yaml"} <= artifacts
+    assert "report.md" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+
+def test_single_default_job(tmp_path, cache_dir):
+    """What the README's first command runs (made quick)."""
+    proc = run_cli(QUICK, tmp_path, cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "torch-resnet18-32-b1-fp32: ok" in proc.stdout
+    results = list((tmp_path / "outputs").glob("*/*/result.json"))
+    assert len(results) == 1 and (tmp_path / "mlflow.db").exists()
+
+
+def test_single_failing_job_exits_nonzero_with_the_reason(tmp_path, cache_dir):
+    proc = run_cli(["precision=int8", "tracking.enabled=false", *QUICK], tmp_path, cache_dir)
+    assert proc.returncode == 1
+    assert "runtime=torch cannot run precision=int8 on cpu" in proc.stderr
