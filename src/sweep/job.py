@@ -163,8 +163,10 @@ def _measure(cfg: SweepConfig, job_dir: Path, result: JobResult) -> None:
             result.info["correctness"] = check.reason
             if not check.passed:
                 log.warning("job %s: outputs differ from PyTorch fp32: %s", result.job, check.reason)
+        t_bench = time.perf_counter()
         timing = time_calls(lambda: runtime.infer(x), device, cfg.bench.warmup,
                             cfg.bench.min_iters, cfg.bench.min_seconds)
+        result.info["bench_s"] = time.perf_counter() - t_bench  # warmup + timed calls
         metrics.update(latency_stats(timing.samples_ms, cfg.batch, timing.span_s))
         metrics.update(export_s=prepared.export_s, first_infer_ms=first_ms, gflop_per_img=gflop)
         metrics["tflops"] = gflop * metrics["fps"] / 1e3
