@@ -1,0 +1,43 @@
+"""The wheel carries conf/ as sweep/conf, and `python -m sweep` finds it from anywhere."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                    "-w", str(out), str(ROOT)], check=True, capture_output=True, cwd=out)
+    return next(out.glob("*.whl"))
+
+
+def test_wheel_holds_every_config_and_module(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for path in (ROOT / "conf").rglob("*.yaml"):
+        assert f"sweep/conf/{path.relative_to(ROOT / 'conf').as_posix()}" in names
+    for path in (ROOT / "src" / "sweep").rglob("*.py"):
+        assert path.relative_to(ROOT / "src").as_posix() in names
+
+
+def test_installed_wheel_composes_from_another_folder(wheel, tmp_path):
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
+                    str(target), str(wheel)], check=True, capture_output=True)
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    proc = subprocess.run([sys.executable, "-m", "sweep", "--cfg", "job", "runtime=onnx"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "opset: 18" in proc.stdout
+    where = subprocess.run([sys.executable, "-c", "import sweep.paths as p; print(p.conf_dir())"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True).stdout
+    assert where.strip() == str(target / "sweep" / "conf")
