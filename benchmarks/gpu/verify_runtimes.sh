@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Issue 3's GPU verification: resnet18 256 and resnet50 224 at batch 1, 32, 256, fp32 and fp16,
+# for eager PyTorch (NCHW and channels_last), torch.compile (reduce-overhead, channels_last) and
+# ONNX Runtime (CUDA EP, IO binding). Results: multirun/gpu-<part>-<runtime>/, one mlflow.db.
+#   bash benchmarks/gpu/verify_runtimes.sh torch|compile|onnx [extra overrides...]
+set -uo pipefail
+source benchmarks/gpu/setup_device.sh
+part=$1; shift
+bench="bench.warmup=10 bench.min_iters=50 bench.min_seconds=2 tracking.experiment=gpu-runtimes"
+common="-m model=resnet18,resnet50 batch=1,32,256 precision=fp32,fp16 $bench"
+# resnet18 runs at 256 and resnet50 at 224: a resolution per model, through the model's name
+case $part in
+  torch)   extra="runtime=torch flags.channels_last=false,true" ;;
+  compile) extra="runtime=compile runtime.mode=reduce-overhead flags.channels_last=true" ;;
+  onnx)    extra="runtime=onnx" ;;
+  *) echo "unknown part $part"; exit 2 ;;
+esac
+for spec in resnet18:256 resnet50:224; do
+  model=${spec%%:*}; res=${spec##*:}
+  python3 -m sweep -m model=$model resolution=$res batch=1,32,256 precision=fp32,fp16 $bench $extra \
+    hydra.sweep.dir=multirun/gpu-$part-$model "$@" 2>&1 | grep -v "^\[20" | grep -v "INFO mlflow"
+done
