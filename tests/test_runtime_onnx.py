@@ -46,12 +46,12 @@ def _ctx(tmp_path, precision: str = "fp32", device: str = "cpu", batch: int = 8,
          channels_last: bool = False) -> JobContext:
     return JobContext(device=torch.device(device), precision=precision, batch=batch,
                       resolution=RES, channels_last=channels_last,
-                      cache=ArtifactCache(tmp_path),
-                      cache_key_parts=ArtifactCache.model_identity(ModelConfig()))
+                      cache=ArtifactCache(tmp_path))
 
 
 def _prepare(model, x, ctx, cfg: OnnxRuntimeConfig | None = None):
     rt = create_runtime(cfg or OnnxRuntimeConfig(), ctx)
+    ctx.cache_key_parts = ArtifactCache.model_identity(ModelConfig(), model)  # as job.py does
     return rt, rt.prepare(model, x)
 
 

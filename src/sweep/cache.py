@@ -17,13 +17,24 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+from torch import nn
+
 from sweep.config import ModelConfig
-from sweep.models import weights_digest
 from sweep.paths import cache_dir
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+
+
+def state_digest(model: nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}:{t.dtype}:{t.numel()};".encode())
+        h.update(t.view(torch.uint8).numpy().data)
+    return h.hexdigest()[:16]
 
 
 def _sha256(path: Path) -> str:
@@ -43,9 +54,11 @@ class ArtifactCache:
         return cls(cache_dir(configured))
 
     @staticmethod
-    def model_identity(model: ModelConfig) -> dict[str, str]:
-        return {"arch": model.name, "num_classes": str(model.num_classes),
-                "weights": weights_digest(model)}
+    def model_identity(cfg: ModelConfig, model: nn.Module) -> dict[str, str]:
+        """Architecture and a digest of the weights and buffers as they are now: the job re-fits
+        a random model's classifier (accuracy.make_decisive) from inputs that depend on the
+        resolution and data.seed, so the config alone does not name the weights."""
+        return {"arch": cfg.name, "num_classes": str(cfg.num_classes), "state": state_digest(model)}
 
     @staticmethod
     def key(parts: dict[str, object]) -> str:

@@ -137,12 +137,12 @@ def _measure(cfg: SweepConfig, job_dir: Path, result: JobResult) -> None:
         raise RuntimeError(f"resolution={cfg.resolution} does not work with model.name={cfg.model.name}: {e}") from e
     cache = ArtifactCache.open(cfg.cache_dir)
     ctx = JobContext(device=device, precision=cfg.precision, batch=cfg.batch,
-                     resolution=cfg.resolution, channels_last=cfg.flags.channels_last, cache=cache,
-                     cache_key_parts=cache.model_identity(cfg.model))
+                     resolution=cfg.resolution, channels_last=cfg.flags.channels_last, cache=cache)
     runtime = create_runtime(cfg.runtime, ctx)  # fails at once on an impossible precision
     inputs = _inputs(cfg, cfg.batch * max(1, math.ceil(cfg.check.samples / cfg.batch)), 0)
     if not cfg.model.weights:
         make_decisive(model, _inputs(cfg, 16, 1), seed=cfg.model.seed)
+    ctx.cache_key_parts = cache.model_identity(cfg.model, model)  # the weights as exported
     reference = _reference(model, inputs, cfg.batch, device) if cfg.check.enabled else None
     set_math_mode(cfg.precision)
     try:

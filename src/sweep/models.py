@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 from pathlib import Path
 
@@ -106,14 +105,3 @@ def check_resolution(cfg: ModelConfig, resolution: int) -> None:
     if resolution < need:
         raise config_error("resolution", resolution, f"{cfg.name} needs at least {need}",
                            f"e.g. resolution={max(need, 224)}")
-
-
-def weights_digest(cfg: ModelConfig) -> str:
-    """Identity of the weights for the artifact cache: file hash, or the random seed."""
-    if not cfg.weights:
-        return f"random-seed{cfg.seed}"
-    h = hashlib.sha256()
-    with open(Path(cfg.weights).expanduser(), "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]

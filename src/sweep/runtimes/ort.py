@@ -16,7 +16,6 @@ The session takes a contiguous NCHW input whatever ``flags.channels_last`` says;
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import time
@@ -129,18 +128,6 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int)
                           opset_version=opset, dynamo=True, external_data=False,
                           dynamic_shapes=({0: batch},))
     return "dynamo"
-
-
-def state_digest(model: nn.Module) -> str:
-    """Hash of the weights and buffers as they are now, not as the config names them: the job
-    re-fits a random model's classifier (accuracy.make_decisive) after the model identity in
-    `ctx.cache_key_parts` was taken, from inputs that depend on the resolution and data.seed."""
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        t = t.detach().cpu().contiguous().reshape(-1)
-        h.update(f"{name}:{t.dtype}:{t.numel()};".encode())
-        h.update(t.view(torch.uint8).numpy().data)
-    return h.hexdigest()[:16]
 
 
 def calibration_batches(resolution: int, n: int, seed: int = CALIB_SEED) -> list[np.ndarray]:
@@ -290,7 +277,7 @@ class OnnxRuntime(Runtime):
         ctx, cfg = self.ctx, self.cfg
         half = ctx.precision == "fp16"
         # One export serves fp32, tf32 and int8: tf32 is a provider option.
-        parts = {**ctx.cache_key_parts, "state": state_digest(model), "resolution": ctx.resolution,
+        parts = {**ctx.cache_key_parts, "resolution": ctx.resolution,
                  "dtype": "fp16" if half else "fp32", "opset": cfg.opset,
                  "torch": torch.__version__, "onnxruntime": ort.__version__,
                  "exporter": EXPORTER}
