@@ -76,22 +76,26 @@ class SweepCallback(Callback):
         print(f"sweep: {info['total_jobs']} jobs -> {sweep_dir}", flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from sweep.report import collect, write_reports
+        from sweep.report import Options, write_reports
+        from sweep.sources import load_dir
 
         sweep_dir = Path(config.hydra.sweep.dir)
-        rows = collect(sweep_dir)
-        paths = write_reports(sweep_dir, rows)
+        sweep = load_dir(sweep_dir)
+        write_reports(sweep_dir, sweep, Options(plots=True))
+        rows = sweep.rows
         failed = sum(r["status"] != "ok" for r in rows)
         state.failed_jobs += failed
         info = read_sweep_file(sweep_dir)
         if info.get("parent_run_id"):
             try:
+                from sweep.report import log_report
                 from sweep.tracking import Tracker
 
                 tracker = Tracker(TrackingConfig(**OmegaConf.to_container(config.tracking, resolve=True)))
+                log_report(tracker.client, info["parent_run_id"], sweep_dir)
                 tracker.finish_parent(info["parent_run_id"],
                                       {"jobs_ok": len(rows) - failed, "jobs_failed": failed,
-                                       "wall_s": time.time() - info["started"]}, paths, failed > 0)
+                                       "wall_s": time.time() - info["started"]}, [], failed > 0)
             except Exception as e:
                 log.warning("MLflow parent run not finished (%s)", e)
         print(f"sweep done: {len(rows)} jobs, {failed} failed; summary in {sweep_dir / 'report.md'}",

@@ -1,6 +1,13 @@
-"""Aggregate a finished sweep from its job folders alone: summary.csv, summary.json, report.md.
+"""Compare and decide: summary.csv, summary.json and report.md (and plots) for a finished sweep,
+read from its job folders alone or from MLflow.
 
-    python -m sweep.report multirun/2026-11-23/18-00-00
+    python -m sweep.report multirun/2026-11-23/18-00-00 [--plots] [--max-latency-ms 20]
+    python -m sweep.report --experiment sweep [--parent RUN_ID] [--tracking-uri URI] --out DIR
+
+The report holds per-runtime tables in the shape of seed 002 (resolution, batch, ms/image, FPS,
+TFLOPS achieved, TFLOPS peak, util %), the speedup against a baseline runtime, seed 000's
+end-to-end table when pipelines logged it, A/B tables with a noise-aware verdict, the best
+configuration per objective, the Pareto front, failed jobs and jobs with wrong outputs.
 """
 
 from __future__ import annotations
@@ -8,61 +15,68 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import math
+import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sweep import analysis as an
 from sweep.job import RESULT_FILE
+from sweep.sources import Sweep, collect, load_dir, load_experiment, to_row
+
+__all__ = ["Options", "collect", "to_row", "write_reports", "render_markdown", "main"]
+
+log = logging.getLogger(__name__)
 
 ID_COLUMNS = ["job_dir", "job", "status", "error", "runtime", "model", "resolution", "batch",
               "precision", "device", "hardware"]
 HEADLINE = ["infer_ms_per_img", "infer_ms_per_img_ci95_low", "infer_ms_per_img_ci95_high",
-            "infer_ms_p50", "infer_ms_p90", "infer_ms_p99", "infer_cv_pct", "fps",
-            "gflop_per_img", "tflops", "tflops_peak", "util_pct", "max_abs_err",
-            "agreement_top1_pct", "export_s", "first_infer_ms", "host_rss_peak_mb",
-            "gpu_mem_peak_mb"]
+            "infer_ms_p50", "infer_ms_p90", "infer_ms_p99", "infer_cv_pct", "fps", "speedup_x",
+            "gflop_per_img", "tflops", "tflops_peak", "util_pct", "e2e_ms_per_img", "e2e_fps",
+            "accuracy_top1_pct", "correct", "max_abs_err", "agreement_top1_pct", "export_s",
+            "first_infer_ms", "host_rss_peak_mb", "gpu_mem_peak_mb"]
+REPORT_FILES = ("summary.csv", "summary.json", "report.md")
+PLOTS_DIR = "plots"
 
 
-def _job_order(path: Path) -> tuple[int, str]:
-    head = path.name.split("_", 1)[0]
-    return (int(head) if head.isdigit() else 1 << 30, path.name)
+@dataclass
+class Options:
+    """What the report compares against and optimises for."""
+
+    baseline: str = "torch"
+    ab: list[str] = field(default_factory=list)
+    latency: str = "infer_ms_p50"
+    max_latency_ms: float | None = None
+    alpha: float = 0.05
+    min_effect_pct: float = 1.0
+    plots: bool = False
+    plot_batch: int | None = None
+    plot_resolution: int | None = None
 
 
-def collect(sweep_dir: Path) -> list[dict[str, Any]]:
-    """One flat row per job folder that holds a result.json."""
-    rows = []
-    for job_dir in sorted((p for p in sweep_dir.iterdir() if (p / RESULT_FILE).is_file()),
-                          key=_job_order):
-        result = json.loads((job_dir / RESULT_FILE).read_text())
-        rows.append(to_row(result, job_dir.name))
-    return rows
-
-
-def to_row(result: dict[str, Any], job_dir: str) -> dict[str, Any]:
-    row: dict[str, Any] = {"job_dir": job_dir, "job": result["job"], "status": result["status"],
-                           "error": result.get("error")}
-    row.update(result.get("params", {}))
-    row.update({k: v for k, v in result.get("info", {}).items() if k not in row})
-    row.update(result.get("metrics", {}))
-    return row
+# --- tables --------------------------------------------------------------------------------
 
 
 def columns(rows: list[dict[str, Any]]) -> list[str]:
-    seen = [c for c in ID_COLUMNS + HEADLINE if any(c in r for r in rows)]
-    for r in rows:
-        seen.extend(k for k in r if k not in seen)
-    return seen
+    """Identity and headline columns first, then every other column by name."""
+    head = [c for c in ID_COLUMNS + HEADLINE if any(c in r for r in rows)]
+    rest = sorted({k for r in rows for k in r} - set(head))
+    return head + rest
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
+    if isinstance(value, bool):
+        return str(value).lower()
     if isinstance(value, float):
         if abs(value) >= 1000:
             return f"{value:,.0f}"
         return f"{value:.{digits}g}" if abs(value) < 1 else f"{value:.{digits + 1}g}"
-    return str(value)
+    return str(value).replace("|", "\\|").replace("\n", " ")
 
 
 def markdown_table(rows: list[dict[str, Any]], cols: list[tuple[str, str]]) -> str:
@@ -72,55 +86,336 @@ def markdown_table(rows: list[dict[str, Any]], cols: list[tuple[str, str]]) -> s
     return "\n".join(lines)
 
 
-RUNTIME_TABLE = [("model", "model"), ("resolution", "resolution"), ("batch", "batch"),
-                 ("precision", "precision"), ("infer_ms_per_img", "ms/image"), ("fps", "FPS"),
-                 ("infer_cv_pct", "CV %"), ("tflops", "TFLOPS"), ("tflops_peak", "TFLOPS peak"),
-                 ("util_pct", "util %"), ("cache", "cache")]
+def _by_config(r: dict[str, Any]) -> tuple:
+    return tuple(str(r.get(k)) for k in ("model", "precision")) + (
+        r.get("resolution") or 0, r.get("batch") or 0, r.get("job_dir"))
 
 
-def render_markdown(rows: list[dict[str, Any]], title: str) -> str:
-    ok = [r for r in rows if r["status"] == "ok"]
-    failed = [r for r in rows if r["status"] != "ok"]
-    out = [f"# Sweep {title}", "", f"{len(rows)} jobs: {len(ok)} ok, {len(failed)} failed.", ""]
-    hardware = sorted({str(r.get("util_basis")) for r in ok if r.get("util_basis")})
-    if hardware:
-        out += ["Utilisation is against: " + "; ".join(hardware) + ".", ""]
-    for runtime in sorted({r.get("runtime") for r in ok}, key=str):
-        sub = [r for r in ok if r.get("runtime") == runtime]
-        sub.sort(key=lambda r: (str(r.get("model")), r.get("resolution") or 0, r.get("batch") or 0))
-        out += [f"## runtime={runtime}", "", markdown_table(sub, RUNTIME_TABLE), ""]
+def _display(r: dict[str, Any], keys: list[str]) -> dict[str, Any]:
+    d = dict(r)
+    d["_res"] = f"{r['resolution']}x{r['resolution']}" if r.get("resolution") else None
+    d["_config"] = an.label(r, keys) if keys else ""
+    d["_note"] = "OUTPUTS WRONG" if an.is_wrong(r) else ""
+    return d
+
+
+SEED_002 = [("_res", "resolution"), ("batch", "batch"), ("infer_ms_per_img", "ms/image"),
+            ("fps", "FPS"), ("tflops", "TFLOPS achieved"), ("tflops_peak", "TFLOPS peak"),
+            ("util_pct", "util %")]
+
+
+def section_runtimes(sweep: Sweep, opts: Options, matched: int) -> list[str]:
+    """Seed 002: one table per runtime, plus speedup, p50 per batch, CV and a note."""
+    ctx = [p for p in an.varying_params(sweep) if p not in ("runtime", "resolution", "batch")]
+    speedup = [("speedup_x", f"speedup vs {opts.baseline} (x)")] if matched else []
+    cols = [(c, c) for c in ctx] + SEED_002 + speedup + [
+        ("infer_ms_p50", "p50 ms/batch"), ("infer_cv_pct", "CV %"), ("_note", "note")]
+    out = []
+    for runtime in sorted({str(r.get("runtime")) for r in sweep.ok()}):
+        sub = sorted((r for r in sweep.ok() if str(r.get("runtime")) == runtime), key=_by_config)
+        out += [f"## runtime={runtime}", "",
+                markdown_table([_display(r, []) for r in sub], cols), ""]
+    return out
+
+
+def section_speedup(sweep: Sweep, opts: Options, matched: int) -> list[str]:
+    """Seed 002's table 4: each runtime against the baseline job with all other params equal."""
+    head = [f"## Speedup vs {opts.baseline}", ""]
+    runtimes = {r.get("runtime") for r in sweep.ok()}
+    if opts.baseline not in runtimes:
+        return head + [f"No finished runtime={opts.baseline} job in this sweep: no speedup "
+                       "(choose another with --baseline).", ""]
+    if not matched:
+        return head + [f"No job of another runtime has a {opts.baseline} job with all other "
+                       "params equal: no speedup.", ""]
+    ctx = [p for p in an.varying_params(sweep) if p != "runtime"]
+    rows = [r for r in sweep.ok() if r.get("speedup_x") is not None]
+    rows.sort(key=lambda r: (an.label(r, ctx), r.get("runtime") != opts.baseline,
+                             str(r.get("runtime"))))
+    cols = [("runtime", "runtime"), ("_config", "configuration"), ("infer_ms_per_img", "ms/image"),
+            ("fps", "FPS"), ("speedup_x", "speedup (x)"), ("_note", "note")]
+    return head + [f"speedup = {opts.baseline} ms/image / ms/image, matched on every other param.",
+                   "", markdown_table([_display(r, ctx) for r in rows], cols), ""]
+
+
+def section_e2e(sweep: Sweep) -> list[str]:
+    """Seed 000: runtime, pipeline, flags, inference and end-to-end ms/image, accuracy."""
+    rows = [r for r in sweep.ok() if r.get("e2e_ms_per_img") is not None]
+    if not rows:
+        return []
+    first = ["runtime", "precision"] + (["pipeline"] if "pipeline" in sweep.params else [])
+    ctx = [p for p in an.varying_params(sweep) if p not in first]
+    cols = [(k, k) for k in first + ctx] + [
+        ("infer_ms_per_img", "inference ms/image"), ("e2e_ms_per_img", "E2E ms/image"),
+        ("accuracy_top1_pct", "accuracy %"), ("_note", "note")]
+    rows.sort(key=lambda r: tuple(str(r.get(k)) for k in first + ctx))
+    return ["## End to end", "", markdown_table([_display(r, []) for r in rows], cols), ""]
+
+
+AB_NOTE = ("Pairs differ in this param alone. delta = (B - A) / A of the mean; the verdict on "
+           "inference time comes from every timed call of both jobs: a real difference needs "
+           "Mann-Whitney U p < {alpha:g}, a 95% bootstrap CI of delta that excludes 0, and "
+           "|delta| >= {effect:g}%. Other metrics are single values per job: their delta is "
+           "shown, not tested.")
+
+
+def _ab_rows(pairs: list[an.ABPair]) -> list[dict[str, Any]]:
+    rows = []
+    for p in pairs:
+        for m in p.metrics:
+            t = m.test
+            delta = f"{m.delta_pct:+.1f}" if m.delta_pct is not None else None
+            rows.append({"config": p.context or "all", "metric": m.name, "a": m.a, "b": m.b,
+                         "delta": delta,
+                         "ci": f"{t.ci_low_pct:+.1f} .. {t.ci_high_pct:+.1f}" if t else "",
+                         "p": t.p_value if t else None, "verdict": m.verdict(p.b_name)})
+    return rows
+
+
+def section_ab(sweep: Sweep, opts: Options) -> list[str]:
+    """One table per A/B param, with a sentence that sums it up."""
+    out = []
+    for param in an.ab_params(sweep, opts.ab):
+        pairs = an.ab_pairs(sweep, param, opts.alpha, opts.min_effect_pct)
+        out += [f"## A/B: {param}", "", an.ab_summary(param, pairs), ""]
+        if not pairs:
+            continue
+        a_name = an.fmt_value(pairs[0].a.get(param))
+        cols = [("config", "configuration"), ("metric", "metric"), ("a", f"A: {param}={a_name}"),
+                ("b", "B"), ("delta", "delta %"), ("ci", "95% CI of delta %"),
+                ("p", "p (U test)"), ("verdict", "verdict")]
+        out += [markdown_table(_ab_rows(pairs), cols), ""]
+    if out:
+        out += [AB_NOTE.format(alpha=opts.alpha, effect=opts.min_effect_pct), ""]
+    return out
+
+
+def section_decision(sweep: Sweep, opts: Options, matched: int) -> list[str]:
+    """The recommendation, the winner of each objective and the Pareto front."""
+    lat = an.latency_name(opts.latency)
+    out = ["## Recommendation", "",
+           an.recommend(sweep, opts.latency, opts.max_latency_ms, opts.baseline), ""]
+    keys = an.varying_params(sweep)
+    best = [{**_display(b.row, keys), "objective": b.objective} if b.row else
+            {"objective": b.objective, "_config": "none qualifies"}
+            for b in an.best_configs(sweep, opts.latency, opts.max_latency_ms)]
+    cols = [("fps", "FPS"), (opts.latency, f"latency ms ({lat})"), ("infer_ms_per_img", "ms/image")]
+    cols += [("speedup_x", f"speedup vs {opts.baseline} (x)")] if matched else []
+    out += ["## Best configuration", "", "Among finished jobs whose outputs pass the check.", "",
+            markdown_table(best, [("objective", "objective"), ("_config", "configuration")] + cols),
+            ""]
+    front = [_display(r, keys) for r in an.pareto_front(sweep.rows, opts.latency)]
+    if front:
+        out += ["## Pareto front (latency vs throughput)", "",
+                f"No other job has both a lower {lat} and a higher FPS.", "",
+                markdown_table(front, [("_config", "configuration")] + cols[:3]), ""]
+    return out
+
+
+def section_problems(sweep: Sweep) -> list[str]:
+    """Jobs with wrong outputs (kept out of 'best') and failed jobs with their reasons."""
+    out = []
+    wrong = [r for r in sweep.ok() if an.is_wrong(r)]
+    if wrong:
+        cols = [("job_dir", "job"), ("max_abs_err", "max abs err"),
+                ("agreement_top1_pct", "top-1 agreement %"), ("correctness", "reason")]
+        out += ["## Outputs wrong (excluded from best)", "", markdown_table(wrong, cols), ""]
+    failed = [r for r in sweep.rows if r.get("status") != "ok"]
     if failed:
-        out += ["## Failed jobs", "", markdown_table(failed, [("job_dir", "job"), ("error", "reason")]), ""]
+        out += ["## Failed jobs", "",
+                markdown_table(failed, [("job_dir", "job"), ("error", "reason")]), ""]
+    return out
+
+
+def section_plots(plots: list) -> list[str]:
+    if not plots:
+        return []
+    out = ["## Plots", ""]
+    for p in plots:
+        if p.path is None and f"- {p.note}" not in out:
+            out.append(f"- {p.note}")
+        elif p.path is None:
+            continue
+        else:
+            out += ["", f"![{p.note}]({PLOTS_DIR}/{p.path.name})", ""]
+    return out + [""]
+
+
+def render_markdown(sweep: Sweep, opts: Options | None = None, plots: list | None = None,
+                    matched: int | None = None) -> str:
+    """The whole report.md."""
+    opts = opts or Options()
+    matched = an.add_speedups(sweep, opts.baseline) if matched is None else matched
+    ok = sweep.ok()
+    out = [f"# Sweep {sweep.name}", "",
+           f"{len(sweep.rows)} jobs: {len(ok)} ok, {len(sweep.rows) - len(ok)} failed.", ""]
+    basis = sorted({str(r["util_basis"]) for r in ok if r.get("util_basis")})
+    if basis:
+        out += ["Utilisation is against: " + "; ".join(basis) + ".", ""]
+    if ok:
+        out += section_decision(sweep, opts, matched) + section_runtimes(sweep, opts, matched)
+        out += section_speedup(sweep, opts, matched) + section_e2e(sweep) + section_ab(sweep, opts)
+    out += section_problems(sweep) + section_plots(plots or [])
     return "\n".join(out)
 
 
-def write_reports(sweep_dir: Path, rows: list[dict[str, Any]] | None = None) -> list[Path]:
-    """Write summary.csv, summary.json and report.md beside the job folders; return their paths."""
-    rows = collect(sweep_dir) if rows is None else rows
-    cols = columns(rows)
-    csv_path, json_path, md_path = (sweep_dir / n for n in ("summary.csv", "summary.json", "report.md"))
+# --- files -----------------------------------------------------------------------------------
+
+
+def _ab_json(sweep: Sweep, opts: Options) -> dict[str, list[dict[str, Any]]]:
+    out = {}
+    for param in an.ab_params(sweep, opts.ab):
+        out[param] = [{"a": p.a["job_dir"], "b": p.b["job_dir"], "metric": m.name,
+                       "delta_pct": m.delta_pct, "verdict": m.verdict(p.b_name),
+                       "p_value": m.test.p_value if m.test else None,
+                       "ci95_pct": [m.test.ci_low_pct, m.test.ci_high_pct] if m.test else None}
+                      for p in an.ab_pairs(sweep, param, opts.alpha, opts.min_effect_pct)
+                      for m in p.metrics]
+    return out
+
+
+def summary_json(sweep: Sweep, opts: Options) -> dict[str, Any]:
+    """summary.json: the rows plus what the report decided, by job folder name."""
+    best = an.best_configs(sweep, opts.latency, opts.max_latency_ms)
+    return {"sweep_dir": sweep.source, "name": sweep.name, "parent_run_id": sweep.parent_run_id,
+            "params": sweep.params, "baseline": opts.baseline, "latency": opts.latency,
+            "recommendation": an.recommend(sweep, opts.latency, opts.max_latency_ms,
+                                           opts.baseline),
+            "best": {b.objective: b.row["job_dir"] if b.row else None for b in best},
+            "pareto_front": [r["job_dir"] for r in an.pareto_front(sweep.rows, opts.latency)],
+            "ab": _ab_json(sweep, opts), "jobs": sweep.rows}
+
+
+def _write_plots(sweep: Sweep, out_dir: Path, opts: Options) -> list:
+    from sweep.plots import write_plots
+
+    try:
+        return write_plots(sweep, out_dir / PLOTS_DIR, baseline=opts.baseline,
+                           ab=an.ab_params(sweep, opts.ab), batch=opts.plot_batch,
+                           resolution=opts.plot_resolution)
+    except Exception as e:  # a plot must never cost the summary
+        log.warning("plots not written: %s", e)
+        from sweep.plots import Plot
+
+        return [Plot("plots", None, f"plots not written: {type(e).__name__}: {e}")]
+
+
+def write_reports(out_dir: Path, sweep: Sweep | list | None = None,
+                  opts: Options | None = None) -> list[Path]:
+    """Write summary.csv, summary.json, report.md (and plots/*.png) into `out_dir`.
+
+    `sweep` defaults to the job folders under `out_dir`; returns the paths written.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sweep = sweep if isinstance(sweep, Sweep) else load_dir(out_dir)
+    opts = opts or Options()
+    matched = an.add_speedups(sweep, opts.baseline)
+    plots = _write_plots(sweep, out_dir, opts) if opts.plots else []
+    csv_path, json_path, md_path = (out_dir / n for n in REPORT_FILES)
     with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=cols)
+        writer = csv.DictWriter(f, fieldnames=columns(sweep.rows))
         writer.writeheader()
-        writer.writerows(rows)
-    json_path.write_text(json.dumps({"sweep_dir": str(sweep_dir), "jobs": rows}, indent=2, default=str))
-    md_path.write_text(render_markdown(rows, sweep_dir.name))
-    return [csv_path, json_path, md_path]
+        writer.writerows(sweep.rows)
+    json_path.write_text(json.dumps(summary_json(sweep, opts), indent=2, default=str))
+    md_path.write_text(render_markdown(sweep, opts, plots, matched))
+    return [csv_path, json_path, md_path] + [p.path for p in plots if p.path is not None]
+
+
+# --- MLflow ----------------------------------------------------------------------------------
+
+
+def log_report(client: Any, run_id: str, out_dir: Path) -> None:
+    """Log the report files and plots as artifacts of `run_id`; tag it with the recommendation."""
+    out_dir = Path(out_dir)
+    for name in REPORT_FILES:
+        if (out_dir / name).exists():
+            client.log_artifact(run_id, str(out_dir / name))
+    if (out_dir / PLOTS_DIR).is_dir():
+        client.log_artifacts(run_id, str(out_dir / PLOTS_DIR), artifact_path=PLOTS_DIR)
+    try:
+        summary = json.loads((out_dir / "summary.json").read_text())
+        client.set_tag(run_id, "sweep.recommendation", str(summary["recommendation"])[:5000])
+    except (OSError, ValueError, KeyError):
+        pass
+
+
+def _log_to_parent(sweep: Sweep, out_dir: Path, uri: str | None) -> str:
+    from mlflow.tracking import MlflowClient
+
+    if not sweep.parent_run_id:
+        raise SystemExit(f"no MLflow parent run recorded for {sweep.source} (sweep.json)")
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or sweep.tracking_uri
+    log_report(MlflowClient(tracking_uri=uri), sweep.parent_run_id, out_dir)
+    return sweep.parent_run_id
+
+
+# --- command line ----------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sweep.report", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("sweep_dir", type=Path, nargs="?", help="a multirun folder of job folders")
+    p.add_argument("--experiment", help="read the sweep from this MLflow experiment instead")
+    p.add_argument("--parent", help="the sweep's parent run id (default: the latest sweep)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, "
+                   "or the sweep's own, or sqlite:///mlflow.db)")
+    p.add_argument("--out", type=Path, help="where to write (default: the multirun folder; "
+                   "with --experiment: report-<parent run id>)")
+    p.add_argument("--baseline", default="torch", help="runtime to compute speedups against")
+    p.add_argument("--ab", action="append", default=[], metavar="PARAM",
+                   help="A/B this param (repeatable); varying boolean params are always A/B'd")
+    p.add_argument("--latency", choices=["p50", "p90", "p99"], default="p50",
+                   help="latency percentile (per batch call) for 'best' and the Pareto front")
+    p.add_argument("--max-latency-ms", type=float, help="latency bound for the best FPS")
+    p.add_argument("--min-effect-pct", type=float, default=1.0,
+                   help="smaller A/B differences count as no real difference")
+    p.add_argument("--plots", action="store_true", help="also write plots/*.png")
+    p.add_argument("--plot-batch", type=int, help="batch of the per-resolution plots")
+    p.add_argument("--plot-resolution", type=int, help="resolution of the per-batch plots")
+    p.add_argument("--log-to-parent", action="store_true",
+                   help="log the report and plots as artifacts of the sweep's MLflow parent run")
+    return p
+
+
+def _options(args: argparse.Namespace) -> Options:
+    return Options(baseline=args.baseline, ab=args.ab, latency=f"infer_ms_{args.latency}",
+                   max_latency_ms=args.max_latency_ms, min_effect_pct=args.min_effect_pct,
+                   plots=args.plots, plot_batch=args.plot_batch,
+                   plot_resolution=args.plot_resolution)
+
+
+def _load(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[Sweep, Path]:
+    if (args.sweep_dir is None) == (args.experiment is None):
+        parser.error("give a multirun folder or --experiment NAME (one of them)")
+    if args.experiment:
+        uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+        try:
+            sweep = load_experiment(args.experiment, args.parent, uri)
+        except LookupError as e:
+            parser.error(str(e))
+        return sweep, args.out or Path(f"report-{sweep.parent_run_id}")
+    if not args.sweep_dir.is_dir():
+        parser.error(f"{args.sweep_dir} is not a folder")
+    sweep = load_dir(args.sweep_dir)
+    if not sweep.rows:
+        parser.error(f"no job folder with a {RESULT_FILE} under {args.sweep_dir}")
+    return sweep, args.out or args.sweep_dir
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sweep.report", description=__doc__)
-    parser.add_argument("sweep_dir", type=Path, help="a multirun folder holding job folders")
+    parser = _parser()
     args = parser.parse_args(argv)
-    if not args.sweep_dir.is_dir():
-        parser.error(f"{args.sweep_dir} is not a folder")
-    rows = collect(args.sweep_dir)
-    if not rows:
-        parser.error(f"no job folder with a {RESULT_FILE} under {args.sweep_dir}")
-    for path in write_reports(args.sweep_dir, rows):
+    sweep, out_dir = _load(args, parser)
+    opts = _options(args)
+    for path in write_reports(out_dir, sweep, opts):
         print(path)
-    failed = sum(r["status"] != "ok" for r in rows)
-    print(f"{len(rows)} jobs, {failed} failed")
+    failed = sum(r["status"] != "ok" for r in sweep.rows)
+    print(f"{len(sweep.rows)} jobs, {failed} failed")
+    print(an.recommend(sweep, opts.latency, opts.max_latency_ms, opts.baseline))
+    if args.log_to_parent:
+        print(f"logged to MLflow parent run {_log_to_parent(sweep, out_dir, args.tracking_uri)}")
     return 0
 
 

@@ -1,0 +1,313 @@
+"""What a sweep says: speedups against a baseline, A/B verdicts, the best configuration per
+objective, the Pareto front of latency against throughput, and which configuration to deploy.
+
+Rows are the flat dicts of :mod:`sweep.sources`; jobs are matched on every config param except
+the ones being compared (bookkeeping such as tracking.* never counts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sweep.significance import ALPHA, MIN_EFFECT_PCT, Comparison, compare
+from sweep.sources import Sweep
+
+Row = dict[str, Any]
+CORE = ("runtime", "model", "resolution", "batch", "precision", "pipeline")
+IGNORED_PREFIXES = ("tracking.", "cache_dir")
+LATENCY_KEYS = ("infer_ms_p50", "infer_ms_p90", "infer_ms_p99")
+
+
+def is_wrong(row: Row) -> bool:
+    """Outputs marked wrong against PyTorch fp32 (metric `correct` == 0)."""
+    return row.get("correct") == 0
+
+
+def eligible(rows: Iterable[Row]) -> list[Row]:
+    """Rows that may win: finished, outputs not marked wrong."""
+    return [r for r in rows if r.get("status") == "ok" and not is_wrong(r)]
+
+
+def _hashable(value: Any) -> Any:
+    return value if isinstance(value, int | float | str | bool | None) else repr(value)
+
+
+def _order(name: str) -> tuple[int, str]:
+    return (CORE.index(name) if name in CORE else len(CORE), name)
+
+
+def varying_params(sweep: Sweep, rows: list[Row] | None = None) -> list[str]:
+    """Params with more than one value among the finished jobs, core ones first."""
+    rows = sweep.ok() if rows is None else rows
+    out = [p for p in sweep.params if not p.startswith(IGNORED_PREFIXES)
+           and len({_hashable(r.get(p)) for r in rows}) > 1]
+    return sorted(out, key=_order)
+
+
+def fmt_value(value: Any) -> str:
+    """A param value as one would type it on the command line."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def label(row: Row, keys: Iterable[str]) -> str:
+    """`runtime=torch batch=8`: the given params of a row, as overrides."""
+    return " ".join(f"{k}={fmt_value(row.get(k))}" for k in keys) or str(row.get("job"))
+
+
+def deploy_label(sweep: Sweep, row: Row) -> str:
+    """Every core param plus whatever else varies: enough to reproduce the configuration."""
+    keys = [k for k in CORE if k in sweep.params]
+    return label(row, keys + [k for k in varying_params(sweep) if k not in keys])
+
+
+def config_key(row: Row, params: list[str], skip: Callable[[str], bool]) -> tuple:
+    """The row's params except those `skip` names: jobs with equal keys are comparable."""
+    return tuple((p, _hashable(row.get(p))) for p in params
+                 if not skip(p) and not p.startswith(IGNORED_PREFIXES))
+
+
+# --- speedup against a baseline runtime ----------------------------------------------------
+
+
+def _not_runtime(p: str) -> bool:
+    return p == "runtime" or p.startswith("runtime.")
+
+
+def add_speedups(sweep: Sweep, baseline: str = "torch") -> int:
+    """Set `speedup_x` = baseline ms/image / ms/image on rows with a matched baseline job.
+
+    Returns how many non-baseline rows found their baseline.
+    """
+    base = {}
+    for r in sweep.ok():
+        if r.get("runtime") == baseline and r.get("infer_ms_per_img"):
+            base.setdefault(config_key(r, sweep.params, _not_runtime), r)
+    matched = 0
+    for r in sweep.ok():
+        ref = base.get(config_key(r, sweep.params, _not_runtime))
+        if ref is not None and r.get("infer_ms_per_img"):
+            r["speedup_x"] = ref["infer_ms_per_img"] / r["infer_ms_per_img"]
+            matched += r.get("runtime") != baseline
+    return matched
+
+
+# --- A/B --------------------------------------------------------------------------------
+
+
+@dataclass
+class ABMetric:
+    """One metric of one A/B pair: values, delta %, and the test when raw samples exist."""
+
+    name: str
+    a: float | None
+    b: float | None
+    delta_pct: float | None
+    lower_is_better: bool
+    test: Comparison | None = None
+    note: str = ""
+
+    def kind(self) -> str:
+        """better | worse | same | few | untested (B against A)."""
+        t = self.test
+        if t is None:
+            return "untested"
+        if t.verdict == "too few samples":
+            return "few"
+        if not t.real:
+            return "same"
+        return "better" if (t.delta_pct < 0) == self.lower_is_better else "worse"
+
+    def verdict(self, b_name: str) -> str:
+        kind, t = self.kind(), self.test
+        if t is None:
+            return self.note
+        if kind == "few":
+            return f"too few samples to tell (n={t.n_a} vs {t.n_b})"
+        if kind == "same":
+            return "no real difference"
+        return f"{b_name} {kind} by {abs(t.delta_pct):.1f}%"
+
+
+@dataclass
+class ABPair:
+    """Two jobs equal in every param but `param`: A (off / first value) and B."""
+
+    param: str
+    a: Row
+    b: Row
+    context: str
+    metrics: list[ABMetric] = field(default_factory=list)
+
+    @property
+    def b_name(self) -> str:
+        return f"{self.param}={fmt_value(self.b.get(self.param))}"
+
+    def main(self) -> ABMetric:
+        return self.metrics[0]
+
+
+AB_METRICS = [("infer ms/image", "infer_ms_per_img", True), ("FPS", "fps", False),
+              ("E2E ms/image", "e2e_ms_per_img", True), ("accuracy %", "accuracy_top1_pct", False)]
+
+
+def ab_params(sweep: Sweep, requested: Iterable[str] = ()) -> list[str]:
+    """The params to A/B: those asked for, plus every boolean param that varies."""
+    auto = [p for p in varying_params(sweep)
+            if all(isinstance(r.get(p), bool) for r in sweep.ok())]
+    return list(dict.fromkeys([*requested, *auto]))
+
+
+def _per_image(sweep: Sweep, row: Row) -> list[float] | None:
+    s = sweep.samples.get(row.get("job_dir"))
+    return [x / (row.get("batch") or 1) for x in s] if s else None
+
+
+def _metric(sweep: Sweep, a: Row, b: Row, name: str, key: str, lower: bool,
+            alpha: float, min_effect: float) -> ABMetric | None:
+    va, vb = a.get(key), b.get(key)
+    if va is None and vb is None:
+        return None
+    delta = 100 * (vb / va - 1) if va and vb is not None else None
+    m = ABMetric(name, va, vb, delta, lower, note="single value: not tested")
+    if key == "infer_ms_per_img":
+        sa, sb = _per_image(sweep, a), _per_image(sweep, b)
+        if sa and sb:
+            m.test = compare(sa, sb, alpha, min_effect)
+        else:
+            m.note = "no raw samples: not tested"
+    return m
+
+
+def ab_pairs(sweep: Sweep, param: str, alpha: float = ALPHA,
+             min_effect: float = MIN_EFFECT_PCT) -> list[ABPair]:
+    """Every matched pair for `param`: A is False (or the lowest value), B each other value."""
+    groups: dict[tuple, list[Row]] = {}
+    for r in sweep.ok():
+        groups.setdefault(config_key(r, sweep.params, lambda p: p == param), []).append(r)
+    context_keys = [p for p in varying_params(sweep) if p != param]
+    pairs = []
+    for rows in groups.values():
+        by_value = {}
+        for r in rows:
+            by_value.setdefault(_hashable(r.get(param)), r)
+        values = sorted(by_value, key=lambda v: (str(type(v)), v if v is not None else ""))
+        for v in values[1:]:
+            pair = ABPair(param, by_value[values[0]], by_value[v], label(by_value[v], context_keys))
+            pair.metrics = [m for n, k, lower in AB_METRICS
+                            if (m := _metric(sweep, pair.a, pair.b, n, k, lower, alpha, min_effect))]
+            pairs.append(pair)
+    return pairs
+
+
+def ab_summary(param: str, pairs: list[ABPair]) -> str:
+    """How often the switch changed inference time, which way, over the matched pairs."""
+    if not pairs:
+        return f"No two finished jobs differ in {param} alone: nothing to compare."
+    by_b: dict[str, list[ABPair]] = {}
+    for p in pairs:
+        by_b.setdefault(p.b_name, []).append(p)
+    return " ".join(_summary_one(param, group) for group in by_b.values())
+
+
+def _summary_one(param: str, pairs: list[ABPair]) -> str:
+    kinds = [p.main().kind() for p in pairs]
+    words = {"better": "better", "worse": "worse", "same": "no real difference",
+             "few": "too few samples to tell", "untested": "not tested"}
+    parts = [f"{kinds.count(k)} {w}" for k, w in words.items() if kinds.count(k)]
+    a_name = f"{param}={fmt_value(pairs[0].a.get(param))}"
+    return (f"{pairs[0].b_name} against {a_name}, inference time over {len(pairs)} matched "
+            "pair(s): " + ", ".join(parts) + ".")
+
+
+# --- best configuration ------------------------------------------------------------------
+
+
+@dataclass
+class Best:
+    objective: str
+    row: Row | None
+    why: str
+
+
+def _top(rows: list[Row], key: str, highest: bool) -> Row | None:
+    rows = [r for r in rows if r.get(key) is not None]
+    if not rows:
+        return None
+    return (max if highest else min)(rows, key=lambda r: r[key])
+
+
+def best_configs(sweep: Sweep, latency: str = "infer_ms_p50",
+                 max_latency_ms: float | None = None) -> list[Best]:
+    """The winner of each objective among finished jobs whose outputs are not marked wrong."""
+    rows = eligible(sweep.rows)
+    lat = latency_name(latency)
+    out = [Best("highest FPS", _top(rows, "fps", True), "fps"),
+           Best(f"lowest latency ({lat})", _top(rows, latency, False), latency)]
+    if max_latency_ms is not None:
+        under = [r for r in rows if r.get(latency) is not None and r[latency] <= max_latency_ms]
+        out.append(Best(f"highest FPS with {lat} <= {max_latency_ms:g} ms",
+                        _top(under, "fps", True), "fps"))
+    if any(r.get("e2e_fps") is not None for r in rows):
+        out.append(Best("highest end-to-end FPS", _top(rows, "e2e_fps", True), "e2e_fps"))
+    return out
+
+
+def latency_name(key: str) -> str:
+    """'infer_ms_p50' -> 'p50 per batch call'."""
+    return f"{key.rsplit('_', 1)[-1]} per batch call"
+
+
+def pareto_front(rows: list[Row], latency: str = "infer_ms_p50") -> list[Row]:
+    """Jobs no other job beats on both latency (lower) and FPS (higher), by latency."""
+    rows = [r for r in eligible(rows) if r.get(latency) is not None and r.get("fps") is not None]
+    front: list[Row] = []
+    for r in sorted(rows, key=lambda r: (r[latency], -r["fps"])):
+        if not front or r["fps"] > front[-1]["fps"]:
+            front.append(r)
+    return front
+
+
+def _lead(sweep: Sweep, best: Row, key: str) -> str:
+    """Whether the winner's lead over the runner-up is beyond noise (per-image samples)."""
+    rest = [r for r in eligible(sweep.rows) if r is not best and r.get(key) is not None]
+    if not rest:
+        return ""
+    second = max(rest, key=lambda r: r[key])
+    sa, sb = _per_image(sweep, second), _per_image(sweep, best)
+    gain = 100 * (best[key] / second[key] - 1)
+    name = label(second, varying_params(sweep))
+    if not (sa and sb):
+        return f"; it leads `{name}` by {gain:.1f}% FPS (no raw samples to test it)"
+    t = compare(sa, sb)
+    if t.real:
+        return f"; its {gain:.1f}% FPS lead over the runner-up `{name}` is beyond noise"
+    if t.verdict == "too few samples":
+        return (f"; its {gain:.1f}% FPS lead over `{name}` cannot be told from noise with "
+                f"{t.n_a} and {t.n_b} samples (time longer: bench.min_iters)")
+    return f"; its {gain:.1f}% FPS lead over `{name}` is within noise, so either will do"
+
+
+def recommend(sweep: Sweep, latency: str = "infer_ms_p50",
+              max_latency_ms: float | None = None, baseline: str = "torch") -> str:
+    """One sentence: which configuration to deploy and why."""
+    rows = eligible(sweep.rows)
+    if not rows:
+        return "No configuration to deploy: no job finished with outputs that pass the check."
+    lat = latency_name(latency)
+    if max_latency_ms is not None:
+        under = [r for r in rows if r.get(latency) is not None and r[latency] <= max_latency_ms]
+        best = _top(under, "fps", True)
+        if best is None:
+            fastest = _top(rows, latency, False)
+            return (f"No configuration meets {lat} <= {max_latency_ms:g} ms; the quickest is "
+                    f"`{deploy_label(sweep, fastest)}` ({fastest[latency]:.3g} ms).")
+        why = f"the highest FPS ({best['fps']:,.1f}) among those with {lat} <= {max_latency_ms:g} ms"
+    else:
+        best = _top(rows, "fps", True)
+        why = f"the highest FPS ({best['fps']:,.1f}) with outputs that pass the check"
+    speed = f", {best['speedup_x']:.2f}x {baseline}" if best.get("speedup_x") and \
+        best.get("runtime") != baseline else ""
+    return (f"Deploy `{deploy_label(sweep, best)}`: {why}{speed}, at {best[latency]:.3g} ms {lat}"
+            f"{_lead(sweep, best, 'fps')}.")

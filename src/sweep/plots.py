@@ -1,0 +1,182 @@
+"""The sweep's plots, as matplotlib Figures (no pyplot: no global state, Agg when saved).
+
+Each ``plot_*`` returns ``(figure, note)``; the figure is None when the sweep has no variation
+for it and the note says why. The notebook shows the same figures; ``write_plots`` saves PNGs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from sweep.analysis import ab_pairs, eligible, label, varying_params
+from sweep.sources import Sweep
+
+Row = dict[str, Any]
+STAGES = ("decode_ms", "preprocess_ms", "h2d_ms", "infer_ms", "postprocess_ms")
+NAMES = {"resolution": "resolution (px, square)", "batch": "batch", "fps": "FPS (images/s)",
+         "speedup_x": "speedup (x)"}
+
+
+@dataclass
+class Plot:
+    """One plot of the report: a file name, the saved path (None when skipped), a caption."""
+
+    name: str
+    path: Path | None
+    note: str
+
+
+def _figure() -> tuple[Figure, Any]:
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots()
+
+
+def pick_fixed(rows: list[Row], x: str, fixed: str) -> Any:
+    """The value of `fixed` that shows the most distinct values of `x` (ties: the largest)."""
+    seen: dict[Any, set] = {}
+    for r in rows:
+        seen.setdefault(r.get(fixed), set()).add(r.get(x))
+    return max(seen, key=lambda v: (len(seen[v]), v if isinstance(v, int | float) else 0))
+
+
+def _lines(sweep: Sweep, rows: list[Row], x: str, fixed: str) -> dict[str, list[Row]]:
+    keys = [p for p in varying_params(sweep) if p not in (x, fixed)]
+    lines: dict[str, list[Row]] = {}
+    for r in sorted(rows, key=lambda r: r[x]):
+        lines.setdefault(label(r, keys) if keys else "all", []).append(r)
+    return lines
+
+
+def plot_metric_vs(sweep: Sweep, x: str, fixed: str, metric: str = "fps",
+                   fixed_value: Any = None, rows: list[Row] | None = None,
+                   what: str = "") -> tuple[Figure | None, str]:
+    """`metric` against `x` at one value of `fixed`, one line per other varying config."""
+    rows = [r for r in (eligible(sweep.rows) if rows is None else rows)
+            if r.get(metric) is not None and r.get(x) is not None]
+    title = f"{what or NAMES.get(metric, metric)} vs {x}"
+    if len({r[x] for r in rows}) < 2:
+        return None, f"{title}: skipped, the sweep has fewer than two values of {x}"
+    value = pick_fixed(rows, x, fixed) if fixed_value is None else fixed_value
+    rows = [r for r in rows if r.get(fixed) == value]
+    if len({r[x] for r in rows}) < 2:
+        return None, f"{title}: skipped, fewer than two values of {x} at {fixed}={value}"
+    fig, ax = _figure()
+    for name, line in _lines(sweep, rows, x, fixed).items():
+        ax.plot([r[x] for r in line], [r[metric] for r in line], marker="o", label=name)
+    xs = sorted({r[x] for r in rows})
+    if x == "batch":
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(xs, [str(v) for v in xs])
+    ax.minorticks_off()
+    if metric == "speedup_x":
+        ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
+    ax.set(xlabel=NAMES.get(x, x), ylabel=NAMES.get(metric, metric),
+           title=f"{title} ({fixed} = {value})")
+    ax.legend(fontsize="small")
+    return fig, f"{title} at {fixed}={value}"
+
+
+def plot_fps_vs_resolution(sweep: Sweep, batch: int | None = None):
+    """FPS against resolution at a fixed batch."""
+    return plot_metric_vs(sweep, "resolution", "batch", "fps", batch)
+
+
+def plot_fps_vs_batch(sweep: Sweep, resolution: int | None = None):
+    """FPS against batch at a fixed resolution."""
+    return plot_metric_vs(sweep, "batch", "resolution", "fps", resolution)
+
+
+def _speedup_rows(sweep: Sweep, baseline: str) -> list[Row]:
+    return [r for r in eligible(sweep.rows)
+            if r.get("speedup_x") is not None and r.get("runtime") != baseline]
+
+
+def plot_speedup_vs(sweep: Sweep, x: str, baseline: str = "torch", fixed_value: Any = None):
+    """Speedup against the baseline runtime by batch (fixed resolution) or by resolution."""
+    rows = _speedup_rows(sweep, baseline)
+    if not rows:
+        return None, (f"speedup over {baseline} vs {x}: skipped, no job of another runtime has "
+                      f"a matched {baseline} job")
+    fixed = "resolution" if x == "batch" else "batch"
+    return plot_metric_vs(sweep, x, fixed, "speedup_x", fixed_value, rows,
+                          f"speedup over {baseline}")
+
+
+def plot_stages(sweep: Sweep) -> tuple[Figure | None, str]:
+    """End-to-end time split into its stages, one stacked bar per job."""
+    rows = [r for r in eligible(sweep.rows) if any(r.get(s) is not None for s in STAGES)]
+    if not rows:
+        return None, "end-to-end stages: skipped, no job logged " + ", ".join(STAGES)
+    stages = [s for s in STAGES if any(r.get(s) is not None for r in rows)]
+    keys = varying_params(sweep, rows)
+    names = [label(r, keys) if keys else str(r.get("job")) for r in rows]
+    fig, ax = _figure()
+    left = [0.0] * len(rows)
+    for s in stages:
+        widths = [r.get(s) or 0.0 for r in rows]
+        ax.barh(names, widths, left=left, label=s.removesuffix("_ms"))
+        left = [a + b for a, b in zip(left, widths, strict=True)]
+    ax.set(xlabel="ms per stage (as the job logged it)", title="end-to-end stage breakdown")
+    ax.legend(fontsize="small")
+    return fig, f"end-to-end stage breakdown of {len(rows)} job(s)"
+
+
+def plot_ab(sweep: Sweep, param: str) -> tuple[Figure | None, str]:
+    """Delta % of inference time (B against A) per matched pair, 95% bootstrap CI as error bars."""
+    pairs = ab_pairs(sweep, param)
+    if not pairs:
+        return None, f"A/B {param}: skipped, no two finished jobs differ in {param} alone"
+    fig, ax = _figure()
+    names = [f"{p.context or 'all'}\n{p.b_name}" for p in pairs]
+    deltas, errors, colours = [], [[], []], []
+    for p in pairs:
+        m = p.main()
+        deltas.append(m.delta_pct or 0.0)
+        low, high = (m.test.ci_low_pct, m.test.ci_high_pct) if m.test else (m.delta_pct,) * 2
+        errors[0].append(max(0.0, deltas[-1] - (low or 0.0)))
+        errors[1].append(max(0.0, (high or 0.0) - deltas[-1]))
+        colours.append({"better": "tab:green", "worse": "tab:red"}.get(m.kind(), "tab:grey"))
+    ax.bar(range(len(pairs)), deltas, yerr=errors, color=colours, capsize=4)
+    ax.set_xticks(range(len(pairs)), names, fontsize="small")
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set(ylabel="inference ms/image, delta % (B vs A)",
+           title=f"A/B {param}: green better, red worse, grey within noise")
+    return fig, f"A/B {param}: {len(pairs)} matched pair(s)"
+
+
+def all_plots(sweep: Sweep, baseline: str = "torch", ab: list[str] = (),
+              batch: int | None = None, resolution: int | None = None) -> list[tuple[str, Any]]:
+    """(file stem, (figure, note)) for every plot of the report, in order."""
+    out = [("fps_vs_resolution", plot_fps_vs_resolution(sweep, batch)),
+           ("fps_vs_batch", plot_fps_vs_batch(sweep, resolution)),
+           ("speedup_vs_batch", plot_speedup_vs(sweep, "batch", baseline, resolution)),
+           ("speedup_vs_resolution", plot_speedup_vs(sweep, "resolution", baseline, batch)),
+           ("e2e_stages", plot_stages(sweep))]
+    out += [(f"ab_{p.replace('.', '_')}", plot_ab(sweep, p)) for p in ab]
+    return out
+
+
+def _file_name(stem: str, note: str) -> str:
+    """fps_vs_batch + 'at resolution=224' -> fps_vs_batch_resolution224.png"""
+    tail = note.rsplit(" at ", 1)[1].replace("=", "") if " at " in note else ""
+    return f"{stem}_{tail}.png" if tail else f"{stem}.png"
+
+
+def write_plots(sweep: Sweep, out_dir: Path, **kwargs: Any) -> list[Plot]:
+    """Save every plot that the sweep can draw as a PNG under `out_dir`; notes for the rest."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots = []
+    for stem, (fig, note) in all_plots(sweep, **kwargs):
+        if fig is None:
+            plots.append(Plot(stem, None, note))
+            continue
+        path = out_dir / _file_name(stem, note)
+        fig.savefig(path, dpi=110)
+        plots.append(Plot(stem, path, note))
+    return plots
