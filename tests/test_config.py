@@ -31,9 +31,12 @@ def test_groups_hold_what_the_interface_promises():
 
 
 @pytest.mark.parametrize("group", ["runtime", "model", "hardware", "data"])
-def test_every_option_composes_to_its_schema(group):
+def test_every_option_composes_to_its_schema(group, tmp_path):
+    (tmp_path / "cat").mkdir()
+    (tmp_path / "cat" / "a.jpg").write_bytes(b"")
+    needs = {"imagefolder": [f"data.root={tmp_path}"]}  # data=imagefolder needs a folder to read
     for name in options(group):
-        cfg = make(f"{group}={name}")
+        cfg = make(f"{group}={name}", *needs.get(name, []))
         node = getattr(cfg, group)
         assert node.name == name
         if group == "runtime":

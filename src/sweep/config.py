@@ -143,11 +143,44 @@ class HardwareConfig:
     source: str = ""
 
 
+DATA_SOURCES = ("synthetic", "imagefolder")
+
+
 @dataclass
 class DataConfig:
+    """`synthetic`: random tensors (pure inference). `imagefolder`: `root` holds one folder per
+    class of JPEG/PNG files; the class index is the sorted folder names."""
+
     name: str = "synthetic"
     root: str | None = None
+    max_images: int = 256  # end-to-end passes use at most this many files, spread over classes
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        _choice("data", self.name, DATA_SOURCES)
+        _positive("data.max_images", self.max_images, 1)
+        if self.name == "imagefolder":
+            from sweep.data import check_root
+
+            check_root(self.root)
+
+
+PIPELINES = ("current", "fast", "gpu")
+
+
+@dataclass
+class PipelineConfig:
+    """How files become input batches (data=imagefolder): `current` per image on the CPU (PIL),
+    `fast` batched and parallel on the CPU, `gpu` nvJPEG decode and preprocessing on the GPU."""
+
+    name: str = "current"
+    workers: int = 0  # fast: decode threads (0 = one per CPU core); gpu: file-reading threads
+    prefetch: int = 2  # fast, gpu: batches prepared ahead of the one being inferred
+
+    def __post_init__(self) -> None:
+        _choice("pipeline", self.name, PIPELINES)
+        _positive("pipeline.workers", self.workers, 0)
+        _positive("pipeline.prefetch", self.prefetch, 1)
 
 
 @dataclass
@@ -198,6 +231,7 @@ class SweepConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     resolution: int = 224
     batch: int = 1
     precision: str = "fp32"
@@ -220,14 +254,28 @@ class SweepConfig:
             raise config_error(
                 "device", self.device, "allowed values are auto, cpu, cuda, cuda:N", "e.g. device=cpu"
             )
+        if self.pipeline.name != "current" and self.data.name != "imagefolder":
+            raise config_error(
+                "pipeline", self.pipeline.name,
+                f"input pipelines need files to read, and data={self.data.name} has none",
+                "Use data=imagefolder data.root=<folder of class folders>, or pipeline=current.")
+        if self.pipeline.name == "gpu" and self.device == "cpu":
+            raise config_error("pipeline", "gpu", "it decodes on a CUDA device and device=cpu",
+                               "Use device=cuda, or pipeline=fast on the CPU.")
 
     @property
     def job_name(self) -> str:
         """Readable name of a job, e.g. ``torch-resnet18-224-b8-fp32``."""
         parts = [self.runtime.name, self.model.name, str(self.resolution), f"b{self.batch}"]
         parts.append(self.precision)
+        if self.data.name == "imagefolder":
+            parts.append(self.pipeline.name)
         if self.flags.channels_last:
             parts.append("cl")
+        if self.flags.pin_memory:
+            parts.append("pin")
+        if self.flags.gpu_non_blocking:
+            parts.append("nb")
         return "-".join(parts)
 
 
@@ -248,3 +296,4 @@ def register_configs() -> None:
     cs.store(group="schema/model", name="model", node=ModelConfig)
     cs.store(group="schema/hardware", name="hardware", node=HardwareConfig)
     cs.store(group="schema/data", name="data", node=DataConfig)
+    cs.store(group="schema/pipeline", name="pipeline", node=PipelineConfig)

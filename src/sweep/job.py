@@ -183,5 +183,11 @@ def _measure(cfg: SweepConfig, job_dir: Path, result: JobResult) -> None:
         result.metrics.update(metrics)
         write_json_atomic(job_dir / SAMPLES_FILE, {"unit": "ms per batch", "batch": cfg.batch,
                                                    "samples_ms": timing.samples_ms})
+        if cfg.data.name == "imagefolder":  # files -> decode -> ... -> top-1, through the pipeline
+            from sweep.pipelines import measure_end_to_end
+
+            e2e_metrics, e2e_info = measure_end_to_end(cfg, runtime, device)
+            result.metrics.update(e2e_metrics)
+            result.info.update(e2e_info)
     finally:
         runtime.close()

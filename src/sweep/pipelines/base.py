@@ -1,0 +1,194 @@
+"""The one interface every input pipeline implements, and what all of them share.
+
+A pipeline turns a batch of file paths into the runtime's input in three stages, each callable on
+its own (the instrumented pass times them one by one):
+
+    decode(paths) -> images          read the files and decode them to RGB uint8
+    preprocess(images) -> batch      resize, normalise, stack into [B, 3, R, R] float32
+    to_device(batch) -> x            onto the job's device in the runtime's dtype and layout
+
+and `batches(chunks)`, the uninstrumented path, which composes them as the pipeline is meant to
+run (one after another, or prefetched in a background thread).
+
+Preprocessing is the same everywhere, so pipelines agree on predictions: decode to RGB (PIL's
+`convert("RGB")` for grayscale, palette, RGBA and CMYK files), resize to resolution x resolution
+(aspect ratio not kept) with antialiased bilinear interpolation, rounded to uint8 (PIL's BILINEAR
+on the CPU; torch's antialiased bilinear, which follows PIL's filter, on the GPU), then
+x / 255, minus the ImageNet mean, divided by the ImageNet std.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import torch
+
+from sweep.config import PipelineConfig
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PREPROCESSING = ("RGB; resize to resolution x resolution (aspect not kept), antialiased bilinear, "
+                 "uint8; /255, ImageNet mean/std")
+
+T = TypeVar("T")
+
+
+@dataclass
+class PipelineContext:
+    """What a pipeline needs to know about the job."""
+
+    device: torch.device
+    batch: int
+    resolution: int
+    dtype: torch.dtype  # the runtime's input dtype
+    memory_format: torch.memory_format  # the runtime's input layout
+    pin_memory: bool = False  # host batches in page-locked memory (only where a GPU is used)
+    non_blocking: bool = False  # host-to-device copies asynchronous to the host
+
+
+@dataclass
+class PipelineStats:
+    """Facts a pipeline gathers while it runs, by file (each file counted once)."""
+
+    cpu_fallbacks: dict[str, str] = field(default_factory=dict)  # path -> why not on the GPU
+
+
+def read_rgb(path: Path | str) -> Any:
+    """Decode a file with PIL to an RGB image (raises on a file PIL cannot read in full)."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return img.convert("RGB")  # convert() loads the pixels: a truncated file fails here
+
+
+def resize_pil(img: Any, resolution: int) -> torch.Tensor:
+    """PIL's antialiased bilinear resize to a square; uint8 [3, R, R]."""
+    from PIL import Image
+    from torchvision.transforms.functional import pil_to_tensor
+
+    if img.size != (resolution, resolution):
+        img = img.resize((resolution, resolution), Image.Resampling.BILINEAR)
+    return pil_to_tensor(img)
+
+
+def resize_tensor(img: torch.Tensor, resolution: int) -> torch.Tensor:
+    """The same resize on a uint8 [3, H, W] tensor on any device (the GPU pipeline's): torch's
+    antialiased bilinear in float32, rounded back to uint8."""
+    if img.shape[-2:] == (resolution, resolution):
+        return img
+    out = torch.nn.functional.interpolate(img[None].float(), size=(resolution, resolution),
+                                          mode="bilinear", align_corners=False, antialias=True)
+    return out[0].round_().clamp_(0, 255).to(torch.uint8)
+
+
+def normalize(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 [..., 3, H, W] -> float32 normalised with the ImageNet mean and std (into `out`)."""
+    shape = (3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=x.device).view(shape)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=x.device).view(shape)
+    if out is None:
+        out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+    out.copy_(x)
+    return out.div_(255).sub_(mean).div_(std)
+
+
+def host_empty(shape: Sequence[int], dtype: torch.dtype, pin: bool) -> torch.Tensor:
+    """An uninitialised host tensor, page-locked when `pin` (torch's caching host allocator
+    reuses a page-locked block only after the copies that read it have finished)."""
+    return torch.empty(tuple(shape), dtype=dtype, pin_memory=pin)
+
+
+class Pipeline(ABC):
+    """A way of turning files into input batches."""
+
+    name: ClassVar[str]
+
+    def __init__(self, cfg: PipelineConfig, ctx: PipelineContext) -> None:
+        self.cfg = cfg
+        self.ctx = ctx
+        self.stats = PipelineStats()
+
+    @abstractmethod
+    def decode(self, paths: Sequence[Path]) -> Any:
+        """Read and decode `paths`; what it returns is what `preprocess` takes."""
+
+    @abstractmethod
+    def preprocess(self, images: Any) -> torch.Tensor:
+        """Resize, normalise and stack decoded images into one float32 batch."""
+
+    def to_device(self, batch: torch.Tensor) -> torch.Tensor:
+        """The batch on the job's device, in the runtime's dtype and memory format."""
+        x = batch.to(self.ctx.device, non_blocking=self.ctx.non_blocking)
+        return x.to(self.ctx.dtype).contiguous(memory_format=self.ctx.memory_format)
+
+    def batches(self, chunks: Iterable[Sequence[Path]]) -> Iterator[torch.Tensor]:
+        """The uninstrumented path: one input batch per chunk of paths, in order."""
+        for paths in chunks:
+            yield self.to_device(self.preprocess(self.decode(paths)))
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release threads and streams."""
+
+
+class _Failure:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_END = object()
+
+
+def prefetch(produce: Callable[[Any], T], jobs: Iterable[Any], depth: int,
+             context: Callable[[], AbstractContextManager[Any]] | None = None) -> Iterator[T]:
+    """`produce(job)` for each job, computed in a background thread up to `depth` results ahead;
+    results come back in order and the producer's exceptions are raised here. Closing the
+    iterator early stops the thread. `context` is entered in the thread (a CUDA device, a stream:
+    those are per thread)."""
+    results: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> None:
+        while not stop.is_set():
+            try:
+                results.put(item, timeout=0.05)
+                return
+            except queue.Full:
+                continue
+
+    def work() -> None:
+        try:
+            with (context or nullcontext)():
+                for job in jobs:
+                    if stop.is_set():
+                        return
+                    put(produce(job))
+        except BaseException as e:  # handed to the consumer, raised there
+            put(_Failure(e))
+            return
+        put(_END)
+
+    thread = threading.Thread(target=work, name="sweep-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = results.get()
+            if item is _END:
+                return
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        while True:  # unblock a producer waiting on a full queue
+            try:
+                results.get_nowait()
+            except queue.Empty:
+                break
+        thread.join()

@@ -1,0 +1,247 @@
+"""End to end: files -> decode -> preprocess -> host-to-device -> infer -> top-1 on the host.
+
+`measure_end_to_end` runs, on the files of `data.root` (at most `data.max_images`):
+
+1. a reference pass through `pipeline=current` and the job's runtime, one file at a time through
+   the decoder: files PIL cannot decode are counted (`unreadable_files`, examples in info) and
+   left out of everything below; its top-1 is the reference for `pipeline_agreement_pct`;
+2. a prediction pass through the job's pipeline (the reference pass itself for `current`):
+   `accuracy_top1_pct` against the folder labels, `pipeline_agreement_pct` against step 1; it
+   also warms the pipeline up;
+3. the uninstrumented run: batches streamed through the pipeline as it is meant to run (prefetch
+   and overlap included) with no synchronisation other than reading the top-1 back, until both
+   `bench.min_iters` batches (and at least one pass over the files) and `bench.min_seconds`:
+   `e2e_ms_per_img`, `e2e_fps`;
+4. the instrumented pass, separately: the same stages one after another with the device
+   synchronised between them, the same stopping rule: `decode_ms`, `preprocess_ms`, `h2d_ms`,
+   `infer_ms`, `postprocess_ms` per image. For `current` they add up to about `e2e_ms_per_img`;
+   for `fast` and `gpu` the uninstrumented run overlaps stages, so their sum may exceed it.
+
+The runtime was built for one batch size: a last, partial batch is filled by repeating its own
+files (the extra predictions are dropped), and the stream wraps around to the first files.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sweep.config import PipelineConfig, SweepConfig
+from sweep.data import ImageSet, scan
+from sweep.pipelines.base import PREPROCESSING, Pipeline, PipelineContext
+
+log = logging.getLogger(__name__)
+
+STAGES = ("decode", "preprocess", "h2d", "infer", "postprocess")
+STAGE_TIMING = ("separate instrumented pass, synchronised between stages; e2e_ms_per_img and "
+                "e2e_fps from an uninstrumented run")
+MAX_EXAMPLES = 5
+
+
+def top1(logits: torch.Tensor) -> torch.Tensor:
+    """Postprocessing: the logits to the host, the top-1 class there."""
+    return logits.cpu().float().argmax(1)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def fill(chunk: Sequence[Path], batch: int) -> list[Path]:
+    """`chunk` repeated to exactly `batch` entries."""
+    return [chunk[i % len(chunk)] for i in range(batch)]
+
+
+def pass_chunks(paths: Sequence[Path], batch: int) -> list[list[Path]]:
+    """One pass over `paths` in full batches (the last one filled)."""
+    return [fill(paths[i:i + batch], batch) for i in range(0, len(paths), batch)]
+
+
+def stream_chunks(paths: Sequence[Path], batch: int) -> Iterator[list[Path]]:
+    """Full batches over `paths`, wrapping around, without end."""
+    files = itertools.cycle(paths)
+    while True:
+        yield [next(files) for _ in range(batch)]
+
+
+def reference_pass(ref: Pipeline, runtime: Any, paths: Sequence[Path],
+                   batch: int) -> tuple[dict[Path, int], dict[Path, str]]:
+    """Top-1 of each readable file through `ref`, and why each other file could not be read."""
+    preds: dict[Path, int] = {}
+    unreadable: dict[Path, str] = {}
+    pending: list[tuple[Path, Any]] = []
+
+    def flush() -> None:
+        x = ref.to_device(ref.preprocess(fill([img for _, img in pending], batch)))
+        for (path, _), y in zip(pending, top1(runtime.infer(x)).tolist(), strict=False):
+            preds[path] = y
+        pending.clear()
+
+    for path in paths:
+        try:
+            pending.append((path, ref.decode([path])[0]))
+        except Exception as e:  # any decoder error: the file is counted, the job goes on
+            unreadable[path] = f"{type(e).__name__}: {e}"
+            continue
+        if len(pending) == batch:
+            flush()
+    if pending:
+        flush()
+    return preds, unreadable
+
+
+def predict(pipe: Pipeline, runtime: Any, paths: Sequence[Path], batch: int) -> list[int]:
+    """Top-1 of each of `paths` through the pipeline's own (uninstrumented) path."""
+    with closing(pipe.batches(pass_chunks(paths, batch))) as xs:
+        preds = [top1(runtime.infer(x)) for x in xs]
+    return torch.cat(preds)[: len(paths)].tolist()
+
+
+def _enough(batches: int, elapsed: float, need: int, min_seconds: float) -> bool:
+    return batches >= need and elapsed >= min_seconds
+
+
+def time_stream(pipe: Pipeline, runtime: Any, paths: Sequence[Path], batch: int,
+                need: int, min_seconds: float, device: torch.device) -> tuple[float, int]:
+    """Seconds and images of the uninstrumented run (the first batch's latency included)."""
+    _sync(device)
+    batches, elapsed = 0, 0.0
+    with closing(pipe.batches(stream_chunks(paths, batch))) as xs:
+        start = time.perf_counter()
+        for x in xs:
+            top1(runtime.infer(x))
+            batches += 1
+            elapsed = time.perf_counter() - start
+            if _enough(batches, elapsed, need, min_seconds):
+                break
+    return elapsed, batches * batch
+
+
+def time_stages(pipe: Pipeline, runtime: Any, paths: Sequence[Path], batch: int, need: int,
+                min_seconds: float, device: torch.device) -> dict[str, float]:
+    """Milliseconds per image of each stage, synchronising the device between stages."""
+    totals = dict.fromkeys(STAGES, 0.0)
+    batches = 0
+    _sync(device)
+    start = time.perf_counter()
+    for chunk in itertools.cycle(pass_chunks(paths, batch)):
+        t0 = time.perf_counter()
+        images = pipe.decode(chunk)
+        _sync(device)
+        t1 = time.perf_counter()
+        host = pipe.preprocess(images)
+        _sync(device)
+        t2 = time.perf_counter()
+        x = pipe.to_device(host)
+        _sync(device)
+        t3 = time.perf_counter()
+        logits = runtime.infer(x)
+        _sync(device)
+        t4 = time.perf_counter()
+        top1(logits)
+        t5 = time.perf_counter()
+        for stage, seconds in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4),
+                                  strict=True):
+            totals[stage] += seconds
+        batches += 1
+        if _enough(batches, t5 - start, need, min_seconds):
+            break
+    return {f"{stage}_ms": 1e3 * total / (batches * batch) for stage, total in totals.items()}
+
+
+def _examples(reasons: dict[Path, str], images: ImageSet) -> str:
+    shown = [f"{images.relative(p)}: {why}" for p, why in list(reasons.items())[:MAX_EXAMPLES]]
+    more = len(reasons) - len(shown)
+    return "; ".join(shown) + (f" (+{more} more)" if more > 0 else "")
+
+
+def _context(cfg: SweepConfig, runtime: Any, device: torch.device) -> PipelineContext:
+    on_gpu = device.type == "cuda"
+    return PipelineContext(device=device, batch=cfg.batch, resolution=cfg.resolution,
+                           dtype=runtime.input_dtype, memory_format=runtime.input_memory_format,
+                           pin_memory=cfg.flags.pin_memory and on_gpu,
+                           non_blocking=cfg.flags.gpu_non_blocking and on_gpu)
+
+
+def measure_end_to_end(cfg: SweepConfig, runtime: Any,
+                       device: torch.device) -> tuple[dict[str, float], dict[str, Any]]:
+    """End-to-end metrics and facts of `cfg.pipeline` over `cfg.data` through the prepared
+    `runtime` on `device` (see the module docstring)."""
+    from sweep.pipelines import create_pipeline
+    from sweep.pipelines.current import CurrentPipeline
+
+    ctx = _context(cfg, runtime, device)
+    pipe = create_pipeline(cfg.pipeline, ctx)  # pipeline=gpu on a CPU fails here, before work
+    ref = pipe if pipe.name == "current" else CurrentPipeline(PipelineConfig(), ctx)
+    try:
+        return _measure(cfg, runtime, device, pipe, ref)
+    finally:
+        pipe.close()
+        if ref is not pipe:
+            ref.close()
+
+
+def _measure(cfg: SweepConfig, runtime: Any, device: torch.device, pipe: Pipeline,
+             ref: Pipeline) -> tuple[dict[str, float], dict[str, Any]]:
+    images = scan(cfg.data.root, cfg.data.max_images)
+    info: dict[str, Any] = {
+        "stage_timing": STAGE_TIMING, "preprocessing": PREPROCESSING,
+        "data_root": str(images.root), "data_classes": len(images.classes),
+        "data_files_found": images.found,
+    }
+    labels = {path: label for path, label in images.items}
+    ref_preds, unreadable = reference_pass(ref, runtime, list(labels), cfg.batch)
+    if unreadable:
+        info["unreadable_examples"] = _examples(unreadable, images)
+        log.warning("%d of %d files under data.root=%s could not be decoded (left out): %s",
+                    len(unreadable), len(labels), images.root, info["unreadable_examples"])
+    paths = [p for p in labels if p not in unreadable]
+    if not paths:
+        raise RuntimeError(f"none of the {len(labels)} image files under data.root="
+                           f"{images.root} could be decoded: {info['unreadable_examples']}")
+    preds = ([ref_preds[p] for p in paths] if pipe is ref
+             else predict(pipe, runtime, paths, cfg.batch))
+    n = len(paths)
+    pairs = list(zip(paths, preds, strict=True))
+    metrics: dict[str, float] = {
+        "accuracy_top1_pct": 100.0 * sum(y == labels[p] for p, y in pairs) / n,
+        "pipeline_agreement_pct": 100.0 * sum(y == ref_preds[p] for p, y in pairs) / n,
+        "data_images": float(n), "unreadable_files": float(len(unreadable)),
+    }
+    info["pipeline_agreement_basis"] = (f"top-1 of pipeline={pipe.name} vs pipeline=current, "
+                                        f"same runtime, same {n} files")
+    need = max(cfg.bench.min_iters, math.ceil(n / cfg.batch))
+    seconds, count = time_stream(pipe, runtime, paths, cfg.batch, need, cfg.bench.min_seconds,
+                                 device)
+    metrics.update(e2e_ms_per_img=1e3 * seconds / count, e2e_fps=count / seconds)
+    metrics.update(time_stages(pipe, runtime, paths, cfg.batch, need, cfg.bench.min_seconds,
+                               device))
+    if pipe.name == "gpu":
+        fallbacks = pipe.stats.cpu_fallbacks
+        metrics["cpu_decode_fallbacks"] = float(len(fallbacks))
+        if fallbacks:
+            counts = Counter(fallbacks.values())
+            info["cpu_decode_fallbacks"] = ", ".join(f"{k} {why}" for why, k in counts.items())
+    if images.empty_classes:
+        info["empty_class_folders"] = ", ".join(images.empty_classes)
+        log.warning("data.root=%s: empty class folders (they keep their class index): %s",
+                    images.root, info["empty_class_folders"])
+    if images.ignored:
+        info["ignored_files"] = (f"{images.ignored} files not images by suffix, or outside "
+                                 "the class folders")
+    if cfg.model.num_classes < len(images.classes):
+        info["accuracy_note"] = (f"the model has {cfg.model.num_classes} classes and data.root "
+                                 f"{len(images.classes)}: higher labels cannot be predicted")
+    if device.type != "cuda" and (cfg.flags.pin_memory or cfg.flags.gpu_non_blocking):
+        info["flags_note"] = "pin_memory and gpu_non_blocking have no effect on cpu (no copy)"
+    return metrics, info
