@@ -17,7 +17,7 @@ from sweep.sources import Sweep
 Row = dict[str, Any]
 CORE = ("runtime", "model", "resolution", "batch", "precision", "pipeline")
 IGNORED_PREFIXES = ("tracking.", "cache_dir")
-LATENCY_KEYS = ("infer_ms_p50", "infer_ms_p90", "infer_ms_p99")
+CHOICE_OPTIONS = ("runtime.", "pipeline.")  # options that only some choices of a group have
 
 
 def is_wrong(row: Row) -> bool:
@@ -42,8 +42,15 @@ def varying_params(sweep: Sweep, rows: list[Row] | None = None) -> list[str]:
     """Params with more than one value among the finished jobs, core ones first."""
     rows = sweep.ok() if rows is None else rows
     out = [p for p in sweep.params if not p.startswith(IGNORED_PREFIXES)
-           and len({_hashable(r.get(p)) for r in rows}) > 1]
+           and len(_values(rows, p)) > 1]
     return sorted(out, key=_order)
+
+
+def _values(rows: list[Row], p: str) -> set:
+    """Distinct values of `p`; an option of one runtime or pipeline (runtime.opset) counts only
+    where it is set, so it does not 'vary' merely because other runtimes lack it."""
+    values = {_hashable(r.get(p)) for r in rows}
+    return values - {None} if p.startswith(CHOICE_OPTIONS) else values
 
 
 def fmt_value(value: Any) -> str:
@@ -127,7 +134,8 @@ class ABMetric:
             return f"too few samples to tell (n={t.n_a} vs {t.n_b})"
         if kind == "same":
             return "no real difference"
-        return f"{b_name} {kind} by {abs(t.delta_pct):.1f}%"
+        delta = t.delta_pct if self.delta_pct is None else self.delta_pct
+        return f"{b_name} {kind} by {abs(delta):.1f}%"
 
 
 @dataclass
@@ -182,9 +190,12 @@ def _metric(sweep: Sweep, a: Row, b: Row, name: str, key: str, lower: bool,
 
 def ab_pairs(sweep: Sweep, param: str, alpha: float = ALPHA,
              min_effect: float = MIN_EFFECT_PCT) -> list[ABPair]:
-    """Every matched pair for `param`: A is False (or the lowest value), B each other value."""
+    """Every matched pair for `param`: A is False (or the lowest value), B each other value.
+
+    Jobs with wrong outputs take no part: a switch that breaks the outputs is not an option.
+    """
     groups: dict[tuple, list[Row]] = {}
-    for r in sweep.ok():
+    for r in eligible(sweep.rows):
         groups.setdefault(config_key(r, sweep.params, lambda p: p == param), []).append(r)
     context_keys = [p for p in varying_params(sweep) if p != param]
     pairs = []

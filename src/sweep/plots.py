@@ -13,7 +13,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from sweep.analysis import ab_pairs, eligible, label, varying_params
+from sweep.analysis import ab_pairs, add_speedups, eligible, label, varying_params
 from sweep.sources import Sweep
 
 Row = dict[str, Any]
@@ -31,8 +31,8 @@ class Plot:
     note: str
 
 
-def _figure() -> tuple[Figure, Any]:
-    fig = Figure(figsize=(7, 4.5), layout="constrained")
+def _figure(height: float = 4.5) -> tuple[Figure, Any]:
+    fig = Figure(figsize=(7, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig, fig.subplots()
 
@@ -99,6 +99,7 @@ def _speedup_rows(sweep: Sweep, baseline: str) -> list[Row]:
 
 def plot_speedup_vs(sweep: Sweep, x: str, baseline: str = "torch", fixed_value: Any = None):
     """Speedup against the baseline runtime by batch (fixed resolution) or by resolution."""
+    add_speedups(sweep, baseline)
     rows = _speedup_rows(sweep, baseline)
     if not rows:
         return None, (f"speedup over {baseline} vs {x}: skipped, no job of another runtime has "
@@ -116,14 +117,14 @@ def plot_stages(sweep: Sweep) -> tuple[Figure | None, str]:
     stages = [s for s in STAGES if any(r.get(s) is not None for r in rows)]
     keys = varying_params(sweep, rows)
     names = [label(r, keys) if keys else str(r.get("job")) for r in rows]
-    fig, ax = _figure()
+    fig, ax = _figure(max(3.0, 0.4 * len(rows) + 1.5))
     left = [0.0] * len(rows)
     for s in stages:
         widths = [r.get(s) or 0.0 for r in rows]
         ax.barh(names, widths, left=left, label=s.removesuffix("_ms"))
         left = [a + b for a, b in zip(left, widths, strict=True)]
     ax.set(xlabel="ms per stage (as the job logged it)", title="end-to-end stage breakdown")
-    ax.legend(fontsize="small")
+    fig.legend(loc="outside lower center", ncols=len(stages), fontsize="small")
     return fig, f"end-to-end stage breakdown of {len(rows)} job(s)"
 
 

@@ -128,14 +128,26 @@ def section_speedup(sweep: Sweep, opts: Options, matched: int) -> list[str]:
     if not matched:
         return head + [f"No job of another runtime has a {opts.baseline} job with all other "
                        "params equal: no speedup.", ""]
-    ctx = [p for p in an.varying_params(sweep) if p != "runtime"]
+    varying = an.varying_params(sweep)
+    ctx = [p for p in varying if p != "runtime" and not p.startswith("runtime.")]
+    options = [p for p in varying if p.startswith("runtime.")]
     rows = [r for r in sweep.ok() if r.get("speedup_x") is not None]
+    compared = {an.label(r, ctx) for r in rows if r.get("runtime") != opts.baseline}
+    rows = [r for r in rows if an.label(r, ctx) in compared]
     rows.sort(key=lambda r: (an.label(r, ctx), r.get("runtime") != opts.baseline,
                              str(r.get("runtime"))))
-    cols = [("runtime", "runtime"), ("_config", "configuration"), ("infer_ms_per_img", "ms/image"),
+    shown = [_display(r, ctx) | {"_runtime": _runtime_name(r, options)} for r in rows]
+    cols = [("_runtime", "runtime"), ("_config", "configuration"), ("infer_ms_per_img", "ms/image"),
             ("fps", "FPS"), ("speedup_x", "speedup (x)"), ("_note", "note")]
     return head + [f"speedup = {opts.baseline} ms/image / ms/image, matched on every other param.",
-                   "", markdown_table([_display(r, ctx) for r in rows], cols), ""]
+                   "", markdown_table(shown, cols), ""]
+
+
+def _runtime_name(row: dict[str, Any], options: list[str]) -> str:
+    """`compile (mode=max-autotune)`: the runtime with the options of it that vary."""
+    set_ = [f"{p.split('.', 1)[1]}={an.fmt_value(row[p])}" for p in options
+            if row.get(p) is not None]
+    return f"{row.get('runtime')} ({' '.join(set_)})" if set_ else str(row.get("runtime"))
 
 
 def section_e2e(sweep: Sweep) -> list[str]:
@@ -219,7 +231,7 @@ def section_problems(sweep: Sweep) -> list[str]:
     if wrong:
         cols = [("job_dir", "job"), ("max_abs_err", "max abs err"),
                 ("agreement_top1_pct", "top-1 agreement %"), ("correctness", "reason")]
-        out += ["## Outputs wrong (excluded from best)", "", markdown_table(wrong, cols), ""]
+        out += ["## Outputs wrong (excluded from best and A/B)", "", markdown_table(wrong, cols), ""]
     failed = [r for r in sweep.rows if r.get("status") != "ok"]
     if failed:
         out += ["## Failed jobs", "",
