@@ -38,7 +38,7 @@ def test_progress_line_per_job(sweep):
 
 def test_job_folders_and_results(sweep):
     _, sweep_dir, _ = sweep
-    jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
+    jobs = sorted(p for p in sweep_dir.iterdir() if (p / "result.json").is_file())  # not plots/
     assert [p.name for p in jobs] == ["0_torch-resnet18-32-b1-fp32", "1_torch-resnet18-32-b2-fp32",
                                       "2_torch-resnet18-32-b0-fp32"]
     ok = json.loads((jobs[1] / "result.json").read_text())
