@@ -1,0 +1,362 @@
+"""Input pipelines end to end on real files: the same preprocessing everywhere, stage timing that
+accounts for the end-to-end time, accuracy with a classifier that knows the generated classes,
+bad files counted rather than fatal, pipeline=gpu where there is a GPU, and a seed's suite."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import QUICK, only_sweep_dir, run_cli
+from PIL import Image
+
+from sweep.config import (
+    BenchConfig,
+    CheckConfig,
+    DataConfig,
+    FlagsConfig,
+    ModelConfig,
+    PipelineConfig,
+    SweepConfig,
+    TorchRuntimeConfig,
+    TrackingConfig,
+)
+from sweep.data import fit_head, generate
+from sweep.job import run_job
+from sweep.models import build_model
+from sweep.pipelines import create_pipeline, measure_end_to_end
+from sweep.pipelines.base import (
+    PipelineContext,
+    normalize,
+    prefetch,
+    read_rgb,
+    resize_pil,
+    resize_tensor,
+)
+from sweep.pipelines.e2e import STAGES
+from sweep.pipelines.gpu import cpu_decode_reason
+from sweep.runtimes import JobContext, UnsupportedError, create_runtime
+
+RES = 32
+BATCH = 4
+CUDA = torch.cuda.is_available()
+needs_cuda = pytest.mark.skipif(not CUDA, reason="pipeline=gpu decodes with nvJPEG: needs CUDA")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """An evaluation set (4 classes x 6) and resnet18 weights whose classifier was fitted on a
+    separate training set of the same classes at RES: accuracy means something."""
+    base = tmp_path_factory.mktemp("sets")
+    generate(base / "train", classes=4, per_class=12, seed=1)
+    generate(base / "eval", classes=4, per_class=6, seed=0)
+    weights = base / "head.pth"
+    assert fit_head(base / "train", weights, resolution=RES) == 100.0
+    return base / "eval", weights
+
+
+@pytest.fixture(scope="module")
+def runtime(trained):
+    """Eager PyTorch on the device, prepared with the fitted model (shared by the tests)."""
+    _, weights = trained
+    device = torch.device("cuda" if CUDA else "cpu")
+    ctx = JobContext(device=device, precision="fp32", batch=BATCH, resolution=RES,
+                     channels_last=False, cache=None)
+    rt = create_runtime(TorchRuntimeConfig(), ctx)
+    rt.prepare(build_model(ModelConfig(weights=str(weights), num_classes=4)),
+               torch.zeros(BATCH, 3, RES, RES))
+    yield rt
+    rt.close()
+
+
+def job_config(root: Path | None, pipeline: str = "current", weights: Path | None = None,
+               min_seconds: float = 0.1, **flags: bool) -> SweepConfig:
+    """A quick job on `root` (synthetic data when None)."""
+    data = DataConfig(name="imagefolder", root=str(root)) if root else DataConfig()
+    return SweepConfig(
+        runtime=TorchRuntimeConfig(), data=data,
+        pipeline=PipelineConfig(name=pipeline), resolution=RES, batch=BATCH,
+        model=ModelConfig(weights=str(weights) if weights else None, num_classes=4),
+        device="cuda" if pipeline == "gpu" else "auto", flags=FlagsConfig(**flags),
+        bench=BenchConfig(warmup=1, min_iters=3, min_seconds=min_seconds),
+        check=CheckConfig(samples=4), tracking=TrackingConfig(enabled=False))
+
+
+def context(device: str = "cpu") -> PipelineContext:
+    return PipelineContext(device=torch.device(device), batch=BATCH, resolution=RES,
+                           dtype=torch.float32, memory_format=torch.contiguous_format)
+
+
+def files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.suffix in (".jpg", ".png"))
+
+
+def jpeg_bytes(img: Image.Image, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", **kwargs)
+    return buf.getvalue()
+
+
+# --- the same preprocessing in every pipeline ---------------------------------------------------
+
+def test_current_and_fast_build_identical_batches(trained):
+    paths = files(trained[0])[:BATCH]
+    current = create_pipeline(PipelineConfig(name="current"), context())
+    fast = create_pipeline(PipelineConfig(name="fast", workers=2), context())
+    try:
+        a = current.to_device(current.preprocess(current.decode(paths)))
+        b = fast.to_device(fast.preprocess(fast.decode(paths)))
+        (c,) = list(fast.batches([paths]))  # the prefetched path
+    finally:
+        fast.close()
+    assert a.shape == (BATCH, 3, RES, RES) and a.dtype == torch.float32
+    assert torch.equal(a, b) and torch.equal(a, c)
+    assert abs(a.mean().item()) < 3 and a.std().item() > 0.1  # normalised, not 0..255
+
+
+def test_gpu_resize_follows_pil_within_one_level(trained, runtime):
+    """The GPU pipeline's resize (torch, antialiased bilinear in float, rounded), run here on the
+    CPU, differs from PIL's by at most one grey level and changes no prediction."""
+    from torchvision.transforms.functional import pil_to_tensor
+
+    paths = files(trained[0])
+    cpu, gpu_like = [], []
+    for p in paths:
+        img = read_rgb(p)
+        cpu.append(resize_pil(img, RES))
+        gpu_like.append(resize_tensor(pil_to_tensor(img), RES))
+    diff = (torch.stack(cpu).int() - torch.stack(gpu_like).int()).abs()
+    assert diff.max().item() <= 1
+    dev = runtime.ctx.device
+    top1 = [runtime.infer(normalize(torch.stack(batch)).to(dev)).argmax(1).cpu()
+            for batch in (cpu, gpu_like)]
+    assert torch.equal(top1[0], top1[1])
+
+
+def test_nvjpeg_routing_sends_only_plain_colour_jpegs_to_the_gpu():
+    img = Image.new("RGB", (40, 30), (200, 30, 30))
+    assert cpu_decode_reason(jpeg_bytes(img)) is None
+    assert cpu_decode_reason(jpeg_bytes(img, progressive=True)) is None
+    assert cpu_decode_reason(jpeg_bytes(img, optimize=True, quality=50)) is None
+    assert cpu_decode_reason(jpeg_bytes(img.convert("L"))) == "grayscale JPEG"
+    assert cpu_decode_reason(jpeg_bytes(img.convert("CMYK"))) == "CMYK JPEG"
+    png = io.BytesIO()
+    img.save(png, "PNG")
+    assert cpu_decode_reason(png.getvalue()) == "not a JPEG"
+    assert cpu_decode_reason(jpeg_bytes(img)[:20]) == "malformed JPEG header"
+    assert cpu_decode_reason(b"") == "not a JPEG"
+
+
+def test_gpu_pipeline_without_cuda_says_what_to_use_instead():
+    with pytest.raises(UnsupportedError) as e:
+        create_pipeline(PipelineConfig(name="gpu"), context("cpu"))
+    assert "pipeline=gpu" in str(e.value) and "pipeline=fast" in str(e.value)
+
+
+# --- end to end -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("pipeline", ["current", "fast"])
+def test_end_to_end_metrics_and_accuracy(trained, runtime, pipeline):
+    root, weights = trained
+    metrics, info = measure_end_to_end(job_config(root, pipeline, weights), runtime,
+                                       runtime.ctx.device)
+    for key in ("e2e_ms_per_img", "e2e_fps", *(f"{s}_ms" for s in STAGES)):
+        assert metrics[key] > 0, key
+    assert metrics["e2e_fps"] == pytest.approx(1e3 / metrics["e2e_ms_per_img"])
+    assert metrics["data_images"] == 24 and metrics["unreadable_files"] == 0
+    assert metrics["accuracy_top1_pct"] >= 90  # a fitted classifier, not chance (25%)
+    assert metrics["pipeline_agreement_pct"] == 100  # same preprocessing as current
+    assert info["stage_timing"].startswith("separate instrumented pass")
+    assert info["data_classes"] == 4 and f"pipeline={pipeline}" in info["pipeline_agreement_basis"]
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: with two on a 2-core machine, a core taken by another process stalls
+    torch's parallel regions, and two measurements taken one after the other differ tenfold."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_stage_times_account_for_the_end_to_end_time(trained, runtime, one_thread):
+    """pipeline=current runs its stages one after another, so the sum of the stage means from the
+    instrumented pass should come close to the uninstrumented e2e time: above it only by the
+    timer reads and synchronisations (none on the CPU), below it only by the Python glue between
+    stages and the first batch's start. Both are means over >= 0.5 s, taken one after the other
+    on a machine that other processes share: hence the margin of a third both ways."""
+    root, weights = trained
+    metrics, _ = measure_end_to_end(job_config(root, "current", weights, min_seconds=0.5),
+                                    runtime, runtime.ctx.device)
+    stages = sum(metrics[f"{s}_ms"] for s in STAGES)
+    assert stages <= 1.33 * metrics["e2e_ms_per_img"]
+    assert stages >= 0.67 * metrics["e2e_ms_per_img"]
+
+
+@pytest.fixture
+def messy(trained, tmp_path) -> Path:
+    """The evaluation set plus a corrupt and a truncated JPEG, a grayscale and a CMYK JPEG, a PNG
+    and an empty class folder (sorted last, so the other labels keep their index)."""
+    root = tmp_path / "messy"
+    shutil.copytree(trained[0], root)
+    red = read_rgb(next((root / "00_red").glob("*.jpg")))
+    (root / "00_red" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (root / "01_green" / "truncated.jpg").write_bytes(jpeg_bytes(red)[:300])
+    (root / "00_red" / "gray.jpg").write_bytes(jpeg_bytes(red.convert("L")))
+    (root / "00_red" / "cmyk.jpg").write_bytes(jpeg_bytes(red.convert("CMYK")))
+    red.save(root / "00_red" / "extra.png")
+    (root / "zz_empty").mkdir()
+    return root
+
+
+@pytest.mark.parametrize("pipeline", ["current", "fast"])
+def test_bad_files_are_counted_and_the_rest_measured(messy, trained, runtime, pipeline):
+    metrics, info = measure_end_to_end(job_config(messy, pipeline, trained[1]), runtime,
+                                       runtime.ctx.device)
+    assert metrics["unreadable_files"] == 2
+    assert metrics["data_images"] == 24 + 3  # grayscale, CMYK and PNG decode fine
+    assert "00_red/corrupt.jpg: " in info["unreadable_examples"]
+    assert "01_green/truncated.jpg: " in info["unreadable_examples"]
+    assert info["empty_class_folders"] == "zz_empty"
+    assert "5" in info["accuracy_note"]  # 5 class folders, a 4-class model
+    assert metrics["accuracy_top1_pct"] >= 80 and metrics["e2e_fps"] > 0
+
+
+def test_no_readable_file_fails_with_the_reasons(tmp_path, runtime):
+    (tmp_path / "cat").mkdir()
+    (tmp_path / "cat" / "a.jpg").write_bytes(b"garbage")
+    with pytest.raises(RuntimeError, match="none of the 1 image files .* cat/a.jpg"):
+        measure_end_to_end(job_config(tmp_path), runtime, runtime.ctx.device)
+
+
+# --- the prefetching thread ---------------------------------------------------------------------
+
+def test_prefetch_keeps_order_and_raises_the_producers_error():
+    assert list(prefetch(lambda x: x * 2, range(10), depth=2)) == list(range(0, 20, 2))
+
+    def produce(x: int) -> int:
+        if x == 3:
+            raise ValueError("bad job 3")
+        return x
+
+    got = []
+    with pytest.raises(ValueError, match="bad job 3"):
+        for x in prefetch(produce, range(10), depth=2):
+            got.append(x)
+    assert got == [0, 1, 2]
+
+
+def test_prefetch_stops_its_thread_when_closed_early():
+    produced = []
+
+    def jobs():
+        for i in range(10_000):
+            produced.append(i)
+            yield i
+
+    it = prefetch(lambda x: x, jobs(), depth=2)
+    assert next(it) == 0
+    it.close()
+    assert not any(t.name == "sweep-prefetch" for t in threading.enumerate())
+    assert len(produced) <= 5
+
+
+# --- pipeline=gpu ----------------------------------------------------------------------------
+
+@needs_cuda
+def test_gpu_pipeline_end_to_end(messy, trained, runtime):
+    metrics, info = measure_end_to_end(job_config(messy, "gpu", trained[1]), runtime,
+                                       runtime.ctx.device)
+    assert metrics["unreadable_files"] == 2 and metrics["data_images"] == 27
+    # the generated set's PNGs (one a class) and the extra PNG, the grayscale and the CMYK JPEG
+    assert metrics["cpu_decode_fallbacks"] == 7
+    assert "grayscale JPEG" in info["cpu_decode_fallbacks"]
+    assert metrics["pipeline_agreement_pct"] >= 95  # nvJPEG's IDCT differs from libjpeg's a little
+    assert metrics["accuracy_top1_pct"] >= 80 and metrics["e2e_fps"] > 0
+
+
+@needs_cuda
+@pytest.mark.parametrize("flags", [{}, {"pin_memory": True, "gpu_non_blocking": True}])
+def test_gpu_pipeline_overlapped_batches_match_the_staged_ones(trained, flags):
+    root = trained[0]
+    ctx = PipelineContext(device=torch.device("cuda"), batch=BATCH, resolution=RES,
+                          dtype=torch.float16, memory_format=torch.channels_last, **flags)
+    pipe = create_pipeline(PipelineConfig(name="gpu"), ctx)
+    chunks = [files(root)[i:i + BATCH] for i in range(0, 24, BATCH)]
+    try:
+        staged = [pipe.to_device(pipe.preprocess(pipe.decode(c))) for c in chunks]
+        streamed = [x.clone() for x in pipe.batches(chunks)]
+    finally:
+        pipe.close()
+    assert all(x.dtype == torch.float16 and x.is_contiguous(memory_format=torch.channels_last)
+               for x in streamed)
+    assert all(torch.equal(a, b) for a, b in zip(staged, streamed, strict=True))
+
+
+@pytest.mark.skipif(CUDA, reason="checks the failure on a machine without CUDA")
+def test_job_with_pipeline_gpu_on_a_cpu_fails_with_a_clear_message(trained, tmp_path):
+    cfg = job_config(trained[0], "current")
+    cfg.pipeline = PipelineConfig(name="gpu")  # device=auto resolves to the CPU here
+    result = run_job(cfg, tmp_path)
+    assert result.status == "failed"
+    assert "pipeline=gpu" in result.error and "use pipeline=current or pipeline=fast" in result.error
+
+
+# --- through job.py -----------------------------------------------------------------------------
+
+def test_job_records_end_to_end_beside_pure_inference(trained, tmp_path):
+    root, weights = trained
+    cfg = job_config(root, "fast", weights)
+    cfg.cache_dir = str(tmp_path / "cache")
+    result = run_job(cfg, tmp_path / "job")
+    assert result.status == "ok", result.error
+    m = result.metrics
+    assert m["infer_ms_per_img"] > 0 and m["e2e_ms_per_img"] > 0 and m["accuracy_top1_pct"] >= 90
+    assert result.params["pipeline"] == "fast" and result.params["data"] == "imagefolder"
+    assert result.job == "torch-resnet18-32-b4-fp32-fast"
+    saved = json.loads((tmp_path / "job" / "result.json").read_text())
+    assert saved["info"]["stage_timing"] == result.info["stage_timing"]
+
+
+def test_synthetic_job_measures_no_end_to_end(tmp_path):
+    cfg = job_config(None)
+    cfg.cache_dir = str(tmp_path / "cache")
+    result = run_job(cfg, tmp_path / "job")
+    assert result.status == "ok", result.error
+    assert "e2e_ms_per_img" not in result.metrics and "stage_timing" not in result.info
+
+
+# --- a seed's suite through a real multirun ---------------------------------------------------
+
+@pytest.mark.slow
+def test_pin_memory_suite_runs_on_cpu(trained, tmp_path, cache_dir):
+    """Seed 000's pin_memory A/B with the README's CPU override: ONNX Runtime, two pipelines."""
+    root, weights = trained
+    proc = run_cli(["-m", "experiment=pin_memory_ab", f"data.root={root}", "device=cpu",
+                    "hydra.sweeper.params.case=onnx_fp32",
+                    'hydra.sweeper.params.pipeline="current,fast"',
+                    f"model.weights={weights}", "model.num_classes=4", f"batch={BATCH}",
+                    "tracking.enabled=false", *QUICK], tmp_path, cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "sweep: 4 jobs" in proc.stdout
+    lines = [line for line in proc.stdout.splitlines() if re.match(r"\[\d+/4\] ", line)]
+    assert len(lines) == 4 and all(": ok " in line for line in lines), proc.stdout
+    assert "onnx-resnet18-32-b4-fp32-fast-pin:" in proc.stdout
+    sweep_dir = only_sweep_dir(tmp_path)
+    assert (sweep_dir / "0_onnx-fp32-resnet18-current-pinTrue").is_dir()
+    rows = list(csv.DictReader(open(sweep_dir / "summary.csv")))
+    assert {(r["pipeline"], r["flags.pin_memory"]) for r in rows} == {
+        ("current", "True"), ("current", "False"), ("fast", "True"), ("fast", "False")}
+    for r in rows:
+        assert float(r["e2e_ms_per_img"]) > 0 and float(r["accuracy_top1_pct"]) >= 90
+        assert float(r["pipeline_agreement_pct"]) == 100
+    assert "no effect on cpu" in next(r for r in rows if r["flags.pin_memory"] == "True")[
+        "flags_note"]
