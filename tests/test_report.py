@@ -109,6 +109,15 @@ def test_ab_three_samples_each_cannot_decide():
     assert c.verdict == "too few samples" and c.p_value == pytest.approx(0.1)
 
 
+def test_ab_outliers_that_move_only_the_mean_are_inconclusive():
+    rng = np.random.default_rng(3)
+    a = rng.normal(10, 0.1, 100)
+    b = np.r_[rng.normal(10, 0.1, 95), [1000.0] * 5]  # five stalls: mean x6, ranks unmoved
+    c = compare(a.tolist(), b.tolist())
+    assert c.p_value > 0.05 and c.ci_low_pct > 0
+    assert c.verdict == "inconclusive"
+
+
 def test_mann_whitney_exact_and_tied_values():
     a, b = np.arange(1.0, 6.0), np.arange(6.0, 11.0)
     assert mann_whitney_p(a, b) == pytest.approx(2 / 252)  # exact: the most extreme of C(10, 5)
@@ -139,6 +148,12 @@ def test_best_config_and_pareto_front_on_known_rows():
     assert [r["job"] for r in an.pareto_front(rows)] == ["b1", "b2", "b8", "b16"]
     assert an.recommend(sweep, max_latency_ms=25).startswith("Deploy `runtime=torch batch=2`")
     assert "No configuration meets" in an.recommend(sweep, max_latency_ms=0.5)
+
+
+def test_recommendation_goes_by_end_to_end_fps_when_every_job_has_it():
+    rows = [_row("b1", 100, 10) | {"e2e_fps": 90}, _row("b8", 300, 30) | {"e2e_fps": 80}]
+    text = an.recommend(Sweep("s", rows, ["runtime", "batch"]))
+    assert text.startswith("Deploy `runtime=torch batch=1`: the highest end-to-end FPS (90.0)")
 
 
 def test_speedup_matched_on_every_other_param(synthetic):

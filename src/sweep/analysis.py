@@ -116,12 +116,12 @@ class ABMetric:
     note: str = ""
 
     def kind(self) -> str:
-        """better | worse | same | few | untested (B against A)."""
+        """better | worse | same | unclear | few | untested (B against A)."""
         t = self.test
         if t is None:
             return "untested"
-        if t.verdict == "too few samples":
-            return "few"
+        if t.verdict in ("too few samples", "inconclusive"):
+            return {"too few samples": "few", "inconclusive": "unclear"}[t.verdict]
         if not t.real:
             return "same"
         return "better" if (t.delta_pct < 0) == self.lower_is_better else "worse"
@@ -134,6 +134,8 @@ class ABMetric:
             return f"too few samples to tell (n={t.n_a} vs {t.n_b})"
         if kind == "same":
             return "no real difference"
+        if kind == "unclear":
+            return "inconclusive: the rank test and the CI of the means disagree (outliers?)"
         delta = t.delta_pct if self.delta_pct is None else self.delta_pct
         return f"{b_name} {kind} by {abs(delta):.1f}%"
 
@@ -225,7 +227,8 @@ def ab_summary(param: str, pairs: list[ABPair]) -> str:
 def _summary_one(param: str, pairs: list[ABPair]) -> str:
     kinds = [p.main().kind() for p in pairs]
     words = {"better": "better", "worse": "worse", "same": "no real difference",
-             "few": "too few samples to tell", "untested": "not tested"}
+             "unclear": "inconclusive", "few": "too few samples to tell",
+             "untested": "not tested"}
     parts = [f"{kinds.count(k)} {w}" for k, w in words.items() if kinds.count(k)]
     a_name = f"{param}={fmt_value(pairs[0].a.get(param))}"
     return (f"{pairs[0].b_name} against {a_name}, inference time over {len(pairs)} matched "
@@ -280,24 +283,31 @@ def pareto_front(rows: list[Row], latency: str = "infer_ms_p50") -> list[Row]:
     return front
 
 
+def throughput_key(rows: list[Row]) -> str:
+    """`e2e_fps` when every candidate has it (files to answers is what gets deployed), else `fps`."""
+    return "e2e_fps" if rows and all(r.get("e2e_fps") is not None for r in rows) else "fps"
+
+
 def _lead(sweep: Sweep, best: Row, key: str) -> str:
     """Whether the winner's lead over the runner-up is beyond noise (per-image samples)."""
     rest = [r for r in eligible(sweep.rows) if r is not best and r.get(key) is not None]
     if not rest:
         return ""
     second = max(rest, key=lambda r: r[key])
-    sa, sb = _per_image(sweep, second), _per_image(sweep, best)
-    gain = 100 * (best[key] / second[key] - 1)
+    gain = f"{100 * (best[key] / second[key] - 1):.1f}% {FPS_NAMES[key]}"
     name = label(second, varying_params(sweep))
-    if not (sa and sb):
-        return f"; it leads `{name}` by {gain:.1f}% FPS (no raw samples to test it)"
+    sa, sb = _per_image(sweep, second), _per_image(sweep, best)
+    if key != "fps" or not (sa and sb):
+        return f"; it leads `{name}` by {gain} (no raw samples to test that)"
     t = compare(sa, sb)
-    if t.real:
-        return f"; its {gain:.1f}% FPS lead over the runner-up `{name}` is beyond noise"
-    if t.verdict == "too few samples":
-        return (f"; its {gain:.1f}% FPS lead over `{name}` cannot be told from noise with "
-                f"{t.n_a} and {t.n_b} samples (time longer: bench.min_iters)")
-    return f"; its {gain:.1f}% FPS lead over `{name}` is within noise, so either will do"
+    return {"different": f"; its {gain} lead over the runner-up `{name}` is beyond noise",
+            "too few samples": f"; its {gain} lead over `{name}` cannot be told from noise with "
+                               f"{t.n_a} and {t.n_b} samples (time longer: bench.min_iters)",
+            "inconclusive": f"; its {gain} lead over `{name}` is inconclusive (outliers?)",
+            }.get(t.verdict, f"; its {gain} lead over `{name}` is within noise, so either will do")
+
+
+FPS_NAMES = {"fps": "FPS", "e2e_fps": "end-to-end FPS"}
 
 
 def recommend(sweep: Sweep, latency: str = "infer_ms_p50",
@@ -306,19 +316,18 @@ def recommend(sweep: Sweep, latency: str = "infer_ms_p50",
     rows = eligible(sweep.rows)
     if not rows:
         return "No configuration to deploy: no job finished with outputs that pass the check."
-    lat = latency_name(latency)
+    lat, key = latency_name(latency), throughput_key(rows)
+    what = FPS_NAMES[key]
     if max_latency_ms is not None:
-        under = [r for r in rows if r.get(latency) is not None and r[latency] <= max_latency_ms]
-        best = _top(under, "fps", True)
-        if best is None:
-            fastest = _top(rows, latency, False)
+        rows = [r for r in rows if r.get(latency) is not None and r[latency] <= max_latency_ms]
+        if not rows:
+            fastest = _top(eligible(sweep.rows), latency, False)
             return (f"No configuration meets {lat} <= {max_latency_ms:g} ms; the quickest is "
                     f"`{deploy_label(sweep, fastest)}` ({fastest[latency]:.3g} ms).")
-        why = f"the highest FPS ({best['fps']:,.1f}) among those with {lat} <= {max_latency_ms:g} ms"
-    else:
-        best = _top(rows, "fps", True)
-        why = f"the highest FPS ({best['fps']:,.1f}) with outputs that pass the check"
-    speed = f", {best['speedup_x']:.2f}x {baseline}" if best.get("speedup_x") and \
+    best = _top(rows, key, True)
+    bound = f" among those with {lat} <= {max_latency_ms:g} ms" if max_latency_ms is not None \
+        else " with outputs that pass the check"
+    speed = f", {best['speedup_x']:.2f}x {baseline} in inference" if best.get("speedup_x") and \
         best.get("runtime") != baseline else ""
-    return (f"Deploy `{deploy_label(sweep, best)}`: {why}{speed}, at {best[latency]:.3g} ms {lat}"
-            f"{_lead(sweep, best, 'fps')}.")
+    return (f"Deploy `{deploy_label(sweep, best)}`: the highest {what} ({best[key]:,.1f}){bound}"
+            f"{speed}, at {best[latency]:.3g} ms {lat}{_lead(sweep, best, key)}.")

@@ -12,8 +12,9 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
-from sweep.analysis import ab_pairs, add_speedups, eligible, label, varying_params
+from sweep.analysis import ab_pairs, add_speedups, eligible, fmt_value, label, varying_params
 from sweep.sources import Sweep
 
 Row = dict[str, Any]
@@ -31,8 +32,8 @@ class Plot:
     note: str
 
 
-def _figure(height: float = 4.5) -> tuple[Figure, Any]:
-    fig = Figure(figsize=(7, height), layout="constrained")
+def _figure(height: float = 4.5, width: float = 7.0) -> tuple[Figure, Any]:
+    fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig, fig.subplots()
 
@@ -117,13 +118,15 @@ def plot_stages(sweep: Sweep) -> tuple[Figure | None, str]:
     stages = [s for s in STAGES if any(r.get(s) is not None for r in rows)]
     keys = varying_params(sweep, rows)
     names = [label(r, keys) if keys else str(r.get("job")) for r in rows]
-    fig, ax = _figure(max(3.0, 0.4 * len(rows) + 1.5))
+    fig, ax = _figure(max(3.0, 0.4 * len(rows) + 1.5), _width(names))
     left = [0.0] * len(rows)
     for s in stages:
         widths = [r.get(s) or 0.0 for r in rows]
-        ax.barh(names, widths, left=left, label=s.removesuffix("_ms"))
+        ax.barh(range(len(rows)), widths, left=left, label=s.removesuffix("_ms"))
         left = [a + b for a, b in zip(left, widths, strict=True)]
-    ax.set(xlabel="ms per stage (as the job logged it)", title="end-to-end stage breakdown")
+    ax.set_yticks(range(len(rows)), names, fontsize="small")
+    ax.invert_yaxis()
+    ax.set(xlabel="ms per image and stage", title="end-to-end stage breakdown")
     fig.legend(loc="outside lower center", ncols=len(stages), fontsize="small")
     return fig, f"end-to-end stage breakdown of {len(rows)} job(s)"
 
@@ -133,22 +136,37 @@ def plot_ab(sweep: Sweep, param: str) -> tuple[Figure | None, str]:
     pairs = ab_pairs(sweep, param)
     if not pairs:
         return None, f"A/B {param}: skipped, no two finished jobs differ in {param} alone"
-    fig, ax = _figure()
-    names = [f"{p.context or 'all'}\n{p.b_name}" for p in pairs]
+    many_b = len({p.b_name for p in pairs}) > 1
+    names = [(p.context or "all") + (f"\n{p.b_name}" if many_b else "") for p in pairs]
     deltas, errors, colours = [], [[], []], []
     for p in pairs:
         m = p.main()
         deltas.append(m.delta_pct or 0.0)
-        low, high = (m.test.ci_low_pct, m.test.ci_high_pct) if m.test else (m.delta_pct,) * 2
-        errors[0].append(max(0.0, deltas[-1] - (low or 0.0)))
-        errors[1].append(max(0.0, (high or 0.0) - deltas[-1]))
-        colours.append({"better": "tab:green", "worse": "tab:red"}.get(m.kind(), "tab:grey"))
-    ax.bar(range(len(pairs)), deltas, yerr=errors, color=colours, capsize=4)
-    ax.set_xticks(range(len(pairs)), names, fontsize="small")
-    ax.axhline(0.0, color="black", linewidth=0.8)
-    ax.set(ylabel="inference ms/image, delta % (B vs A)",
-           title=f"A/B {param}: green better, red worse, grey within noise")
+        low, high = (m.test.ci_low_pct, m.test.ci_high_pct) if m.test else (deltas[-1],) * 2
+        errors[0].append(max(0.0, deltas[-1] - low))
+        errors[1].append(max(0.0, high - deltas[-1]))
+        colours.append(AB_COLOURS.get({"unclear": "inconclusive"}.get(m.kind(), m.kind()),
+                                      "tab:grey"))
+    fig, ax = _figure(max(3.0, 0.5 * len(pairs) + 2.0), _width(names))
+    ax.barh(range(len(pairs)), deltas, xerr=errors, color=colours, capsize=4)
+    ax.set_yticks(range(len(pairs)), names, fontsize="small")
+    ax.invert_yaxis()
+    ax.axvline(0.0, color="black", linewidth=0.8)
+    b_value = "B" if many_b else fmt_value(pairs[0].b.get(param))
+    ax.set(xlabel="inference ms/image: delta % (95% bootstrap CI)")
+    fig.suptitle(f"A/B {param}: {b_value} vs {fmt_value(pairs[0].a.get(param))}")
+    handles = [Patch(color=c, label=k) for k, c in AB_COLOURS.items()]
+    fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize="small")
     return fig, f"A/B {param}: {len(pairs)} matched pair(s)"
+
+
+AB_COLOURS = {"better": "tab:green", "worse": "tab:red", "inconclusive": "tab:orange",
+              "no real difference": "tab:grey"}
+
+
+def _width(names: list[str]) -> float:
+    """Room for the longest tick label beside a 5-inch plot."""
+    return 5.0 + 0.065 * max(len(line) for n in names for line in n.split("\n"))
 
 
 def all_plots(sweep: Sweep, baseline: str = "torch", ab: list[str] = (),

@@ -167,8 +167,9 @@ def section_e2e(sweep: Sweep) -> list[str]:
 AB_NOTE = ("Pairs differ in this param alone. delta = (B - A) / A of the mean; the verdict on "
            "inference time comes from every timed call of both jobs: a real difference needs "
            "Mann-Whitney U p < {alpha:g}, a 95% bootstrap CI of delta that excludes 0, and "
-           "|delta| >= {effect:g}%. Other metrics are single values per job: their delta is "
-           "shown, not tested.")
+           "|delta| >= {effect:g}%; neither test, or a smaller delta, is no real difference; "
+           "one test without the other is inconclusive. Other metrics are single values per "
+           "job: their delta is shown, not tested.")
 
 
 def _ab_rows(pairs: list[an.ABPair]) -> list[dict[str, Any]]:
@@ -213,6 +214,7 @@ def section_decision(sweep: Sweep, opts: Options, matched: int) -> list[str]:
             for b in an.best_configs(sweep, opts.latency, opts.max_latency_ms)]
     cols = [("fps", "FPS"), (opts.latency, f"latency ms ({lat})"), ("infer_ms_per_img", "ms/image")]
     cols += [("speedup_x", f"speedup vs {opts.baseline} (x)")] if matched else []
+    cols += [("e2e_fps", "E2E FPS")] if any(r.get("e2e_fps") for r in sweep.ok()) else []
     out += ["## Best configuration", "", "Among finished jobs whose outputs pass the check.", "",
             markdown_table(best, [("objective", "objective"), ("_config", "configuration")] + cols),
             ""]

@@ -1,10 +1,12 @@
 """Is B really different from A? Two independent sets of timing samples, no scipy.
 
-Two checks must agree before a difference is called real: the Mann-Whitney U rank test
-(exact when small and untied, normal approximation with tie correction otherwise) and a
-percentile-bootstrap 95% CI of the relative difference of means that excludes 0. A difference
-smaller than `min_effect_pct` is reported as no real difference even when it is significant:
-with thousands of samples every 0.1% drift is "significant" and none of it matters.
+Two checks look at the samples: the Mann-Whitney U rank test (exact when small and untied,
+normal approximation with tie correction otherwise) and a percentile-bootstrap 95% CI of the
+relative difference of means. A difference is real when both say so and it is at least
+`min_effect_pct` (with thousands of samples every 0.1% drift is "significant" and none of it
+matters); there is no real difference when neither says so or when it is smaller than that; when
+they disagree (a few outliers move the mean but not the ranks, or the reverse) it is
+inconclusive. With too few samples for the rank test ever to reach `alpha`, it says so.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ class Comparison:
     ci_low_pct: float
     ci_high_pct: float
     p_value: float
-    verdict: str  # "different" | "no real difference" | "too few samples"
+    verdict: str  # "different" | "no real difference" | "inconclusive" | "too few samples"
 
     @property
     def real(self) -> bool:
@@ -124,10 +126,15 @@ def compare(a: list[float], b: list[float], alpha: float = ALPHA,
     delta = 100 * (mean_b / mean_a - 1)
     low, high = bootstrap_delta_ci(xa, xb)
     p = mann_whitney_p(xa, xb)
-    if min_p(len(xa), len(xb)) > alpha:
-        verdict = "too few samples"
-    elif p < alpha and (low > 0 or high < 0) and abs(delta) >= min_effect_pct:
-        verdict = "different"
-    else:
-        verdict = "no real difference"
-    return Comparison(len(xa), len(xb), mean_a, mean_b, delta, low, high, p, verdict)
+    return Comparison(len(xa), len(xb), mean_a, mean_b, delta, low, high, p,
+                      _verdict(p, low, high, delta, min_p(len(xa), len(xb)), alpha, min_effect_pct))
+
+
+def _verdict(p: float, low: float, high: float, delta: float, smallest_p: float, alpha: float,
+             min_effect_pct: float) -> str:
+    ranks, means = p < alpha, low > 0 or high < 0
+    if smallest_p > alpha:
+        return "too few samples"
+    if abs(delta) < min_effect_pct or not (ranks or means):
+        return "no real difference"
+    return "different" if ranks and means else "inconclusive"
