@@ -37,7 +37,7 @@ def _tracker(cfg: TrackingConfig):
 
 def _log_to_mlflow(result, job_dir: Path, tracking: TrackingConfig, parent_id: str | None) -> None:
     """Log the finished job; on failure keep going (result.json holds everything)."""
-    from sweep.job import RESULT_FILE, write_json_atomic
+    from sweep.result import RESULT_FILE, write_json_atomic
 
     try:
         run_id = _tracker(tracking).log_job(result.to_json(), job_dir, parent_id)
@@ -59,7 +59,7 @@ def _progress(result, sweep_dir: Path | None) -> str:
     if sweep_dir is None:
         return f"{result.job}: {what}"
     from sweep.callbacks import read_sweep_file
-    from sweep.job import RESULT_FILE
+    from sweep.result import RESULT_FILE
 
     total = read_sweep_file(sweep_dir).get("total_jobs")
     done = sum(1 for p in sweep_dir.iterdir() if (p / RESULT_FILE).is_file())
@@ -83,7 +83,7 @@ def task(dcfg: DictConfig) -> float | None:
         cfg: SweepConfig = OmegaConf.to_object(dcfg)
         result = run_job(cfg, job_dir)
     except Exception as e:  # a bad value: recorded as a failed job, the sweep goes on
-        from sweep.job import RESULT_FILE, write_json_atomic
+        from sweep.result import RESULT_FILE, write_json_atomic
 
         result = JobResult(job=job_dir.name.split("_", 1)[-1], status="failed", error=f"{type(e).__name__}: {e}",
                            params=flatten(OmegaConf.to_container(dcfg, resolve=True)))

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
-import os
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -24,50 +20,10 @@ from sweep.measure.memory import gpu_mem_peak_mb, gpu_mem_used_mb, host_rss_peak
 from sweep.measure.stats import latency_stats
 from sweep.measure.timing import time_calls, time_first_call
 from sweep.models import build_model, check_resolution
+from sweep.result import RESULT_FILE, SAMPLES_FILE, JobResult, flatten, write_json_atomic
 from sweep.runtimes.base import set_math_mode
 
 log = logging.getLogger(__name__)
-
-RESULT_FILE = "result.json"
-SAMPLES_FILE = "samples.json"
-
-
-@dataclass
-class JobResult:
-    """Everything a job reports; written to result.json and logged to MLflow."""
-
-    job: str
-    status: str = "running"  # ok | failed
-    error: str | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
-    info: dict[str, Any] = field(default_factory=dict)  # non-numeric facts: cache hit, peak basis
-    env: dict[str, str] = field(default_factory=dict)
-    started: float = field(default_factory=time.time)
-    duration_s: float = 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested config -> {"runtime": "onnx", "runtime.opset": 18, ...}; a group's `name` is the
-    group itself, so the MLflow columns read runtime=onnx, model=resnet18."""
-    if hasattr(obj, "__dataclass_fields__"):
-        obj = asdict(obj)
-    out: dict[str, Any] = {}
-    for key, value in obj.items():
-        name = f"{prefix}.{key}" if prefix else key
-        if isinstance(value, dict) and key not in ("peak_tflops",):
-            out.update(flatten(value, name))
-        elif key == "name" and prefix:
-            out[prefix] = value
-        elif key in ("match", "peak_tflops", "source", "description"):
-            continue  # hardware datasheet details: in info, not params
-        else:
-            out[name] = value
-    return out
-
 
 def resolve_device(requested: str) -> torch.device:
     if requested == "auto":
@@ -76,13 +32,6 @@ def resolve_device(requested: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device={requested} but CUDA is not available here; use device=cpu or device=auto")
     return device
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write to a temporary name and rename: a killed job never leaves a half-written file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 def run_job(cfg: SweepConfig, job_dir: Path) -> JobResult:
