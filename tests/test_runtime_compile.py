@@ -18,13 +18,12 @@ RES = 32
 
 def _ctx(cache_root, precision: str = "fp32") -> JobContext:
     return JobContext(device=torch.device("cpu"), precision=precision, batch=1, resolution=RES,
-                      channels_last=False, cache=ArtifactCache(cache_root),
-                      cache_key_parts=ArtifactCache.model_identity(ModelConfig()))
+                      channels_last=False, cache=ArtifactCache(cache_root))
 
 
-def _prepare_and_run(cache_root, x: torch.Tensor):
+def _prepare_and_run(cache_root, x: torch.Tensor, cfg: CompileRuntimeConfig | None = None):
     """A fresh runtime on a fresh model: (Prepared, output), the runtime closed afterwards."""
-    runtime = create_runtime(CompileRuntimeConfig(), _ctx(cache_root))
+    runtime = create_runtime(cfg or CompileRuntimeConfig(), _ctx(cache_root))
     try:
         prepared = runtime.prepare(build_model(ModelConfig()), x)
         return prepared, runtime.infer(x).clone()
@@ -81,3 +80,17 @@ def test_same_precisions_as_eager_torch():
 def test_int8_is_refused_before_any_compile(tmp_path):
     with pytest.raises(UnsupportedError, match="runtime=compile cannot run precision=int8"):
         create_runtime(CompileRuntimeConfig(), _ctx(tmp_path, "int8"))
+
+
+def test_freezing_bypasses_fx_graph_cache_and_is_reset_after_the_job(tmp_path):
+    import torch._inductor.config as inductor_config
+
+    saved = inductor_config.freezing
+    x = torch.randn(1, 3, RES, RES, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        eager = build_model(ModelConfig())(x)
+    prepared, out = _prepare_and_run(tmp_path, x, CompileRuntimeConfig(freezing=True))
+    torch.testing.assert_close(out, eager, rtol=1e-4, atol=1e-4)
+    assert prepared.cache == "miss"
+    assert "bypass" in prepared.info["fxgraph_cache"]
+    assert inductor_config.freezing is saved

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sweep.cache import ArtifactCache
-from sweep.config import ModelConfig, SweepConfig, TrackingConfig, TrtRuntimeConfig
+from sweep.config import SweepConfig, TrackingConfig, TrtRuntimeConfig
 from sweep.runtimes import JobContext, UnsupportedError, create_runtime
 from sweep.runtimes.tensorrt import (
     TensorRTRuntime,
@@ -19,6 +19,7 @@ from sweep.runtimes.tensorrt import (
 
 PIP = "pip install 'inference-sweep[trt]' --extra-index-url https://pypi.nvidia.com"
 HAVE_TRT = importlib.util.find_spec("torch_tensorrt") is not None
+MODEL = {"arch": "resnet18", "num_classes": "1000", "state": "0123456789abcdef"}
 ENV = {"torch": "2.14.1", "torch_tensorrt": "2.14.0", "tensorrt": "10.13.0",
        "gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
 
@@ -28,7 +29,7 @@ def _ctx(tmp_path, precision: str = "fp32", device: str = "cuda", batch: int = 1
     return JobContext(device=torch.device(device), precision=precision, batch=batch,
                       resolution=resolution, channels_last=channels_last,
                       cache=ArtifactCache(tmp_path),
-                      cache_key_parts=ArtifactCache.model_identity(ModelConfig()))
+                      cache_key_parts=dict(MODEL))
 
 
 def test_missing_library_message_names_the_pip_command():
@@ -98,7 +99,7 @@ def test_input_dtype_and_layout(tmp_path):
     assert runtime("fp32").input_memory_format == torch.contiguous_format
 
 
-def test_cache_parts_change_with_precision_shape_and_build(tmp_path):
+def test_cache_parts_change_with_precision_shape_build_and_weights(tmp_path):
     cfg = TrtRuntimeConfig()
     key = ArtifactCache.key
 
@@ -112,14 +113,17 @@ def test_cache_parts_change_with_precision_shape_and_build(tmp_path):
                 k(cfg=TrtRuntimeConfig(workspace_gb=8)),
                 k(cfg=TrtRuntimeConfig(optimization_level=5)),
                 k(env={**ENV, "gpu": "NVIDIA A100-SXM4-80GB", "compute_capability": "8.0"}),
-                k(env={**ENV, "tensorrt": "10.14.0"})]
+                k(env={**ENV, "tensorrt": "10.14.0"}),
+                key(cache_parts(cfg, JobContext(**{**vars(_ctx(tmp_path)),
+                                                   "cache_key_parts": {**MODEL, "state": "f"}}),
+                                ENV))]
     assert len({base, *variants}) == len(variants) + 1
 
 
 def test_cache_parts_name_model_and_int8_calibration(tmp_path):
     parts = cache_parts(TrtRuntimeConfig(calibration_batches=4), _ctx(tmp_path, "int8", batch=2),
                         ENV)
-    assert parts["arch"] == "resnet18" and parts["weights"] == "random-seed0"
+    assert {k: parts[k] for k in MODEL} == MODEL  # the job's model identity
     assert parts["shape"] == [2, 3, 224, 224]
     assert parts["calibration_batches"] == 4
     fp16 = cache_parts(TrtRuntimeConfig(calibration_batches=4), _ctx(tmp_path, "fp16"), ENV)

@@ -66,6 +66,9 @@ class CompileRuntimeConfig(RuntimeConfig):
     mode: str = "default"
     fullgraph: bool = False
     dynamic: bool = False
+    # inductor's `freezing`: weights become constants (folded, prepacked for oneDNN on the CPU);
+    # compiled graphs then bypass the FX graph cache.
+    freezing: bool = False
 
     def __post_init__(self) -> None:
         _choice("runtime.mode", self.mode, COMPILE_MODES)

@@ -6,9 +6,13 @@ compiled forward), so the two measure the same model in the same dtype and memor
 Compilation is done in `prepare`, by calling the compiled model on the example input, so the
 job's `export_s` is the compile time (tracing, inductor, C++/Triton builds, first call) and
 its `first_infer_ms` is the first call after that. Inductor's own caches (FX graph cache,
-AOTAutograd cache, autotuning results, Triton kernels) are pointed at
+AOTAutograd cache, autotuning results, compiled C++/Triton kernels) are pointed at
 ``<cache_dir>/inductor``; `Prepared.cache` is ``hit`` when every graph came from the FX graph
-cache, ``miss`` otherwise.
+cache, ``miss`` otherwise (also when it was bypassed, as with ``freezing``: only kernels are
+reused then).
+
+``runtime.freezing`` sets inductor's `freezing` for the job: weights become constants, folded
+and (on the CPU) prepacked for oneDNN, which is what inductor advises for CPU inference.
 
 CUDA graphs (``mode=reduce-overhead`` and ``mode=max-autotune`` on a GPU): `infer` marks a new
 step before each call, and the tensor it returns lives in the CUDA graph's memory pool, which
@@ -23,7 +27,10 @@ import os
 import time
 
 import torch
+import torch._functorch.config as functorch_config
+import torch._inductor.config as inductor_config
 from torch import nn
+from torch._inductor import list_mode_options
 
 from sweep.runtimes.base import Prepared
 from sweep.runtimes.torch_eager import TorchRuntime
@@ -35,19 +42,16 @@ _INDUCTOR_CACHE_FLAGS = ("fx_graph_cache", "autotune_local_cache",
 _FUNCTORCH_CACHE_FLAGS = ("enable_autograd_cache",)
 
 
-def _fx_cache_counts() -> tuple[int, int]:
-    """(hits, misses) of inductor's FX graph cache so far in this process."""
+def _fx_cache_counts() -> tuple[int, int, int]:
+    """(hit, miss, bypass) counts of inductor's FX graph cache so far in this process."""
     from torch._dynamo.utils import counters
 
     c = counters["inductor"]
-    return c["fxgraph_cache_hit"], c["fxgraph_cache_miss"] + c["fxgraph_cache_bypass"]
+    return c["fxgraph_cache_hit"], c["fxgraph_cache_miss"], c["fxgraph_cache_bypass"]
 
 
 def _enable_caches() -> bool:
     """Switch inductor's local caches on; False when the user forced all caches off."""
-    import torch._functorch.config as functorch_config
-    import torch._inductor.config as inductor_config
-
     if getattr(inductor_config, "force_disable_caches", False):
         return False
     for module, flags in ((inductor_config, _INDUCTOR_CACHE_FLAGS),
@@ -78,8 +82,6 @@ class CompileRuntime(TorchRuntime):
 
     def prepare(self, model: nn.Module, example: torch.Tensor) -> Prepared:
         super().prepare(model, example)  # device, dtype, memory format: as eager torch
-        from torch._inductor import list_mode_options
-
         self._cudagraphs = (self.ctx.device.type == "cuda"
                             and bool(list_mode_options(self.cfg.mode).get("triton.cudagraphs")))
         self._saved_cache_dir = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
@@ -87,10 +89,12 @@ class CompileRuntime(TorchRuntime):
         cache_dir.mkdir(parents=True, exist_ok=True)
         _set_cache_dir(str(cache_dir))  # before the first compile
         caching = _enable_caches()
+        self._saved_freezing = inductor_config.freezing
+        inductor_config.freezing = self.cfg.freezing
 
         x = example.to(self.ctx.device, self.input_dtype).contiguous(
             memory_format=self.input_memory_format)
-        hits0, misses0 = _fx_cache_counts()
+        before = _fx_cache_counts()
         t0 = time.perf_counter()
         self.compiled = torch.compile(self.model, backend="inductor", mode=self.cfg.mode,
                                       fullgraph=self.cfg.fullgraph, dynamic=self.cfg.dynamic)
@@ -101,16 +105,15 @@ class CompileRuntime(TorchRuntime):
         if self.ctx.device.type == "cuda":
             torch.cuda.synchronize(self.ctx.device)
         export_s = time.perf_counter() - t0
-        hits1, misses1 = _fx_cache_counts()
-        hits, misses = hits1 - hits0, misses1 - misses0
+        hits, misses, bypasses = (n - b for n, b in zip(_fx_cache_counts(), before, strict=True))
 
         if not caching:
             status = "none"
         else:
-            status = "hit" if hits and not misses else "miss"
+            status = "hit" if hits and not (misses or bypasses) else "miss"
+        fx = f"{hits} hit, {misses} miss" + (f", {bypasses} bypass" if bypasses else "")
         info = {"compile_mode": self.cfg.mode, "cudagraphs": str(self._cudagraphs).lower(),
-                "fxgraph_cache": f"{hits} hit, {misses} miss" if caching
-                else "disabled (force_disable_caches)",
+                "fxgraph_cache": fx if caching else "disabled (force_disable_caches)",
                 "inductor_cache_dir": str(cache_dir)}
         return Prepared(export_s=export_s, cache=status, info=info)
 
@@ -132,4 +135,5 @@ class CompileRuntime(TorchRuntime):
         self.model = None
         torch._dynamo.reset()
         if hasattr(self, "_saved_cache_dir"):
+            inductor_config.freezing = self._saved_freezing
             _set_cache_dir(self._saved_cache_dir)

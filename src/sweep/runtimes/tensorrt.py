@@ -5,8 +5,10 @@ written, so only the parts before the TensorRT call (settings, cache key, error 
 device and library checks) are tested. It is written against the public API of
 torch-tensorrt 2.x: ``torch_tensorrt.compile(..., ir="dynamo")``, ``torch_tensorrt.Input``,
 ``torch_tensorrt.save(..., inputs=...)`` / ``torch_tensorrt.load(...).module()``, and for int8
-NVIDIA ModelOpt (``modelopt.torch.quantization.quantize``), the route Torch-TensorRT documents
-for INT8 with the dynamo frontend (its TorchScript-era calibrators are gone).
+NVIDIA ModelOpt (``modelopt.torch.quantization.quantize``, then ``torch.export`` under
+ModelOpt's ``export_torch_mode`` and ``torch_tensorrt.dynamo.compile``), the route
+Torch-TensorRT documents for INT8 with the dynamo frontend (its TorchScript-era calibrators
+are gone).
 
 Precisions (CUDA only):
 
@@ -17,8 +19,9 @@ Precisions (CUDA only):
   the job times half in, half out, like eager torch at the same precision.
 - int8: fp32 model with quantize/dequantize nodes inserted and calibrated by ModelOpt
   (``INT8_DEFAULT_CFG``: per-channel weights, per-tensor activations) on
-  ``runtime.calibration_batches`` random batches, then exported and built with int8 enabled;
-  the input stays fp32. Random calibration data gives representative speed, not accuracy.
+  ``runtime.calibration_batches`` batches of the job's kind of synthetic images (seeded apart
+  from the ones the job checks correctness on), then exported and built with int8 enabled;
+  the input stays fp32.
 
 The engine takes a contiguous NCHW input whatever ``flags.channels_last`` says: TensorRT picks
 its own internal layouts, and the job's info says so.
@@ -41,12 +44,13 @@ from sweep.runtimes.base import DTYPES, JobContext, Prepared, Runtime, Unsupport
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = ("pip install 'inference-sweep[trt]' --extra-index-url https://pypi.nvidia.com "
-                "(or pip install torch-tensorrt tensorrt, with the torch-tensorrt release that "
-                "matches your torch {torch})")
+INSTALL_HINT = ("pip install 'inference-sweep[trt]' --extra-index-url https://pypi.nvidia.com, "
+                "or directly pip install torch-tensorrt tensorrt (torch-tensorrt releases follow "
+                "torch's: {minor}.x for torch {torch}, built for the same CUDA)")
 MODELOPT_HINT = "pip install nvidia-modelopt"
 ENGINE_FILE = "model.ep"
-CALIBRATION_SEED = 0
+CALIB_BATCH = 4  # images per calibration batch
+CALIB_SEED = 7_000_000  # far from the seeds the job draws its inputs from (data.seed * 1000 + k)
 
 
 def _torch_minor() -> str:
@@ -55,7 +59,7 @@ def _torch_minor() -> str:
 
 def missing_library_error(cause: BaseException) -> UnsupportedError:
     """The error for a Torch-TensorRT that cannot be imported, naming what to install."""
-    hint = INSTALL_HINT.format(torch=f"{torch.__version__} (torch-tensorrt=={_torch_minor()}.*)")
+    hint = INSTALL_HINT.format(minor=_torch_minor(), torch=torch.__version__)
     return UnsupportedError(
         f"runtime=trt needs Torch-TensorRT, which cannot be imported here "
         f"({type(cause).__name__}: {cause}). Install it with: {hint}."
@@ -121,7 +125,8 @@ def cache_parts(cfg: TrtRuntimeConfig, ctx: JobContext, env: dict[str, str]) -> 
     }
     if ctx.precision == "int8":
         parts.update(calibration_batches=cfg.calibration_batches,
-                     calibration=f"randn-seed{CALIBRATION_SEED}", quant_cfg="INT8_DEFAULT_CFG")
+                     calibration=f"synthetic-{CALIB_BATCH}-seed{CALIB_SEED}",
+                     quant_cfg="INT8_DEFAULT_CFG")
     return parts
 
 
@@ -233,16 +238,18 @@ class TensorRTRuntime(Runtime):
             from modelopt.torch.quantization.utils import export_torch_mode
 
             self._quantize(model, device)
+            settings.pop("ir")  # as Torch-TensorRT's int8 example: export, then dynamo.compile
             with export_torch_mode():
                 exported = torch.export.export(model, (x,), strict=False)
-                return torch_tensorrt.compile(exported, inputs=inputs, **settings)
+                return torch_tensorrt.dynamo.compile(exported, inputs=inputs, **settings)
 
     def _quantize(self, model: nn.Module, device: torch.device) -> None:
-        """Insert int8 Q/DQ nodes with ModelOpt, calibrated on random batches."""
+        """Insert int8 Q/DQ nodes with ModelOpt, calibrated on synthetic images."""
+        from sweep.accuracy import synthetic_images
+
         mtq = import_modelopt_quantization()
-        gen = torch.Generator().manual_seed(CALIBRATION_SEED)
-        batches = [torch.randn(input_shape(self.ctx), generator=gen)
-                   for _ in range(self.cfg.calibration_batches)]
+        batches = [synthetic_images(CALIB_BATCH, self.ctx.resolution, CALIB_SEED + i)
+                   for i in range(self.cfg.calibration_batches)]
 
         def calibrate(m: nn.Module) -> None:
             for batch in batches:
