@@ -285,8 +285,10 @@ def test_report_from_mlflow_equals_report_from_job_folders(real_sweep, tmp_path)
     cwd, sweep_dir, cache = real_sweep
     uri = f"sqlite:///{cwd / 'mlflow.db'}"
     a, b = tmp_path / "from_dirs", tmp_path / "from_mlflow"
-    proc = run_cli([str(sweep_dir), "--out", str(a)], cwd, cache, module="sweep.report")
+    proc = run_cli([str(sweep_dir), "--out", str(a), "--log-to-parent"], cwd, cache,
+                   module="sweep.report")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "logged to MLflow parent run" in proc.stdout
     proc = run_cli(["--experiment", "cmp", "--tracking-uri", uri, "--out", str(b)], cwd, cache,
                    module="sweep.report")
     assert proc.returncode == 0, proc.stderr[-3000:]
