@@ -81,7 +81,10 @@ class SweepCallback(Callback):
 
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep = load_dir(sweep_dir)
-        write_reports(sweep_dir, sweep, Options(plots=True))
+        try:
+            write_reports(sweep_dir, sweep, Options(plots=True))
+        except Exception:  # the results stay in the job folders; the parent run still finishes
+            log.exception("report not written; rebuild it with python -m sweep.report %s", sweep_dir)
         rows = sweep.rows
         failed = sum(r["status"] != "ok" for r in rows)
         state.failed_jobs += failed
