@@ -6,9 +6,8 @@
 set -uo pipefail
 source benchmarks/gpu/setup_device.sh
 part=$1; shift
-bench="bench.warmup=10 bench.min_iters=50 bench.min_seconds=2 tracking.experiment=gpu-runtimes"
-common="-m model=resnet18,resnet50 batch=1,32,256 precision=fp32,fp16 $bench"
-# resnet18 runs at 256 and resnet50 at 224: a resolution per model, through the model's name
+bench="bench.warmup=10 bench.min_iters=30 bench.min_seconds=1 tracking.experiment=gpu-runtimes"
+# resnet18 runs at 256 and resnet50 at 224: one multirun per model
 case $part in
   torch)   extra="runtime=torch flags.channels_last=false,true" ;;
   compile) extra="runtime=compile runtime.mode=reduce-overhead flags.channels_last=true" ;;
@@ -17,6 +16,6 @@ case $part in
 esac
 for spec in resnet18:256 resnet50:224; do
   model=${spec%%:*}; res=${spec##*:}
-  python3 -m sweep -m model=$model resolution=$res batch=1,32,256 precision=fp32,fp16 $bench $extra \
+  python3 -m sweep -m model=$model resolution=$res batch=1,32,256 precision=${PRECISIONS:-fp32,fp16} $bench $extra \
     hydra.sweep.dir=multirun/gpu-$part-$model "$@" 2>&1 | grep -v "^\[20" | grep -v "INFO mlflow"
 done
