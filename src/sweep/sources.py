@@ -136,8 +136,7 @@ def _sweep_file(sweep_dir: Path) -> dict[str, Any]:
 
 def guess_params(columns: list[str]) -> list[str]:
     """Config params among column names, by the config's group names (for a bare CSV)."""
-    return [c for c in columns
-            if c in PARAM_KEYS or c.split(".", 1)[0] in PARAM_PREFIXES and c != "hardware_description"]
+    return [c for c in columns if c in PARAM_KEYS or c.split(".", 1)[0] in PARAM_PREFIXES]
 
 
 def load_csv(path: Path) -> Sweep:
@@ -230,8 +229,9 @@ def sweep_from_runs(runs, name: str = "", with_samples: bool = True,
                      if k.startswith("params.") and _present(v)})
     samples = {}
     if with_samples:
-        by_dir = {row_from_run(r)["job_dir"]: r["run_id"] for r in records}
-        samples = {d: s for d, rid in by_dir.items() if (s := _run_samples(rid, uri)) is not None}
+        finished = [r for r in rows if r.get("status") == "ok"]
+        samples = {r["job_dir"]: s for r in finished
+                   if (s := _run_samples(r["mlflow_run_id"], uri)) is not None}
     return Sweep(name, rows, params, samples, "mlflow", tracking_uri=uri)
 
 
