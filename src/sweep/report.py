@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sweep import analysis as an
-from sweep.job import RESULT_FILE
+from sweep.result import RESULT_FILE
 from sweep.sources import Sweep, collect, load_dir, load_experiment, to_row
 
 __all__ = ["Options", "collect", "to_row", "write_reports", "render_markdown", "main"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sweep.job import RESULT_FILE, SAMPLES_FILE
+from sweep.result import RESULT_FILE, SAMPLES_FILE
 
 PARAM_PREFIXES = ("runtime", "model", "hardware", "data", "pipeline", "flags", "bench", "check",
                   "tracking")
