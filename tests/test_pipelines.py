@@ -284,7 +284,7 @@ def test_gpu_pipeline_end_to_end(messy, trained, runtime):
 
 
 @needs_cuda
-@pytest.mark.parametrize("flags", [{}, {"pin_memory": True, "gpu_non_blocking": True}])
+@pytest.mark.parametrize("flags", [{}, {"pin_memory": True, "non_blocking": True}])
 def test_gpu_pipeline_overlapped_batches_match_the_staged_ones(trained, flags):
     root = trained[0]
     ctx = PipelineContext(device=torch.device("cuda"), batch=BATCH, resolution=RES,

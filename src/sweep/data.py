@@ -9,7 +9,7 @@ the sorted list of names (as torchvision's ImageFolder does), so an empty class 
 index. Image files are found by suffix (`IMAGE_SUFFIXES`, any case, in nested folders too);
 hidden files and folders are skipped. Generated sets are deterministic for a given seed: each class
 has its own dominant colour and stripe direction, so a classifier can separate them, with mixed
-sizes, mixed JPEG qualities and every fourth file a PNG.
+sizes, mixed JPEG qualities and every fourth file a PNG (`--png-every`).
 """
 
 from __future__ import annotations
@@ -136,8 +136,9 @@ def make_image(c: int, classes: int, width: int, height: int, seed: int):
 
 
 def generate(out: Path, classes: int = 4, per_class: int = 8, seed: int = 0,
-             min_size: int = 40, max_size: int = 160) -> list[Path]:
-    """Write a labelled set: `out/<NN>_<colour>/<NNN>.jpg|png`, sizes from min to max_size."""
+             min_size: int = 40, max_size: int = 160, png_every: int = 4) -> list[Path]:
+    """Write a labelled set: `out/<NN>_<colour>/<NNN>.jpg|png`, sizes from min to max_size, every
+    `png_every`-th file of a class a PNG (0: none)."""
     import numpy as np
 
     if classes < 1 or per_class < 1 or not 8 <= min_size <= max_size:
@@ -151,7 +152,7 @@ def generate(out: Path, classes: int = 4, per_class: int = 8, seed: int = 0,
         for i in range(per_class):
             w, h = (int(v) for v in rng.integers(min_size, max_size + 1, size=2))
             img = make_image(c, classes, w, h, seed * 100_003 + i)
-            if i % 4 == 3:
+            if png_every and i % png_every == png_every - 1:
                 path = folder / f"{i:03d}.png"
                 img.save(path)
             else:
@@ -216,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--min-size", type=int, default=40)
     gen.add_argument("--max-size", type=int, default=160)
+    gen.add_argument("--png-every", type=int, default=4, help="every N-th file a PNG (0: none)")
     fit = sub.add_parser("fit-head", help="fit a model's classifier to a labelled folder")
     fit.add_argument("root", type=Path)
     fit.add_argument("out", type=Path, help="where to save the state dict (.pth)")
@@ -226,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "generate":
             files = generate(args.out, args.classes, args.per_class, args.seed, args.min_size,
-                             args.max_size)
+                             args.max_size, args.png_every)
             print(f"wrote {len(files)} images in {args.classes} classes to {args.out}")
         else:
             acc = fit_head(args.root, args.out, args.model, args.resolution, args.seed)
