@@ -6,7 +6,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -16,7 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from sweep import state
-from sweep.config import SweepConfig, TrackingConfig, register_configs
+from sweep.config import TrackingConfig, register_configs
 from sweep.paths import conf_dir
 
 log = logging.getLogger("sweep")
@@ -37,18 +40,20 @@ def _tracker(cfg: TrackingConfig):
 
 def _log_to_mlflow(result, job_dir: Path, tracking: TrackingConfig, parent_id: str | None) -> None:
     """Log the finished job; on failure keep going (result.json holds everything)."""
-    from sweep.result import RESULT_FILE, write_json_atomic
+    from sweep.result import save_result
 
     try:
         run_id = _tracker(tracking).log_job(result.to_json(), job_dir, parent_id)
         result.info["mlflow_run_id"] = run_id
+        result.info.pop("mlflow_error", None)
     except Exception as e:
-        log.warning("MLflow logging failed for %s (%s); the result is in %s", result.job, e, job_dir)
+        log.warning("MLflow logging failed for %s (%s); the result is in %s; upload it later "
+                    "with python -m sweep.report DIR --log-to-mlflow", result.job, e, job_dir)
         result.info["mlflow_error"] = f"{type(e).__name__}: {e}"
-    write_json_atomic(job_dir / RESULT_FILE, result.to_json())
+    save_result(result, job_dir)
 
 
-def _progress(result, sweep_dir: Path | None) -> str:
+def _progress(result, sweep_dir: Path | None, skipped: bool = False) -> str:
     m = result.metrics
     if result.status == "ok":
         what = f"ok  {m['infer_ms_per_img']:.3f} ms/img  {m['fps']:,.1f} fps"
@@ -56,42 +61,73 @@ def _progress(result, sweep_dir: Path | None) -> str:
             what += f"  OUTPUTS WRONG: {result.info['correctness']}"
     else:
         what = f"FAILED  {result.error}"
+    if skipped:
+        what = f"skipped, finished before ({what}; force=true re-runs it)"
     if sweep_dir is None:
         return f"{result.job}: {what}"
     from sweep.callbacks import read_sweep_file
     from sweep.result import RESULT_FILE
 
-    total = read_sweep_file(sweep_dir).get("total_jobs")
-    done = sum(1 for p in sweep_dir.iterdir() if (p / RESULT_FILE).is_file())
+    info = read_sweep_file(sweep_dir)
+    total, started = info.get("total_jobs"), info.get("started", 0)
+    done = sum(1 for p in sweep_dir.glob(f"*/{RESULT_FILE}") if p.stat().st_mtime >= started)
     left = f"{max(total - done, 0)} remaining" if total else "? remaining"
     return f"[{done}/{total or '?'}] {result.job}: {what}  ({left})"
+
+
+CONTROL_KEYS = ("tracking", "force", "isolation", "timeout_s", "gpus")  # how, not what, to run
+
+
+def config_digest(data: dict) -> str:
+    """Identity of what a job measures: the resolved config without the keys that only say how
+    it is run, so a resumed sweep recognises its finished jobs."""
+    what = {k: v for k, v in data.items() if k not in CONTROL_KEYS}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _finished_before(job_dir: Path, digest: str):
+    """The job folder's complete result for this very config, if there is one."""
+    from sweep.result import JobResult, load_result
+
+    saved = load_result(job_dir)
+    if saved is None or saved.get("info", {}).get("config_digest") != digest:
+        return None
+    return JobResult(**saved)
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base=None)
 def task(dcfg: DictConfig) -> float | None:
     """One job. Returns fps so that optimising sweepers (Optuna) can maximise it."""
     from sweep.callbacks import read_sweep_file
-    from sweep.job import JobResult, flatten, run_job
+    from sweep.result import save_result
 
     hc = HydraConfig.get()
     job_dir = Path(hc.runtime.output_dir)
     sweep_dir = Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
     job_dir.mkdir(parents=True, exist_ok=True)
-    (job_dir / "config.yaml").write_text(OmegaConf.to_yaml(dcfg, resolve=True))
-    tracking = TrackingConfig(**OmegaConf.to_container(dcfg.tracking, resolve=True))
-    try:
-        cfg: SweepConfig = OmegaConf.to_object(dcfg)
-        result = run_job(cfg, job_dir)
-    except Exception as e:  # a bad value: recorded as a failed job, the sweep goes on
-        from sweep.result import RESULT_FILE, write_json_atomic
+    data = OmegaConf.to_container(dcfg, resolve=True)
+    digest = config_digest(data)
+    tracking = TrackingConfig(**data["tracking"])
+    result = None if dcfg.force else _finished_before(job_dir, digest)
+    skipped = result is not None
+    if skipped:
+        os.utime(job_dir / "result.json")  # counted as done in this run's progress
+    else:
+        (job_dir / "config.yaml").write_text(OmegaConf.to_yaml(dcfg, resolve=True))
+        if dcfg.isolation == "process":
+            from sweep.isolation import run_isolated
 
-        result = JobResult(job=job_dir.name.split("_", 1)[-1], status="failed", error=f"{type(e).__name__}: {e}",
-                           params=flatten(OmegaConf.to_container(dcfg, resolve=True)))
-        write_json_atomic(job_dir / RESULT_FILE, result.to_json())
-    if tracking.enabled:
+            result = run_isolated(data, job_dir, float(dcfg.timeout_s), dcfg.gpus)
+        else:
+            from sweep.job import run_from_container
+
+            result = run_from_container(data, job_dir)
+        result.info["config_digest"] = digest
+        save_result(result, job_dir)
+    if tracking.enabled and not result.info.get("mlflow_run_id"):
         parent = read_sweep_file(sweep_dir).get("parent_run_id") if sweep_dir else None
         _log_to_mlflow(result, job_dir, tracking, parent)
-    print(_progress(result, sweep_dir), flush=True)
+    print(_progress(result, sweep_dir, skipped), flush=True)
     if result.status != "ok":
         state.failed_jobs += 1 if sweep_dir is None else 0  # multiruns count at the end
         if sweep_dir is None:

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweep import state
 from sweep.config import TrackingConfig
+from sweep.result import redact
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +27,11 @@ SWEEP_FILE = "sweep.json"
 
 
 def sweep_overrides(config: DictConfig) -> list[str]:
-    """The command line's overrides plus the sweeper's `params` (experiments set these)."""
-    overrides = list(config.hydra.overrides.task)
+    """The sweeper's `params` (experiments set these), then the command line's overrides, which
+    win for the same key (the basic sweeper's order)."""
     params = OmegaConf.select(config, "hydra.sweeper.params") or {}
-    overrides += [f"{k}={v}" for k, v in params.items()]
+    overrides = [f"{k}={v}" for k, v in params.items()]
+    overrides += list(config.hydra.overrides.task)
     return overrides
 
 
@@ -38,10 +40,8 @@ def count_jobs(overrides: list[str]) -> int:
     parsed = OverridesParser.create().parse_overrides(overrides)
     by_key: dict[str, int] = {}
     for o in parsed:
-        if o.is_sweep_override():
-            by_key[o.get_key_element()] = len(list(o.sweep_string_iterator()))
-        else:
-            by_key.setdefault(o.get_key_element(), 1)
+        sweep = o.is_sweep_override()
+        by_key[o.get_key_element()] = len(list(o.sweep_string_iterator())) if sweep else 1
     return math.prod(by_key.values()) if by_key else 1
 
 
@@ -60,13 +60,19 @@ class SweepCallback(Callback):
         info: dict[str, Any] = {"started": time.time(), "overrides": overrides,
                                 "total_jobs": count_jobs(overrides), "parent_run_id": None}
         tracking = TrackingConfig(**OmegaConf.to_container(config.tracking, resolve=True))
+        before = read_sweep_file(sweep_dir)  # a re-run of the same sweep: resume
         if tracking.enabled:
             try:
                 from sweep.tracking import Tracker
 
                 tracker = Tracker(tracking)
-                params = {o.split("=", 1)[0]: o.split("=", 1)[1] for o in overrides if "=" in o}
-                info["parent_run_id"] = tracker.start_parent(
+                if (before.get("parent_run_id") and before.get("tracking_uri") == tracker.uri
+                        and tracker.resume_parent(before["parent_run_id"])):
+                    info["parent_run_id"] = before["parent_run_id"]
+                    info["resumed"] = True
+                params = {o.split("=", 1)[0]: redact(o.split("=", 1)[1])
+                          for o in overrides if "=" in o}
+                info["parent_run_id"] = info["parent_run_id"] or tracker.start_parent(
                     f"sweep-{sweep_dir.parent.name}_{sweep_dir.name}", params,
                     {"sweep.dir": str(sweep_dir.resolve()), "sweep.total_jobs": str(info["total_jobs"])})
                 info["tracking_uri"] = tracker.uri

@@ -13,6 +13,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8")
+ISOLATIONS = ("inline", "process")
+FAULTS = ("hang", "segfault", "exit")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -244,8 +246,24 @@ class SweepConfig:
     check: CheckConfig = field(default_factory=CheckConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     cache_dir: str | None = None  # default ~/.cache/sweep
+    # how jobs run: inline (in the launcher's process) or each in a fresh process, with a timeout
+    isolation: str = "inline"
+    timeout_s: float = 0.0  # per job, isolation=process only; 0 = none
+    force: bool = False  # re-run jobs whose folder already holds a complete result
+    gpus: list[int] | None = None  # spread jobs over these GPUs, one each (isolation=process)
+    fault: str | None = None  # inject a fault (hang, segfault, exit) to test isolation
 
     def __post_init__(self) -> None:
+        _choice("isolation", self.isolation, ISOLATIONS)
+        _positive("timeout_s", self.timeout_s, 0)
+        if self.fault is not None:
+            _choice("fault", self.fault, FAULTS)
+            if self.isolation != "process":
+                raise config_error("fault", self.fault, "a fault would take the whole sweep down "
+                                   "with isolation=inline", "Add isolation=process.")
+        if self.gpus and self.isolation != "process":
+            raise config_error("gpus", self.gpus, "each job must see one device, which needs a "
+                               "fresh process per job", "Add isolation=process.")
         if not isinstance(self.runtime, RuntimeConfig):
             raise config_error(
                 "runtime", self.runtime, f"allowed values are {', '.join(RUNTIME_SCHEMAS)}"
@@ -288,6 +306,21 @@ RUNTIME_SCHEMAS: dict[str, type[RuntimeConfig]] = {
     "onnx": OnnxRuntimeConfig,
     "trt": TrtRuntimeConfig,
 }
+
+
+def from_container(data: dict[str, Any]) -> SweepConfig:
+    """A resolved config (e.g. a job folder's config.yaml) -> SweepConfig, validated as Hydra's
+    composition would: the runtime node gets the schema its name selects."""
+    from omegaconf import OmegaConf
+
+    data = {k: v for k, v in data.items() if k != "hydra"}
+    runtime = data.pop("runtime", None) or {}
+    if runtime.get("name") not in RUNTIME_SCHEMAS:
+        raise config_error("runtime", runtime.get("name"),
+                           f"allowed values are {', '.join(RUNTIME_SCHEMAS)}")
+    cfg = OmegaConf.merge(OmegaConf.structured(SweepConfig), data)
+    cfg.runtime = OmegaConf.merge(OmegaConf.structured(RUNTIME_SCHEMAS[runtime["name"]]), runtime)
+    return OmegaConf.to_object(cfg)
 
 
 def register_configs() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import socket
 import subprocess
@@ -66,6 +67,8 @@ def environment(device: str) -> dict[str, str]:
         "device": device,
         "git_commit": _git_commit() or "unknown",
     }
+    if "CUDA_VISIBLE_DEVICES" in os.environ:  # which physical GPU a job of a multi-GPU sweep saw
+        env["cuda_visible_devices"] = os.environ["CUDA_VISIBLE_DEVICES"]
     for pkg in PACKAGES:
         if (v := _version(pkg)) is not None:
             env[f"version.{pkg}"] = v

@@ -5,14 +5,16 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from sweep.accuracy import compare, make_decisive, run_batches, synthetic_images
-from sweep.config import SweepConfig
+from sweep.config import SweepConfig, from_container
 from sweep.env import device_name, environment
 from sweep.hardware import peak_tflops, resolve_hardware
 from sweep.measure.flops import count_gflop_per_img
@@ -20,7 +22,13 @@ from sweep.measure.memory import gpu_mem_peak_mb, gpu_mem_used_mb, host_rss_peak
 from sweep.measure.stats import latency_stats
 from sweep.measure.timing import time_calls, time_first_call
 from sweep.models import build_model, check_resolution
-from sweep.result import RESULT_FILE, SAMPLES_FILE, JobResult, flatten, write_json_atomic
+from sweep.result import (
+    SAMPLES_FILE,
+    JobResult,
+    flatten,
+    save_result,
+    write_json_atomic,
+)
 from sweep.runtimes.base import set_math_mode
 
 log = logging.getLogger(__name__)
@@ -34,10 +42,36 @@ def resolve_device(requested: str) -> torch.device:
     return device
 
 
+def run_from_container(data: dict[str, Any], job_dir: Path) -> JobResult:
+    """Validate a resolved config and run it; a bad value is a failed job with its reason."""
+    try:
+        cfg = from_container(data)
+    except Exception as e:
+        result = JobResult(job=job_dir.name.split("_", 1)[-1], status="failed",
+                           error=f"{type(e).__name__}: {e}", params=flatten(data))
+        save_result(result, job_dir)
+        return result
+    return run_job(cfg, job_dir)
+
+
+def _inject_fault(fault: str | None) -> None:
+    """`fault=...`: what a crashing or hanging job does, to exercise isolation=process."""
+    if fault == "hang":
+        while True:
+            time.sleep(3600)
+    elif fault == "segfault":
+        import ctypes
+
+        ctypes.string_at(0)  # reads address 0: SIGSEGV
+    elif fault == "exit":
+        os._exit(3)
+
+
 def run_job(cfg: SweepConfig, job_dir: Path) -> JobResult:
     """Run one job; any exception becomes a failed result with its reason, never a crash."""
     job_dir.mkdir(parents=True, exist_ok=True)
     result = JobResult(job=cfg.job_name, params=flatten(cfg))
+    _inject_fault(cfg.fault)
     t0 = time.perf_counter()
     try:
         _measure(cfg, job_dir, result)
@@ -48,7 +82,7 @@ def run_job(cfg: SweepConfig, job_dir: Path) -> JobResult:
         (job_dir / "error.txt").write_text(traceback.format_exc())
         log.error("job %s failed: %s", result.job, result.error)
     result.duration_s = time.perf_counter() - t0
-    write_json_atomic(job_dir / RESULT_FILE, result.to_json())
+    save_result(result, job_dir)
     return result
 
 

@@ -388,6 +388,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--plots", action="store_true", help="also write plots/*.png")
     p.add_argument("--plot-batch", type=int, help="batch of the per-resolution plots")
     p.add_argument("--plot-resolution", type=int, help="resolution of the per-batch plots")
+    p.add_argument("--log-to-mlflow", action="store_true",
+                   help="upload the job folders' results to MLflow (each job once), then the "
+                   "report to the sweep's parent run; for sweeps that ran while MLflow was down")
     p.add_argument("--log-to-parent", action="store_true",
                    help="log the report and plots as artifacts of the sweep's MLflow parent run")
     return p
@@ -421,6 +424,14 @@ def _load(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[Sw
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.log_to_mlflow:
+        if args.sweep_dir is None:
+            parser.error("--log-to-mlflow uploads a multirun folder: give its path")
+        from sweep.tracking import upload_sweep
+
+        uploaded, already, parent = upload_sweep(args.sweep_dir, args.tracking_uri)
+        print(f"MLflow: {uploaded} jobs uploaded, {already} were there already; parent {parent}")
+        args.log_to_parent = True
     sweep, out_dir = _load(args, parser)
     opts = _options(args)
     for path in write_reports(out_dir, sweep, opts):

@@ -4,6 +4,7 @@ isolated job stay light."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import time
@@ -11,6 +12,8 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
 SAMPLES_FILE = "samples.json"
@@ -67,3 +70,26 @@ def write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str))
     os.replace(tmp, path)
+
+
+def save_result(result: JobResult, job_dir: Path) -> bool:
+    """Write result.json; when the folder cannot take it (disk full, read-only), say so loudly,
+    mark the job failed and keep the record in memory for MLflow. Returns whether it was saved."""
+    try:
+        write_json_atomic(job_dir / RESULT_FILE, result.to_json())
+        return True
+    except OSError as e:
+        log.error("could not write %s: %s", job_dir / RESULT_FILE, e)
+        result.error = "; ".join(filter(None, [result.error, f"result.json not written: {e}"]))
+        result.status = "failed"
+        return False
+
+
+def load_result(job_dir: Path) -> dict[str, Any] | None:
+    """The job folder's finished result (ok or failed), or None when there is none or it is
+    unreadable (an interrupted job leaves at most a .tmp file, never a partial result.json)."""
+    try:
+        data = json.loads((job_dir / RESULT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if data.get("status") in ("ok", "failed") else None

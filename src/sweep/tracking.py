@@ -7,6 +7,7 @@ mlflow is imported here only, when tracking is enabled.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -54,6 +55,14 @@ class Tracker:
         self._log_params(run.info.run_id, params)
         return run.info.run_id
 
+    def resume_parent(self, run_id: str) -> bool:
+        """Reopen the parent run of a resumed sweep; False when it is not in this store."""
+        try:
+            self.client.update_run(run_id, status="RUNNING")
+            return True
+        except Exception:
+            return False
+
     def finish_parent(self, run_id: str, metrics: dict[str, float], artifacts: list[Path],
                       failed: bool) -> None:
         self._log_metrics(run_id, metrics)
@@ -62,11 +71,22 @@ class Tracker:
                 self.client.log_artifact(run_id, str(path))
         self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
 
+    def find_job(self, uid: str) -> str | None:
+        """The run already logged for the job `uid` (a retried upload must not duplicate it)."""
+        runs = self.client.search_runs([self.experiment_id],
+                                       filter_string=f"tags.`sweep.job_uid` = '{uid}'",
+                                       max_results=1)
+        return runs[0].info.run_id if runs else None
+
     def log_job(self, result: dict[str, Any], job_dir: Path, parent_id: str | None) -> str:
-        """One child run with the job's params, metrics, environment tags and artifacts."""
+        """One child run with the job's params, metrics, environment tags and artifacts; if the
+        job (by its uid) was logged before, that run's id, and nothing is logged twice."""
+        if existing := self.find_job(result["uid"]):
+            return existing
         tags = {f"env.{k}": v for k, v in result["env"].items()}
         tags.update({f"info.{k}": str(v)[:5000] for k, v in result["info"].items()})
         tags.update({"sweep.role": "job", "sweep.status": result["status"],
+                     "sweep.job_uid": result["uid"],
                      "sweep.job_dir": str(job_dir.resolve())})
         if result["error"]:
             tags["sweep.error"] = result["error"][:5000]
@@ -103,3 +123,42 @@ class Tracker:
                  if v is not None and math.isfinite(float(v))]
         for i in range(0, len(items), 500):
             self.client.log_batch(run_id, metrics=items[i:i + 500])
+
+
+def upload_sweep(sweep_dir: Path, uri: str | None = None) -> tuple[int, int, str]:
+    """Log a sweep's job folders to MLflow after the fact (MLflow was down, or a new store):
+    each job once, by its uid, under the sweep's parent run (created if the store lacks it).
+    Returns (uploaded, already there, parent run id)."""
+    from sweep.callbacks import SWEEP_FILE, read_sweep_file
+    from sweep.result import RESULT_FILE, JobResult, load_result, save_result
+
+    info = read_sweep_file(sweep_dir)
+    jobs = [(p.parent, load_result(p.parent)) for p in sorted(sweep_dir.glob(f"*/{RESULT_FILE}"))]
+    jobs = [(d, r) for d, r in jobs if r is not None]
+    if not jobs:
+        raise LookupError(f"no finished job under {sweep_dir}")
+    params = jobs[0][1]["params"]
+    uri = (uri or os.environ.get("MLFLOW_TRACKING_URI") or info.get("tracking_uri")
+           or params.get("tracking.uri") or TrackingConfig.uri)
+    tracker = Tracker(TrackingConfig(uri=uri, experiment=params.get("tracking.experiment", "sweep")))
+    parent = info.get("parent_run_id")
+    if not (parent and info.get("tracking_uri") == tracker.uri and tracker.resume_parent(parent)):
+        overrides = [o.split("=", 1) for o in info.get("overrides", []) if "=" in o]
+        parent = tracker.start_parent(f"sweep-{sweep_dir.parent.name}_{sweep_dir.name}",
+                                      dict(overrides), {"sweep.dir": str(sweep_dir.resolve())})
+        info.update(parent_run_id=parent, tracking_uri=tracker.uri)
+        (sweep_dir / SWEEP_FILE).write_text(json.dumps(info, indent=2))
+    uploaded = already = 0
+    for job_dir, data in jobs:
+        result = JobResult(**data)
+        if tracker.find_job(result.uid):
+            already += 1
+        else:
+            uploaded += 1
+        result.info["mlflow_run_id"] = tracker.log_job(result.to_json(), job_dir, parent)
+        result.info.pop("mlflow_error", None)
+        save_result(result, job_dir)
+    failed = sum(r["status"] != "ok" for _, r in jobs)
+    tracker.finish_parent(parent, {"jobs_ok": len(jobs) - failed, "jobs_failed": failed}, [],
+                          failed > 0)
+    return uploaded, already, parent

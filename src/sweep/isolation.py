@@ -1,0 +1,107 @@
+"""isolation=process: each job in a fresh Python process, with a timeout and a GPU of its own.
+
+A segfault, a CUDA error, the OOM killer or a hang then ends only that job: the parent (the
+launcher's process) reads the worker's result.json, or records why there is none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sweep.result import RESULT_FILE, JobResult, flatten, load_result, save_result
+
+WORKER_LOG = "worker.log"
+WORKER_PID = "worker.pid"
+
+
+@contextlib.contextmanager
+def gpu_lease(gpus: list[int] | None, poll_s: float = 0.5) -> Iterator[int | None]:
+    """Hold one of `gpus` for the duration of a job: a file lock per GPU on this host, so
+    parallel jobs (joblib, several sweeps at once) never share a device."""
+    if not gpus:
+        yield None
+        return
+    lock_dir = Path(tempfile.gettempdir()) / "sweep-gpu-locks"
+    lock_dir.mkdir(exist_ok=True)
+    while True:
+        for gpu in gpus:
+            handle = open(lock_dir / f"gpu{gpu}.lock", "w")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            try:
+                yield gpu
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+                handle.close()
+            return
+        time.sleep(poll_s)
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        hint = " (the OOM killer sends SIGKILL)" if name == "SIGKILL" else ""
+        return f"the job's process was killed by {name}{hint}"
+    return f"the job's process exited with status {returncode} without writing a result"
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])
+
+
+def run_isolated(data: dict[str, Any], job_dir: Path, timeout_s: float,
+                 gpus: list[int] | None) -> JobResult:
+    """Run the resolved config `data` (already saved as job_dir/config.yaml) in a worker."""
+    (job_dir / RESULT_FILE).unlink(missing_ok=True)
+    reason = None
+    with gpu_lease(gpus) as gpu:
+        env = dict(os.environ)
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+        with open(job_dir / WORKER_LOG, "w") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "sweep.worker", str(job_dir)], env=env,
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            (job_dir / WORKER_PID).write_text(str(proc.pid))
+            try:
+                returncode = proc.wait(timeout=timeout_s or None)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)  # the worker and anything it started
+                proc.wait()
+                reason = f"timed out after {timeout_s:g} s (timeout_s) and was killed"
+            except BaseException:  # Ctrl-C: take the worker down with us
+                os.killpg(proc.pid, signal.SIGKILL)
+                raise
+    saved = load_result(job_dir)
+    if saved is not None and reason is None:
+        result = JobResult(**saved)
+    else:
+        reason = reason or describe_exit(returncode)
+        tail = _tail(job_dir / WORKER_LOG)
+        result = JobResult(job=job_dir.name.split("_", 1)[-1], status="failed",
+                           error=reason + (f"; last output: {tail}" if tail else ""),
+                           params=flatten(data))
+    result.info["isolation"] = "process"
+    if gpu is not None:
+        result.info["assigned_gpu"] = gpu
+    save_result(result, job_dir)
+    return result
