@@ -1,9 +1,10 @@
 """The tool's own overhead: what a job costs beyond its warmup and timed iterations.
 
-Runs a 12-job CPU sweep (resnet18, resolution 32/64, batch 1/2/4, torch and onnx) twice through the
-real CLI into a scratch folder and MLflow store: the first run fills the artifact cache, the second
-is the one reported (models cached). Per job, overhead = job duration - (warmup + timed calls);
-per sweep, the wall time of the whole command (Python start, Hydra, MLflow, summary included).
+Runs a 12-job CPU sweep (resnet18, resolution 32/64, batch 1/2/4, torch and onnx) through the real
+CLI into a scratch folder and MLflow store: once to fill the artifact cache, then once with
+isolation=inline and once with isolation=process (models cached). Per job, overhead = job duration
+- (warmup + timed calls); per sweep, the wall time of the whole command (Python start, Hydra,
+MLflow, summary included); isolation=process adds a fresh Python per job on top.
 
     python benchmarks/overhead.py [--out benchmarks/results/overhead_cpu.md]
 """
@@ -25,12 +26,12 @@ SWEEP = ["-m", "runtime=torch,onnx", "resolution=32,64", "batch=1,2,4", "bench.w
          "bench.min_iters=5", "bench.min_seconds=0.1", "check.samples=4"]
 
 
-def run_sweep(cwd: Path, cache: Path) -> tuple[float, list[dict]]:
+def run_sweep(cwd: Path, cache: Path, isolation: str = "inline") -> tuple[float, list[dict]]:
     env = {**os.environ, "SWEEP_CACHE_DIR": str(cache)}
     env.pop("MLFLOW_TRACKING_URI", None)
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "sweep", *SWEEP], cwd=cwd, env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "sweep", *SWEEP, f"isolation={isolation}"],
+                          cwd=cwd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.exit(f"sweep failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -48,7 +49,9 @@ def main() -> None:
         cwd.mkdir()
         cold_wall, _ = run_sweep(cwd, cache)
         warm_wall, results = run_sweep(cwd, cache)
+        proc_wall, proc_results = run_sweep(cwd, cache, "process")
     overhead = [r["duration_s"] - r["info"]["bench_s"] for r in results]
+    proc_overhead = [r["duration_s"] - r["info"]["bench_s"] for r in proc_results]
     bench = [r["info"]["bench_s"] for r in results]
     lines = [
         "# Overhead of the tool (CPU)",
@@ -57,7 +60,7 @@ def main() -> None:
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}).",
         f"Sweep: `python -m sweep {' '.join(SWEEP)}` ({len(results)} jobs), "
-        "run twice; the second run (cached ONNX exports) is reported.",
+        "run three times: cold cache, cached inline, cached isolation=process.",
         "",
         "| what | seconds |",
         "| --- | ---: |",
@@ -67,6 +70,10 @@ def main() -> None:
         f"| whole sweep, cached (wall, incl. Python/Hydra/MLflow start and summary) | {warm_wall:.1f} |",
         f"| whole sweep, cold cache (first run: ONNX exports) | {cold_wall:.1f} |",
         f"| per job, whole sweep wall / jobs, cached | {warm_wall / len(results):.2f} |",
+        f"| isolation=process: whole sweep, cached | {proc_wall:.1f} |",
+        f"| isolation=process: per job, whole sweep wall / jobs | {proc_wall / len(proc_results):.2f} |",
+        f"| isolation=process: overhead per job inside the worker, median | {statistics.median(proc_overhead):.2f} |",
+        f"| isolation=process: cost per job over inline (wall difference / jobs) | {(proc_wall - warm_wall) / len(results):.2f} |",
         "",
         "Target: overhead per job under 2 s on the 2-core machine once models are cached.",
         "",
@@ -74,7 +81,7 @@ def main() -> None:
         "| --- | --- | ---: | ---: |",
     ]
     lines += [f"| {r['job']} | {r['info'].get('cache')} | {o:.2f} | {b:.2f} |"
-              for r, o, b in zip(results, overhead, bench)]
+              for r, o, b in zip(results, overhead, bench, strict=True)]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,3 +40,81 @@ def only_sweep_dir(root: Path) -> Path:
     dirs = [p for p in (root / "multirun").glob("*/*") if p.is_dir()]
     assert len(dirs) == 1, dirs
     return dirs[0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def mlflow_server(backend_uri: str, workdir: Path, workers: int = 1) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1 for the duration of the block; yields its URL."""
+    port = free_port()
+    mlflow_bin = shutil.which("mlflow") or os.path.join(os.path.dirname(sys.executable), "mlflow")
+    log = workdir / "mlflow-server.log"
+    proc = subprocess.Popen(
+        [mlflow_bin, "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", backend_uri, "--artifacts-destination", str(workdir / "artifacts"),
+         "--workers", str(workers)], stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait(lambda: urllib.request.urlopen(f"{url}/health", timeout=2), proc, log, 180)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _wait(ready, proc: subprocess.Popen, log: Path, seconds: float) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            ready()
+            return
+        except (OSError, subprocess.CalledProcessError):
+            if proc.poll() is not None:
+                pytest.fail(f"server exited: {log.read_text()[-3000:]}")
+            time.sleep(0.5)
+    pytest.fail(f"server did not come up in {seconds} s: {log.read_text()[-3000:]}")
+
+
+def _pg_bin(name: str) -> str | None:
+    found = shutil.which(name) or sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return found if isinstance(found, str) else (found[-1] if found else None)
+
+
+@pytest.fixture(scope="session")
+def postgres_uri() -> Iterator[str]:
+    """A private PostgreSQL server on 127.0.0.1 (Debian's package; .ci/run installs it). Skipped
+    where it is missing, unless SWEEP_REQUIRE_POSTGRES=1 (CI), where that is a failure."""
+    initdb, postgres = _pg_bin("initdb"), _pg_bin("postgres")
+    if not (initdb and postgres):
+        if os.environ.get("SWEEP_REQUIRE_POSTGRES") == "1":
+            pytest.fail("PostgreSQL is required (SWEEP_REQUIRE_POSTGRES=1) but initdb/postgres "
+                        "are not installed: apt-get install -y postgresql")
+        pytest.skip("PostgreSQL is not installed (apt-get install -y postgresql)")
+    data = Path(tempfile.mkdtemp(prefix="sweep-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # postgres refuses to run as root
+        as_user = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(data, "postgres")
+    subprocess.run([*as_user, initdb, "-D", str(data / "db"), "-U", "sweep", "--auth=trust"],
+                   check=True, capture_output=True)
+    port = free_port()
+    log = data / "postgres.log"
+    proc = subprocess.Popen([*as_user, postgres, "-D", str(data / "db"), "-p", str(port), "-k",
+                             str(data), "-c", "listen_addresses=127.0.0.1"],
+                            stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+    isready = _pg_bin("pg_isready")
+    _wait(lambda: subprocess.run([isready, "-h", "127.0.0.1", "-p", str(port)], check=True,
+                                 capture_output=True), proc, log, 60)
+    subprocess.run([_pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "sweep",
+                    "mlflow"], check=True, capture_output=True)
+    try:
+        yield f"postgresql://sweep@127.0.0.1:{port}/mlflow"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        shutil.rmtree(data, ignore_errors=True)

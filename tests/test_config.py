@@ -28,6 +28,8 @@ def test_groups_hold_what_the_interface_promises():
     assert set(options("hardware")) >= {"auto", "cpu", "h100_sxm", "h200", "a100",
                                         "rtx4060_laptop", "rtx4070ti", "jetson_orin_nano"}
     assert "synthetic" in options("data")
+    assert set(options("tracking")) == {"local", "server"}
+    assert {"local_gpus", "slurm"} <= set(options("hydra/launcher"))
 
 
 @pytest.mark.parametrize("group", ["runtime", "model", "hardware", "data"])

@@ -52,7 +52,7 @@ def write_job(root: Path, n: int, runtime: str, batch: int, cl: bool, mean_ms: f
         "e2e_ms_per_img": per_img + 4.2, "accuracy_top1_pct": 100.0 * correct, **STAGES}
     result = {"job": d.name.split("_", 1)[1], "status": "failed" if error else "ok",
               "error": error, "params": _params(runtime, batch, cl), "metrics": metrics,
-              "info": {"hardware": "h100_sxm", "util_basis": "fp32 peak of h100_sxm (60 TFLOPS)",
+              "info": {"hardware_used": "h100_sxm", "util_basis": "fp32 peak of h100_sxm (60 TFLOPS)",
                        "correctness": "within tolerance" if correct else "max_abs_err 3.2 > 0.01"}}
     (d / "result.json").write_text(json.dumps(result))
     if not error:

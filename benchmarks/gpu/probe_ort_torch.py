@@ -33,10 +33,10 @@ def torch_variants():
                 m = torchvision.models.get_model(name).cuda().eval()
                 x = torch.randn(batch, 3, res, res, device="cuda")
                 with torch.inference_mode():
-                    fps = cuda_fps(lambda: m(x), batch)
+                    fps = cuda_fps(lambda: m(x), batch)  # noqa: B023 (called at once)
                     mh = m.half().to(memory_format=torch.channels_last)
                     xh = x.half().contiguous(memory_format=torch.channels_last)
-                    fps16 = cuda_fps(lambda: mh(xh), batch)
+                    fps16 = cuda_fps(lambda: mh(xh), batch)  # noqa: B023
                 print(f"torch {name} {res} b{batch} cudnn.benchmark={bench}: fp32 {fps:,.0f} "
                       f"fp16-cl {fps16:,.0f} img/s", flush=True)
     torch.backends.cudnn.benchmark = False

@@ -25,6 +25,8 @@ from sweep.paths import conf_dir
 log = logging.getLogger("sweep")
 
 register_configs()
+# hydra/launcher=local_gpus runs as many jobs at once as `gpus` lists
+OmegaConf.register_new_resolver("sweep_count", lambda v: len(v) if v else 1, replace=True)
 
 _trackers: dict[tuple[str, str], object] = {}
 

@@ -287,7 +287,10 @@ class SweepConfig:
     @property
     def job_name(self) -> str:
         """Readable name of a job, e.g. ``torch-resnet18-224-b8-fp32``."""
-        parts = [self.runtime.name, self.model.name, str(self.resolution), f"b{self.batch}"]
+        runtime = self.runtime.name
+        if getattr(self.runtime, "mode", "default") != "default":  # compile's modes differ a lot
+            runtime += f"-{self.runtime.mode}"
+        parts = [runtime, self.model.name, str(self.resolution), f"b{self.batch}"]
         parts.append(self.precision)
         if self.data.name == "imagefolder":
             parts.append(self.pipeline.name)
@@ -332,4 +335,5 @@ def register_configs() -> None:
     cs.store(group="schema/model", name="model", node=ModelConfig)
     cs.store(group="schema/hardware", name="hardware", node=HardwareConfig)
     cs.store(group="schema/data", name="data", node=DataConfig)
+    cs.store(group="schema/tracking", name="tracking", node=TrackingConfig)
     cs.store(group="schema/pipeline", name="pipeline", node=PipelineConfig)

@@ -110,7 +110,8 @@ def _measure(cfg: SweepConfig, job_dir: Path, result: JobResult) -> None:
     device = resolve_device(cfg.device)
     result.env = environment(str(device))
     hw = resolve_hardware(cfg.hardware, device_name(str(device)), device.type == "cuda")
-    result.info.update(hardware=hw.name, hardware_description=hw.description, device=str(device))
+    result.info.update(hardware_used=hw.name, hardware_description=hw.description,
+                       device_used=str(device))
 
     check_resolution(cfg.model, cfg.resolution)
     model = build_model(cfg.model)

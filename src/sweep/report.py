@@ -32,7 +32,7 @@ __all__ = ["Options", "collect", "to_row", "write_reports", "render_markdown", "
 log = logging.getLogger(__name__)
 
 ID_COLUMNS = ["job_dir", "job", "status", "error", "runtime", "model", "resolution", "batch",
-              "precision", "device", "hardware"]
+              "precision", "device_used", "hardware_used"]
 HEADLINE = ["infer_ms_per_img", "infer_ms_per_img_ci95_low", "infer_ms_per_img_ci95_high",
             "infer_ms_p50", "infer_ms_p90", "infer_ms_p99", "infer_cv_pct", "fps", "speedup_x",
             "gflop_per_img", "tflops", "tflops_peak", "util_pct", "e2e_ms_per_img", "e2e_fps",
