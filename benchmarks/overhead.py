@@ -36,7 +36,8 @@ def run_sweep(cwd: Path, cache: Path, isolation: str = "inline") -> tuple[float,
     if proc.returncode != 0:
         sys.exit(f"sweep failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     sweep_dir = max((cwd / "multirun").glob("*/*"), key=lambda p: p.stat().st_mtime)
-    results = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/result.json"))]
+    paths = sorted(sweep_dir.glob("*/result.json"), key=lambda p: int(p.parent.name.split("_")[0]))
+    results = [json.loads(p.read_text()) for p in paths]
     return wall, results
 
 

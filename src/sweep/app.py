@@ -108,6 +108,8 @@ def task(dcfg: DictConfig) -> float | None:
     sweep_dir = Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
     job_dir.mkdir(parents=True, exist_ok=True)
     data = OmegaConf.to_container(dcfg, resolve=True)
+    if data.get("fault_at") and hc.job.get("num") in data["fault_at"]:  # fault_at={3:segfault}
+        data["fault"] = data["fault_at"][hc.job.num]
     digest = config_digest(data)
     tracking = TrackingConfig(**data["tracking"])
     result = None if dcfg.force else _finished_before(job_dir, digest)
@@ -115,7 +117,7 @@ def task(dcfg: DictConfig) -> float | None:
     if skipped:
         os.utime(job_dir / "result.json")  # counted as done in this run's progress
     else:
-        (job_dir / "config.yaml").write_text(OmegaConf.to_yaml(dcfg, resolve=True))
+        (job_dir / "config.yaml").write_text(OmegaConf.to_yaml(data))
         if dcfg.isolation == "process":
             from sweep.isolation import run_isolated
 

@@ -252,6 +252,7 @@ class SweepConfig:
     force: bool = False  # re-run jobs whose folder already holds a complete result
     gpus: list[int] | None = None  # spread jobs over these GPUs, one each (isolation=process)
     fault: str | None = None  # inject a fault (hang, segfault, exit) to test isolation
+    fault_at: dict[int, str] = field(default_factory=dict)  # {job number: fault}, chosen jobs
 
     def __post_init__(self) -> None:
         _choice("isolation", self.isolation, ISOLATIONS)

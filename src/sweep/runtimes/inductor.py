@@ -17,8 +17,8 @@ and (on the CPU) prepacked for oneDNN, which is what inductor advises for CPU in
 CUDA graphs (``mode=reduce-overhead`` and ``mode=max-autotune`` on a GPU): `infer` marks a new
 step before each call, and the tensor it returns lives in the CUDA graph's memory pool, which
 the next call overwrites (PyTorch raises if it is read after that). The timing loop discards
-outputs, so nothing is copied there; a caller that keeps an output across calls uses
-`infer_owned`, which clones it, outside the timed loop.
+outputs, so nothing is copied there; the correctness check copies each output to the host
+before the next call.
 """
 
 from __future__ import annotations
@@ -122,12 +122,6 @@ class CompileRuntime(TorchRuntime):
         if self._cudagraphs:
             torch.compiler.cudagraph_mark_step_begin()
         return self.compiled(x)
-
-    def infer_owned(self, x: torch.Tensor) -> torch.Tensor:
-        """Like `infer`, but the result survives the next call (cloned out of the CUDA graph
-        pool when CUDA graphs are used). Not for timed loops."""
-        y = self.infer(x)
-        return y.clone() if self._cudagraphs else y
 
     def close(self) -> None:
         """Forget compiled code, so the next job of this process compiles afresh."""
