@@ -208,3 +208,10 @@ def test_fault_needs_process_isolation(tmp_path, cache_dir):
     proc = run_cli(["fault=segfault", "tracking.enabled=false", *QUICK], tmp_path, cache_dir)
     assert proc.returncode == 1
     assert "fault='segfault' is not valid" in proc.stderr and "isolation=process" in proc.stderr
+
+
+def test_override_keys_become_valid_mlflow_param_names():
+    from sweep.tracking import param_key
+
+    assert param_key("+fault_at") == "fault_at" and param_key("++bench.warmup") == "bench.warmup"
+    assert param_key("hydra/launcher") == "hydra/launcher" and param_key("a[0]") == "a_0_"

@@ -25,6 +25,12 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 SECRET = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.I)
 
 
+def param_key(key: str) -> str:
+    """An override's key as MLflow accepts it: `+fault_at` -> `fault_at` (Hydra's +/++/~
+    prefixes dropped, other characters MLflow refuses replaced by _)."""
+    return re.sub(r"[^\w\-. :/]", "_", key.lstrip("+~"))
+
+
 def tracking_uri(cfg: TrackingConfig) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or cfg.uri
 
@@ -111,7 +117,8 @@ class Tracker:
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, str(v)[:6000]) for k, v in params.items() if not SECRET.search(k)]
+        items = [Param(param_key(k), str(v)[:6000]) for k, v in params.items()
+                 if not SECRET.search(k)]
         for i in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[i:i + 100])
 
