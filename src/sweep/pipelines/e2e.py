@@ -134,27 +134,19 @@ def time_stages(pipe: Pipeline, runtime: Any, paths: Sequence[Path], batch: int,
     batches = 0
     _sync(device)
     start = time.perf_counter()
+    steps = (pipe.decode, pipe.preprocess, pipe.to_device, runtime.infer)  # then top1
     for chunk in itertools.cycle(pass_chunks(paths, batch)):
-        t0 = time.perf_counter()
-        images = pipe.decode(chunk)
-        _sync(device)
-        t1 = time.perf_counter()
-        host = pipe.preprocess(images)
-        _sync(device)
-        t2 = time.perf_counter()
-        x = pipe.to_device(host)
-        _sync(device)
-        t3 = time.perf_counter()
-        logits = runtime.infer(x)
-        _sync(device)
-        t4 = time.perf_counter()
-        top1(logits)
-        t5 = time.perf_counter()
-        for stage, seconds in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4),
-                                  strict=True):
-            totals[stage] += seconds
+        value, marks = chunk, [time.perf_counter()]
+        for step in steps:
+            value = step(value)
+            _sync(device)
+            marks.append(time.perf_counter())
+        top1(value)
+        marks.append(time.perf_counter())
+        for stage, t0, t1 in zip(STAGES, marks[:-1], marks[1:], strict=True):
+            totals[stage] += t1 - t0
         batches += 1
-        if _enough(batches, t5 - start, need, min_seconds):
+        if _enough(batches, marks[-1] - start, need, min_seconds):
             break
     return {f"{stage}_ms": 1e3 * total / (batches * batch) for stage, total in totals.items()}
 
