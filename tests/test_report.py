@@ -190,7 +190,8 @@ def test_report_from_job_folders(synthetic):
     assert "8 jobs: 7 ok, 1 failed." in md
     assert "| resolution | batch | ms/image | FPS | TFLOPS achieved | TFLOPS peak | util % |" in md
     assert "| runtime | precision | pipeline | batch | flags.channels_last | inference ms/image " \
-           "| E2E ms/image | accuracy % |" in md
+           "| E2E ms/image | accuracy % | agrees with current % | unreadable files |" in md
+    assert "Preprocessing changes predictions" not in md
     assert "flags.channels_last=true better by 20" in md and "no real difference" in md
     assert "RuntimeError: CUDA out of memory" in md and "max_abs_err 3.2 > 0.01" in md
     deploy = md.split("## Recommendation", 1)[1].split("##", 1)[0]
@@ -298,3 +299,15 @@ def test_report_from_mlflow_equals_report_from_job_folders(real_sweep, tmp_path)
     assert (b / "summary.csv").read_text() == (a / "summary.csv").read_text()
     rows = list(csv.DictReader(open(b / "summary.csv")))
     assert len(rows) == 4 and all(float(r["fps"]) > 0 for r in rows)
+
+
+def test_pipeline_that_disagrees_with_current_is_called_out(synthetic):
+    """Seed 000's gpu pipeline lost 7% accuracy unnoticed: the report must say it."""
+    path = synthetic / "1_torch-resnet18-224-b1-fp32" / "result.json"
+    result = json.loads(path.read_text())
+    result["metrics"].update(pipeline_agreement_pct=92.98, unreadable_files=2)
+    path.write_text(json.dumps(result))
+    write_reports(synthetic)
+    md = (synthetic / "report.md").read_text()
+    assert ("Preprocessing changes predictions: torch-resnet18-224-b1-fp32 agrees with "
+            "pipeline=current on 93.0% of the images") in md

@@ -36,7 +36,7 @@ ID_COLUMNS = ["job_dir", "job", "status", "error", "runtime", "model", "resoluti
 HEADLINE = ["infer_ms_per_img", "infer_ms_per_img_ci95_low", "infer_ms_per_img_ci95_high",
             "infer_ms_p50", "infer_ms_p90", "infer_ms_p99", "infer_cv_pct", "fps", "speedup_x",
             "gflop_per_img", "tflops", "tflops_peak", "util_pct", "e2e_ms_per_img", "e2e_fps",
-            "accuracy_top1_pct", "correct", "max_abs_err", "agreement_top1_pct", "export_s",
+            "accuracy_top1_pct", "pipeline_agreement_pct", "unreadable_files", "correct", "max_abs_err", "agreement_top1_pct", "export_s",
             "first_infer_ms", "host_rss_peak_mb", "gpu_mem_peak_mb"]
 REPORT_FILES = ("summary.csv", "summary.json", "report.md")
 PLOTS_DIR = "plots"
@@ -150,6 +150,9 @@ def _runtime_name(row: dict[str, Any], options: list[str]) -> str:
     return f"{row.get('runtime')} ({' '.join(set_)})" if set_ else str(row.get("runtime"))
 
 
+AGREEMENT_WARN_PCT = 99.0  # below this, a pipeline's preprocessing differs from `current`
+
+
 def section_e2e(sweep: Sweep) -> list[str]:
     """Seed 000: runtime, pipeline, flags, inference and end-to-end ms/image, accuracy."""
     rows = [r for r in sweep.ok() if r.get("e2e_ms_per_img") is not None]
@@ -159,9 +162,16 @@ def section_e2e(sweep: Sweep) -> list[str]:
     ctx = [p for p in an.varying_params(sweep) if p not in first]
     cols = [(k, k) for k in first + ctx] + [
         ("infer_ms_per_img", "inference ms/image"), ("e2e_ms_per_img", "E2E ms/image"),
-        ("accuracy_top1_pct", "accuracy %"), ("_note", "note")]
+        ("accuracy_top1_pct", "accuracy %"), ("pipeline_agreement_pct", "agrees with current %"),
+        ("unreadable_files", "unreadable files"), ("_note", "note")]
     rows.sort(key=lambda r: tuple(str(r.get(k)) for k in first + ctx))
-    return ["## End to end", "", markdown_table([_display(r, []) for r in rows], cols), ""]
+    out = ["## End to end", "", markdown_table([_display(r, []) for r in rows], cols), ""]
+    drift = [r for r in rows if (r.get("pipeline_agreement_pct") or 100.0) < AGREEMENT_WARN_PCT]
+    if drift:  # seed 000's gpu pipeline lost 7% accuracy unnoticed: say it
+        out += ["Preprocessing changes predictions: " + "; ".join(
+            f"{r['job']} agrees with pipeline=current on {r['pipeline_agreement_pct']:.1f}% of "
+            "the images" for r in drift) + ".", ""]
+    return out
 
 
 AB_NOTE = ("Pairs differ in this param alone. delta = (B - A) / A of the mean; the verdict on "
