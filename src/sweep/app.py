@@ -41,9 +41,8 @@ def _tracker(cfg: TrackingConfig):
 
 
 def _log_to_mlflow(result, job_dir: Path, tracking: TrackingConfig, parent_id: str | None) -> None:
-    """Log the finished job; on failure keep going (result.json holds everything)."""
-    from sweep.result import save_result
-
+    """Log the finished job and note the run id (or the error) in its info; on failure keep
+    going (result.json holds everything)."""
     try:
         run_id = _tracker(tracking).log_job(result.to_json(), job_dir, parent_id)
         result.info["mlflow_run_id"] = run_id
@@ -52,7 +51,6 @@ def _log_to_mlflow(result, job_dir: Path, tracking: TrackingConfig, parent_id: s
         log.warning("MLflow logging failed for %s (%s); the result is in %s; upload it later "
                     "with python -m sweep.report DIR --log-to-mlflow", result.job, e, job_dir)
         result.info["mlflow_error"] = f"{type(e).__name__}: {e}"
-    save_result(result, job_dir)
 
 
 def _progress(result, sweep_dir: Path | None, skipped: bool = False) -> str:
@@ -101,7 +99,7 @@ def _finished_before(job_dir: Path, digest: str):
 def task(dcfg: DictConfig) -> float | None:
     """One job. Returns fps so that optimising sweepers (Optuna) can maximise it."""
     from sweep.callbacks import read_sweep_file
-    from sweep.result import save_result
+    from sweep.result import RESULT_FILE, save_result
 
     hc = HydraConfig.get()
     job_dir = Path(hc.runtime.output_dir)
@@ -115,7 +113,7 @@ def task(dcfg: DictConfig) -> float | None:
     result = None if dcfg.force else _finished_before(job_dir, digest)
     skipped = result is not None
     if skipped:
-        os.utime(job_dir / "result.json")  # counted as done in this run's progress
+        os.utime(job_dir / RESULT_FILE)  # counted as done in this run's progress
     else:
         (job_dir / "config.yaml").write_text(OmegaConf.to_yaml(data))
         if dcfg.isolation == "process":
@@ -127,10 +125,12 @@ def task(dcfg: DictConfig) -> float | None:
 
             result = run_from_container(data, job_dir)
         result.info["config_digest"] = digest
-        save_result(result, job_dir)
-    if tracking.enabled and not result.info.get("mlflow_run_id"):
+    logging_now = tracking.enabled and not result.info.get("mlflow_run_id")
+    if logging_now:
         parent = read_sweep_file(sweep_dir).get("parent_run_id") if sweep_dir else None
         _log_to_mlflow(result, job_dir, tracking, parent)
+    if logging_now or not skipped:  # the digest and the MLflow run id join the saved result
+        save_result(result, job_dir)
     print(_progress(result, sweep_dir, skipped), flush=True)
     if result.status != "ok":
         state.failed_jobs += 1 if sweep_dir is None else 0  # multiruns count at the end

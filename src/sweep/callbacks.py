@@ -19,7 +19,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweep import state
 from sweep.config import TrackingConfig
-from sweep.result import redact
 
 log = logging.getLogger(__name__)
 
@@ -60,21 +59,15 @@ class SweepCallback(Callback):
         info: dict[str, Any] = {"started": time.time(), "overrides": overrides,
                                 "total_jobs": count_jobs(overrides), "parent_run_id": None}
         tracking = TrackingConfig(**OmegaConf.to_container(config.tracking, resolve=True))
-        before = read_sweep_file(sweep_dir)  # a re-run of the same sweep: resume
+        before = read_sweep_file(sweep_dir)
         if tracking.enabled:
             try:
                 from sweep.tracking import Tracker
 
                 tracker = Tracker(tracking)
-                if (before.get("parent_run_id") and before.get("tracking_uri") == tracker.uri
-                        and tracker.resume_parent(before["parent_run_id"])):
-                    info["parent_run_id"] = before["parent_run_id"]
-                    info["resumed"] = True
-                params = {o.split("=", 1)[0]: redact(o.split("=", 1)[1])
-                          for o in overrides if "=" in o}
-                info["parent_run_id"] = info["parent_run_id"] or tracker.start_parent(
-                    f"sweep-{sweep_dir.parent.name}_{sweep_dir.name}", params,
-                    {"sweep.dir": str(sweep_dir.resolve()), "sweep.total_jobs": str(info["total_jobs"])})
+                # a re-run of the same sweep (resume) reopens the parent run it recorded
+                recorded = {k: before.get(k) for k in ("parent_run_id", "tracking_uri")}
+                info["parent_run_id"] = tracker.sweep_parent(sweep_dir, {**info, **recorded})
                 info["tracking_uri"] = tracker.uri
             except Exception as e:  # results still land in the job folders
                 log.warning("MLflow parent run not created (%s); results stay in %s", e, sweep_dir)

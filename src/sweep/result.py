@@ -80,7 +80,9 @@ def save_result(result: JobResult, job_dir: Path) -> bool:
         return True
     except OSError as e:
         log.error("could not write %s: %s", job_dir / RESULT_FILE, e)
-        result.error = "; ".join(filter(None, [result.error, f"result.json not written: {e}"]))
+        note = f"result.json not written: {e}"
+        if note not in (result.error or ""):
+            result.error = "; ".join(filter(None, [result.error, note]))
         result.status = "failed"
         return False
 

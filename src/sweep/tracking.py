@@ -61,6 +61,22 @@ class Tracker:
         self._log_params(run.info.run_id, params)
         return run.info.run_id
 
+    def sweep_parent(self, sweep_dir: Path, info: dict[str, Any]) -> str:
+        """The parent run of the sweep in `sweep_dir`: the one its sweep.json names, reopened,
+        when it is in this store (a resumed sweep); else a new one with the sweep's overrides
+        (passwords masked) as params."""
+        from sweep.result import redact
+
+        before = info.get("parent_run_id")
+        if before and info.get("tracking_uri") == self.uri and self.resume_parent(before):
+            return before
+        params = {k: redact(v) for k, _, v in
+                  (o.partition("=") for o in info.get("overrides", []) if "=" in o)}
+        tags = {"sweep.dir": str(sweep_dir.resolve())}
+        if info.get("total_jobs"):
+            tags["sweep.total_jobs"] = str(info["total_jobs"])
+        return self.start_parent(f"sweep-{sweep_dir.parent.name}_{sweep_dir.name}", params, tags)
+
     def resume_parent(self, run_id: str) -> bool:
         """Reopen the parent run of a resumed sweep; False when it is not in this store."""
         try:
@@ -148,13 +164,9 @@ def upload_sweep(sweep_dir: Path, uri: str | None = None) -> tuple[int, int, str
     uri = (uri or os.environ.get("MLFLOW_TRACKING_URI") or info.get("tracking_uri")
            or params.get("tracking.uri") or TrackingConfig.uri)
     tracker = Tracker(TrackingConfig(uri=uri, experiment=params.get("tracking.experiment", "sweep")))
-    parent = info.get("parent_run_id")
-    if not (parent and info.get("tracking_uri") == tracker.uri and tracker.resume_parent(parent)):
-        overrides = [o.split("=", 1) for o in info.get("overrides", []) if "=" in o]
-        parent = tracker.start_parent(f"sweep-{sweep_dir.parent.name}_{sweep_dir.name}",
-                                      dict(overrides), {"sweep.dir": str(sweep_dir.resolve())})
-        info.update(parent_run_id=parent, tracking_uri=tracker.uri)
-        (sweep_dir / SWEEP_FILE).write_text(json.dumps(info, indent=2))
+    parent = tracker.sweep_parent(sweep_dir, info)
+    info.update(parent_run_id=parent, tracking_uri=tracker.uri)
+    (sweep_dir / SWEEP_FILE).write_text(json.dumps(info, indent=2))
     uploaded = already = 0
     for job_dir, data in jobs:
         result = JobResult(**data)
