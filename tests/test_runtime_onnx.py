@@ -210,6 +210,10 @@ def test_cuda_options_fp32_means_tf32_off():
     assert fp32["use_tf32"] == "0" and fp32["device_id"] == "1" and fp32["prefer_nhwc"] == "1"
     assert "enable_cuda_graph" not in fp32
     assert provider_options(CUDA_EP, cfg, "tf32", 0)["use_tf32"] == "1"
+    # use_tf32=0 would also take the tensor cores from fp16 convolutions (cuDNN frontend):
+    # only fp32 turns it off
+    assert provider_options(CUDA_EP, cfg, "fp16", 0)["use_tf32"] == "1"
+    assert provider_options(CUDA_EP, cfg, "int8", 0)["use_tf32"] == "1"
     graph = provider_options(CUDA_EP, OnnxRuntimeConfig(cuda_graph=True, prefer_nhwc=False),
                              "fp16", 0, stream=1234)
     assert graph["enable_cuda_graph"] == "1" and graph["prefer_nhwc"] == "0"
