@@ -1,8 +1,12 @@
-"""Compare a GPU sweep's fps with the hand-written probes of ANCHORS.md (anchors_h100.csv).
+"""Compare a GPU sweep's fps with the hand-written probes: ANCHORS.md's figures
+(anchors_h100.csv) and, with --today, the same probes re-measured in the same device call
+(benchmarks/gpu/handwritten.py).
 
-    python benchmarks/compare_anchors.py multirun/a multirun/b ... [--out results/x.md]
+    python benchmarks/compare_anchors.py multirun/a multirun/b ... [--today hw.csv] [--out x.md]
 
-A runtime must reach at least 0.95x the anchor for the same case; below that is a bug to find.
+A runtime must reach at least 0.95x the hand-written figure for the same case; below that is a
+bug to find. ANCHORS.md's "ONNX Runtime fp32" column was measured with ONNX Runtime's default
+use_tf32=1, so those anchors are compared with precision=tf32 (this tool's fp32 turns TF32 off).
 """
 
 from __future__ import annotations
@@ -21,9 +25,15 @@ def _key(model, res, batch, precision, runtime, cl, mode):
             str(cl).lower() == "true", str(mode or ""))
 
 
+def _fmt(v: float | None) -> str:
+    return "" if v is None else f"{v:,.0f}"
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep_dirs", nargs="+", type=Path)
+    parser.add_argument("--today", type=Path, help="handwritten.py's CSV from the same call")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     ours = {}
@@ -34,20 +44,37 @@ def main() -> None:
             mode = r.get("runtime.mode", "") if r["runtime"] == "compile" else ""
             ours[_key(r["model"], r["resolution"], r["batch"], r["precision"], r["runtime"],
                       r["flags.channels_last"], mode)] = r
-    lines = ["| case | runtime | anchor img/s | ours img/s | ours / anchor | >= 0.95 | p50 ms/batch | CV % | correct |",
-             "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | --- |"]
+    cases: dict[tuple, dict] = {}
     for a in csv.DictReader(open(ANCHORS)):
         k = _key(a["model"], a["resolution"], a["batch"], a["precision"], a["runtime"],
                  a["channels_last"], a["mode"])
-        case = f"{a['model']} {a['resolution']} bs{a['batch']} {a['precision']}"
-        r = ours.get(k)
+        cases[k] = {"anchor": float(a["anchor_fps"]), "note": a["anchor_note"]}
+    if args.today:
+        for t in csv.DictReader(open(args.today)):
+            k = _key(t["model"], t["resolution"], t["batch"], t["precision"], t["runtime"],
+                     t["channels_last"], t["mode"])
+            cases.setdefault(k, {"note": t["note"]})["today"] = float(t["fps"])
+    lines = ["| case | runtime | anchor img/s | hand-written today | ours img/s | ours / anchor | "
+             "ours / today | >= 0.95 | p50 ms/batch | CV % | correct |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- |"]
+    for k in sorted(cases, key=lambda k: (k[4], k[0], k[3], k[2])):
+        c = cases[k]
+        model, res, batch, precision, runtime, cl, mode = k
+        case = f"{model} {res} bs{batch} {precision}{' cl' if cl else ''}"
+        label = f"{runtime}{' ' + mode if mode else ''}"
+        anchor, today, r = c.get("anchor"), c.get("today"), ours.get(k)
         if r is None:
-            lines.append(f"| {case} | {a['anchor_note']} | {float(a['anchor_fps']):,.0f} | not run | | | | | |")
+            lines.append(f"| {case} | {label} | {_fmt(anchor)} | {_fmt(today)} | not run | | | | | | |")
             continue
-        ratio = r["fps"] / float(a["anchor_fps"])
-        lines.append(f"| {case} | {a['anchor_note']} | {float(a['anchor_fps']):,.0f} | {r['fps']:,.0f} | "
-                     f"{ratio:.2f} | {'yes' if ratio >= 0.95 else 'NO'} | {r['infer_ms_p50']:.3f} | "
-                     f"{r['infer_cv_pct']:.1f} | {'yes' if r.get('correct') == 1.0 else 'NO'} |")
+        ratios = [r["fps"] / v for v in (anchor, today) if v]
+        verdict = "yes" if ratios and max(ratios) >= 0.95 else "NO"
+        lines.append(
+            f"| {case} | {label} | {_fmt(anchor)} | {_fmt(today)} | {r['fps']:,.0f} | "
+            f"{r['fps'] / anchor:.2f} | " if anchor else
+            f"| {case} | {label} | | {_fmt(today)} | {r['fps']:,.0f} | | ")
+        lines[-1] += (f"{r['fps'] / today:.2f} | " if today else "| ") + (
+            f"{verdict} | {r['infer_ms_p50']:.3f} | {r['infer_cv_pct']:.1f} | "
+            f"{'yes' if r.get('correct') == 1.0 else 'NO'} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # On the lent GPU machine (Python 3.12, torch 2.11+cu130, no hydra/mlflow/onnxruntime-gpu):
 # install the carried wheels once per warm lease. Source it: `source benchmarks/gpu/setup_device.sh`.
-# Wheels: `bash ../shared/device/wheelhouse.sh` (-> .gpu-carry/wheels) and, for ONNX Runtime on CUDA,
-# the five-part upload of ../shared/device/ort-gpu-parts.sh (-> /tmp/ort on the device).
+# Wheels: `bash ../shared/device/wheelhouse.sh` (-> .gpu-carry/wheels), carried in one call, or
+# together with onnxruntime-gpu as five parts joined by benchmarks/gpu/assemble.sh (-> /tmp/site,
+# /tmp/ort).
 if [ -d .gpu-carry/wheels ] && [ ! -d /tmp/site/hydra ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu-carry/wheels/*.whl
 fi

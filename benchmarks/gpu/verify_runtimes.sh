@@ -11,7 +11,7 @@ bench="bench.warmup=10 bench.min_iters=30 bench.min_seconds=1 tracking.experimen
 case $part in
   torch)   extra="runtime=torch flags.channels_last=false,true" ;;
   compile) extra="runtime=compile runtime.mode=reduce-overhead flags.channels_last=true" ;;
-  onnx)    extra="runtime=onnx" ;;
+  onnx)    extra="runtime=onnx" ; PRECISIONS=${PRECISIONS:-fp32,tf32,fp16} ;;
   *) echo "unknown part $part"; exit 2 ;;
 esac
 for spec in resnet18:256 resnet50:224; do
