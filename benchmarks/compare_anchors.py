@@ -55,8 +55,8 @@ def main() -> None:
                      t["channels_last"], t["mode"])
             cases.setdefault(k, {"note": t["note"]})["today"] = float(t["fps"])
     lines = ["| case | runtime | anchor img/s | hand-written today | ours img/s | ours / anchor | "
-             "ours / today | >= 0.95 | p50 ms/batch | CV % | correct |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- |"]
+             "ours / today | >= 0.95 | p50 ms/batch | CV % | GPU busy % | correct |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- |"]
     for k in sorted(cases, key=lambda k: (k[4], k[0], k[3], k[2])):
         c = cases[k]
         model, res, batch, precision, runtime, cl, mode = k
@@ -64,7 +64,7 @@ def main() -> None:
         label = f"{runtime}{' ' + mode if mode else ''}"
         anchor, today, r = c.get("anchor"), c.get("today"), ours.get(k)
         if r is None:
-            lines.append(f"| {case} | {label} | {_fmt(anchor)} | {_fmt(today)} | not run | | | | | | |")
+            lines.append(f"| {case} | {label} | {_fmt(anchor)} | {_fmt(today)} | not run | | | | | | | |")
             continue
         ratios = [r["fps"] / v for v in (anchor, today) if v]
         verdict = "yes" if ratios and max(ratios) >= 0.95 else "NO"
@@ -74,6 +74,7 @@ def main() -> None:
             f"| {case} | {label} | | {_fmt(today)} | {r['fps']:,.0f} | | ")
         lines[-1] += (f"{r['fps'] / today:.2f} | " if today else "| ") + (
             f"{verdict} | {r['infer_ms_p50']:.3f} | {r['infer_cv_pct']:.1f} | "
+            f"{_fmt(r.get('gpu_busy_pct'))} | "
             f"{'yes' if r.get('correct') == 1.0 else 'NO'} |")
     text = "\n".join(lines) + "\n"
     print(text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import torch
@@ -52,3 +53,41 @@ def test_hardware_auto_picks_the_matching_entry():
     assert unknown.name == "auto" and "no entry" in unknown.description and not unknown.peak_tflops
     named = known_hardware()["a100"]
     assert resolve_hardware(named, "whatever", True) is named
+
+
+class _WallEvent:
+    """A stand-in for torch.cuda.Event on a machine without CUDA: wall-clock timestamps."""
+
+    def __init__(self, enable_timing: bool = False) -> None:
+        self.t: float | None = None
+
+    def record(self, stream=None) -> None:
+        self.t = time.perf_counter()
+
+    def synchronize(self) -> None:
+        assert self.t is not None, "waited for an event never recorded"
+
+    def elapsed_time(self, end: _WallEvent) -> float:
+        assert self.t is not None and end.t is not None
+        return (end.t - self.t) * 1e3
+
+
+def test_cuda_timing_loop_keeps_every_call_and_meets_both_minimums(monkeypatch):
+    """The chunked CUDA loop (issue the next chunk, then read the previous one), driven by
+    wall-clock events: every issued call is one sample and both stopping rules hold."""
+    from sweep.measure import timing
+
+    monkeypatch.setattr(torch.cuda, "Event", _WallEvent)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: None)
+    calls = []
+
+    def fn():
+        calls.append(1)
+        time.sleep(0.001)
+
+    t = timing._time_cuda(fn, torch.device("cuda"), min_iters=25, min_seconds=0.2)
+    assert t.iters == len(calls) >= 25
+    assert t.span_s >= 0.2
+    assert all(s >= 1.0 for s in t.samples_ms)
+    # chunks are sized to ~0.1 s once the call time is known: no run-away last chunk
+    assert t.span_s < 0.2 + 0.35

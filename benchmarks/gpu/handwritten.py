@@ -65,9 +65,9 @@ def eager(seconds: float):
             x16 = x.half().contiguous(memory_format=torch.channels_last)
             with torch.inference_mode():
                 yield (name, res, batch, "fp32", "torch", False, "",
-                       fps_of(lambda: m32(x), batch, seconds), "eager fp32, TF32 off")
+                       fps_of(lambda m32=m32, x=x: m32(x), batch, seconds), "eager fp32, TF32 off")
                 yield (name, res, batch, "fp16", "torch", True, "",
-                       fps_of(lambda: m16(x16), batch, seconds), "eager fp16 channels_last")
+                       fps_of(lambda m16=m16, x16=x16: m16(x16), batch, seconds), "eager fp16 channels_last")
 
 
 def compiled(seconds: float):
@@ -84,7 +84,7 @@ def compiled(seconds: float):
                 c(x)
             torch.cuda.synchronize()
             compile_s = time.perf_counter() - t0
-            fps = fps_of(lambda: c(x), batch, seconds)
+            fps = fps_of(lambda c=c, x=x: c(x), batch, seconds)
         yield (name, res, batch, "fp16", "compile", True, "reduce-overhead", fps,
                f"torch.compile reduce-overhead fp16 channels_last (first 3 calls {compile_s:.0f} s)")
 

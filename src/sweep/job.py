@@ -20,7 +20,7 @@ from sweep.hardware import peak_tflops, resolve_hardware
 from sweep.measure.flops import count_gflop_per_img
 from sweep.measure.memory import gpu_mem_peak_mb, gpu_mem_used_mb, host_rss_peak_mb, reset_gpu_peak
 from sweep.measure.stats import latency_stats
-from sweep.measure.timing import time_calls, time_first_call
+from sweep.measure.timing import gpu_only_ms, time_calls, time_first_call
 from sweep.models import build_model, check_resolution
 from sweep.result import (
     SAMPLES_FILE,
@@ -32,6 +32,7 @@ from sweep.result import (
 from sweep.runtimes.base import set_math_mode
 
 log = logging.getLogger(__name__)
+BUSY_GPU_BOUND = 85.0  # gpu_busy_pct from which a job counts as bound by the GPU
 
 def resolve_device(requested: str) -> torch.device:
     if requested == "auto":
@@ -152,6 +153,15 @@ def _measure(cfg: SweepConfig, job_dir: Path, result: JobResult) -> None:
                             cfg.bench.min_iters, cfg.bench.min_seconds)
         result.info["bench_s"] = time.perf_counter() - t_bench  # warmup + timed calls
         metrics.update(latency_stats(timing.samples_ms, cfg.batch, timing.span_s))
+        gpu_ms = gpu_only_ms(lambda: runtime.infer(x), device)
+        if gpu_ms is not None:  # how much of a call's time the GPU is working
+            busy = min(100.0, 100 * gpu_ms / metrics["infer_ms_p50"])
+            metrics.update(gpu_ms_per_call=gpu_ms, gpu_busy_pct=busy)
+            result.info["bound"] = "GPU" if busy >= BUSY_GPU_BOUND else (
+                f"host: the GPU works {busy:.0f}% of a call, the rest it waits for kernel "
+                "launches, so this figure follows the CPU's speed; CUDA graphs remove most of "
+                "that (runtime=compile runtime.mode=reduce-overhead, or runtime=onnx "
+                "runtime.cuda_graph=true)")
         metrics.update(export_s=prepared.export_s, first_infer_ms=first_ms, gflop_per_img=gflop)
         metrics["tflops"] = gflop * metrics["fps"] / 1e3
         peak = peak_tflops(hw, cfg.precision)

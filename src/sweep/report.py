@@ -35,7 +35,8 @@ ID_COLUMNS = ["job_dir", "job", "status", "error", "runtime", "model", "resoluti
               "precision", "device_used", "hardware_used"]
 HEADLINE = ["infer_ms_per_img", "infer_ms_per_img_ci95_low", "infer_ms_per_img_ci95_high",
             "infer_ms_p50", "infer_ms_p90", "infer_ms_p99", "infer_cv_pct", "fps", "speedup_x",
-            "gflop_per_img", "tflops", "tflops_peak", "util_pct", "e2e_ms_per_img", "e2e_fps",
+            "gpu_busy_pct", "gflop_per_img", "tflops", "tflops_peak", "util_pct", "e2e_ms_per_img",
+            "e2e_fps",
             "accuracy_top1_pct", "pipeline_agreement_pct", "unreadable_files", "correct", "max_abs_err", "agreement_top1_pct", "export_s",
             "first_infer_ms", "host_rss_peak_mb", "gpu_mem_peak_mb"]
 REPORT_FILES = ("summary.csv", "summary.json", "report.md")
@@ -109,7 +110,8 @@ def section_runtimes(sweep: Sweep, opts: Options, matched: int) -> list[str]:
     ctx = [p for p in an.varying_params(sweep) if p not in ("runtime", "resolution", "batch")]
     speedup = [("speedup_x", f"speedup vs {opts.baseline} (x)")] if matched else []
     cols = [(c, c) for c in ctx] + SEED_002 + speedup + [
-        ("infer_ms_p50", "p50 ms/batch"), ("infer_cv_pct", "CV %"), ("_note", "note")]
+        ("infer_ms_p50", "p50 ms/batch"), ("infer_cv_pct", "CV %"),
+        ("gpu_busy_pct", "GPU busy %"), ("_note", "note")]
     out = []
     for runtime in sorted({str(r.get("runtime")) for r in sweep.ok()}):
         sub = sorted((r for r in sweep.ok() if str(r.get("runtime")) == runtime), key=_by_config)
