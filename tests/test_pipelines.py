@@ -12,6 +12,7 @@ import shutil
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import QUICK, only_sweep_dir, run_cli
@@ -20,6 +21,7 @@ from PIL import Image
 from sweep.config import (
     BenchConfig,
     CheckConfig,
+    ConfigError,
     DataConfig,
     FlagsConfig,
     ModelConfig,
@@ -35,13 +37,20 @@ from sweep.pipelines import create_pipeline, measure_end_to_end
 from sweep.pipelines.base import (
     PipelineContext,
     normalize,
+    normalize_batch,
     prefetch,
     read_rgb,
     resize_pil,
     resize_tensor,
 )
 from sweep.pipelines.e2e import STAGES
-from sweep.pipelines.gpu import cpu_decode_reason
+from sweep.pipelines.gpu import (
+    _runs,
+    cpu_decode_reason,
+    group_by_size,
+    resize_levels,
+    split_evenly,
+)
 from sweep.runtimes import JobContext, UnsupportedError, create_runtime
 
 RES = 32
@@ -119,6 +128,136 @@ def test_current_and_fast_build_identical_batches(trained):
     assert a.shape == (BATCH, 3, RES, RES) and a.dtype == torch.float32
     assert torch.equal(a, b) and torch.equal(a, c)
     assert abs(a.mean().item()) < 3 and a.std().item() > 0.1  # normalised, not 0..255
+
+
+@pytest.fixture
+def assorted(tmp_path) -> list[Path]:
+    """Files of several sizes and kinds: RGB JPEGs (one already RES x RES), a grayscale JPEG,
+    an RGBA PNG and a palette PNG."""
+    rng = np.random.default_rng(0)
+
+    def noise(w: int, h: int) -> Image.Image:
+        return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+    paths = []
+    for name, img in [("a.jpg", noise(97, 61)), ("b.jpg", noise(RES, RES)),
+                      ("c.jpg", noise(45, 130).convert("L")), ("d.png", noise(50, 50)),
+                      ("e.png", noise(33, 70).convert("RGBA")), ("f.png", noise(64, 48).convert("P")),
+                      ("g.jpg", noise(97, 61))]:
+        img.save(tmp_path / name)
+        paths.append(tmp_path / name)
+    return paths
+
+
+@pytest.mark.parametrize("dtype, memory_format", [
+    (torch.float32, torch.contiguous_format), (torch.float32, torch.channels_last),
+    (torch.float16, torch.channels_last), (torch.bfloat16, torch.contiguous_format)])
+def test_fast_packs_uint8_and_normalises_in_to_device_as_current_does(assorted, dtype,
+                                                                      memory_format):
+    """pipeline=fast hands a uint8 [B, R, R, 3] batch from preprocess to to_device, which
+    normalises it there; the result is current's float batch, in the runtime's dtype and
+    layout, on the staged and on the prefetched path."""
+    ctx = PipelineContext(device=torch.device("cpu"), batch=len(assorted), resolution=RES,
+                          dtype=dtype, memory_format=memory_format)
+    current = create_pipeline(PipelineConfig(name="current"), ctx)
+    fast = create_pipeline(PipelineConfig(name="fast", workers=3), ctx)
+    try:
+        a = current.to_device(current.preprocess(current.decode(assorted)))
+        packed = fast.preprocess(fast.decode(assorted))
+        b = fast.to_device(packed)
+        (c,) = list(fast.batches([assorted]))
+    finally:
+        fast.close()
+    assert packed.shape == (len(assorted), RES, RES, 3) and packed.dtype == torch.uint8
+    for p in assorted:  # read_rgb skips convert() for RGB files: the same pixels
+        with Image.open(p) as img:
+            assert np.array_equal(np.asarray(read_rgb(p)), np.asarray(img.convert("RGB")))
+    for x in (b, c):
+        assert x.shape == a.shape and x.dtype == dtype
+        assert x.is_contiguous(memory_format=memory_format)
+        assert (x.float() - a.float()).abs().max().item() < 1e-5
+    if dtype == torch.float32:
+        reference = torch.stack([normalize(resize_pil(read_rgb(p), RES)) for p in assorted])
+        assert (b - reference).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("dtype, memory_format", [
+    (torch.float32, torch.contiguous_format), (torch.float32, torch.channels_last),
+    (torch.float16, torch.channels_last), (torch.bfloat16, torch.contiguous_format)])
+def test_normalize_batch_is_normalize_then_the_runtimes_dtype_and_layout(dtype, memory_format):
+    levels = torch.randint(0, 256, (3, 9, 7, 3), dtype=torch.uint8).permute(0, 3, 1, 2)
+    before = levels.clone()
+    expected = normalize(levels).to(dtype).contiguous(memory_format=memory_format)
+    for x in (levels, levels.contiguous(), levels.float()):
+        got = normalize_batch(x, dtype, memory_format)
+        assert got.dtype == dtype and got.is_contiguous(memory_format=memory_format)
+        assert torch.equal(got, expected)
+    assert torch.equal(levels, before)  # uint8 levels are left alone
+
+
+def test_size_groups_and_runs():
+    shapes = [(3, 4, 5), (3, 8, 8), (3, 4, 5), (3, 4, 5), (3, 2, 9), (3, 8, 8)]
+    assert group_by_size(shapes) == {(4, 5): [0, 2, 3], (8, 8): [1, 5], (2, 9): [4]}
+    assert _runs([0, 2, 3]) == [(0, 1, 0), (2, 4, 1)]
+    assert _runs([1, 5]) == [(1, 2, 0), (5, 6, 1)]
+    assert _runs(list(range(6))) == [(0, 6, 0)]
+    assert split_evenly(list(range(7)), 3) == [[0, 1], [2, 3], [4, 5, 6]]
+    assert split_evenly([1, 2], 4) == [[1], [2]]
+    assert split_evenly([1, 2, 3], 1) == [[1, 2, 3]]
+
+
+def test_gpu_resize_groups_images_by_size_with_the_per_image_result(monkeypatch):
+    """pipeline=gpu's batched resize (run here on the CPU): one interpolate call per size that
+    needs resizing, the same levels as resizing each image alone, in the images' order."""
+    gen = torch.Generator().manual_seed(0)
+    sizes = [(40, 30), (RES, RES), (40, 30), (50, 20), (40, 30), (50, 20), (RES, RES)]
+    images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=gen)
+              for h, w in sizes]
+    calls = []
+    interpolate = torch.nn.functional.interpolate
+
+    def counted(x, *args, **kwargs):
+        calls.append(x.shape[0])
+        return interpolate(x, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "interpolate", counted)
+    levels = resize_levels(images, RES)
+    assert sorted(calls) == [2, 3]  # (50, 20) x 2 and (40, 30) x 3; RES x RES untouched
+    monkeypatch.setattr(torch.nn.functional, "interpolate", interpolate)
+    expected = torch.stack([resize_tensor(img, RES) for img in images]).float()
+    assert levels.dtype == torch.float32 and torch.equal(levels, expected)
+    calls.clear()
+    same = [images[0], images[2], images[4]]
+    monkeypatch.setattr(torch.nn.functional, "interpolate", counted)
+    assert torch.equal(resize_levels(same, RES), expected[[0, 2, 4]])
+    assert calls == [3]  # one call for a batch of one size
+
+
+@pytest.mark.parametrize("dtype, memory_format", [
+    (torch.float32, torch.contiguous_format), (torch.float16, torch.channels_last)])
+def test_gpu_preprocess_is_the_per_image_resize_then_normalize(dtype, memory_format):
+    """GpuPipeline.preprocess, run here on CPU tensors (its constructor wants CUDA): the values
+    of the former per-image path, resize_tensor each, stack, normalize, then the runtime's dtype
+    and layout, which it now writes itself."""
+    from sweep.pipelines.gpu import GpuPipeline
+
+    gen = torch.Generator().manual_seed(1)
+    images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=gen)
+              for h, w in [(40, 30), (RES, RES), (40, 30), (64, 64)]]
+    pipe = object.__new__(GpuPipeline)
+    pipe.cfg = PipelineConfig(name="gpu")
+    pipe.ctx = PipelineContext(device=torch.device("cpu"), batch=4, resolution=RES, dtype=dtype,
+                               memory_format=memory_format)
+    x = pipe.preprocess(images)
+    expected = normalize(torch.stack([resize_tensor(img, RES) for img in images]))
+    assert torch.equal(x, expected.to(dtype).contiguous(memory_format=memory_format))
+    assert pipe.to_device(x) is x  # nothing left to do
+
+
+def test_pipeline_decoders_must_be_at_least_one():
+    assert PipelineConfig(name="gpu").decoders == 1
+    with pytest.raises(ConfigError, match=r"pipeline.decoders=0 is not valid: .* >= 1"):
+        PipelineConfig(name="gpu", decoders=0)
 
 
 def test_gpu_resize_follows_pil_within_one_level(trained, runtime):
@@ -299,6 +438,24 @@ def test_gpu_pipeline_overlapped_batches_match_the_staged_ones(trained, flags):
     assert all(x.dtype == torch.float16 and x.is_contiguous(memory_format=torch.channels_last)
                for x in streamed)
     assert all(torch.equal(a, b) for a, b in zip(staged, streamed, strict=True))
+
+
+@needs_cuda
+def test_gpu_pipeline_concurrent_decoders_give_the_same_batches(trained):
+    root = trained[0]
+    ctx = PipelineContext(device=torch.device("cuda"), batch=BATCH, resolution=RES,
+                          dtype=torch.float32, memory_format=torch.contiguous_format)
+    chunks = [files(root)[i:i + BATCH] for i in range(0, 24, BATCH)]
+    out = {}
+    for decoders in (1, 3):
+        pipe = create_pipeline(PipelineConfig(name="gpu", decoders=decoders), ctx)
+        try:
+            out[decoders] = ([pipe.to_device(pipe.preprocess(pipe.decode(c))) for c in chunks],
+                             [x.clone() for x in pipe.batches(chunks)])
+        finally:
+            pipe.close()
+    for a, b in zip(out[1][0] + out[1][1], out[3][0] + out[3][1], strict=True):
+        assert torch.equal(a, b)
 
 
 @pytest.mark.skipif(CUDA, reason="checks the failure on a machine without CUDA")

@@ -4,8 +4,10 @@ A pipeline turns a batch of file paths into the runtime's input in three stages,
 its own (the instrumented pass times them one by one):
 
     decode(paths) -> images          read the files and decode them to RGB uint8
-    preprocess(images) -> batch      resize, normalise, stack into [B, 3, R, R] float32
-    to_device(batch) -> x            onto the job's device in the runtime's dtype and layout
+    preprocess(images) -> batch      resize (and normalise, or leave that to to_device) into
+                                     one batch, whatever to_device takes
+    to_device(batch) -> x            the [B, 3, R, R] input on the job's device, normalised, in
+                                     the runtime's dtype and layout
 
 and `batches(chunks)`, the uninstrumented path, which composes them as the pipeline is meant to
 run (one after another, or prefetched in a background thread).
@@ -19,6 +21,8 @@ x / 255, minus the ImageNet mean, divided by the ImageNet std.
 
 from __future__ import annotations
 
+import functools
+import os
 import queue
 import threading
 from abc import ABC, abstractmethod
@@ -38,6 +42,15 @@ PREPROCESSING = ("RGB; resize to resolution x resolution (aspect not kept), anti
                  "uint8; /255, ImageNet mean/std")
 
 T = TypeVar("T")
+
+
+def cpu_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, which a container or taskset
+    narrows; os.cpu_count() counts the whole host)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 @dataclass
@@ -65,17 +78,26 @@ def read_rgb(path: Path | str) -> Any:
     from PIL import Image
 
     with Image.open(path) as img:
-        return img.convert("RGB")  # convert() loads the pixels: a truncated file fails here
+        img.load()  # reads all the pixels: a truncated file fails here
+        # convert() of an RGB image to RGB would only copy it
+        return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def resize_image(img: Any, resolution: int) -> Any:
+    """PIL's antialiased bilinear resize of a PIL image to a square (the image itself when it
+    already is resolution x resolution)."""
+    from PIL import Image
+
+    if img.size != (resolution, resolution):
+        img = img.resize((resolution, resolution), Image.Resampling.BILINEAR)
+    return img
 
 
 def resize_pil(img: Any, resolution: int) -> torch.Tensor:
     """PIL's antialiased bilinear resize to a square; uint8 [3, R, R]."""
-    from PIL import Image
     from torchvision.transforms.functional import pil_to_tensor
 
-    if img.size != (resolution, resolution):
-        img = img.resize((resolution, resolution), Image.Resampling.BILINEAR)
-    return pil_to_tensor(img)
+    return pil_to_tensor(resize_image(img, resolution))
 
 
 def resize_tensor(img: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -88,15 +110,43 @@ def resize_tensor(img: torch.Tensor, resolution: int) -> torch.Tensor:
     return out[0].round_().clamp_(0, 255).to(torch.uint8)
 
 
+@functools.cache
+def _mean_std(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ImageNet mean and std as float32 [3, 1, 1] on `device`, made once per device: making
+    them on a GPU at each call is two synchronous host-to-device copies, each of which waits for
+    all the work queued on the current stream."""
+    shape = (3, 1, 1)
+    stats = (torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=device).view(shape),
+             torch.tensor(IMAGENET_STD, dtype=torch.float32, device=device).view(shape))
+    if device.type == "cuda":  # complete before any stream of any thread reads them
+        torch.cuda.synchronize(device)
+    return stats
+
+
 def normalize(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """uint8 [..., 3, H, W] -> float32 normalised with the ImageNet mean and std (into `out`)."""
-    shape = (3, 1, 1)
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=x.device).view(shape)
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=x.device).view(shape)
+    mean, std = _mean_std(x.device)
     if out is None:
         out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
     out.copy_(x)
     return out.div_(255).sub_(mean).div_(std)
+
+
+def normalize_batch(levels: torch.Tensor, dtype: torch.dtype,
+                    memory_format: torch.memory_format) -> torch.Tensor:
+    """A batch [B, 3, H, W] of uint8 levels, in any layout, on any device -> normalised exactly
+    as `normalize` does (the same float32 operations in the same order), then in `dtype` and
+    `memory_format` (the runtime's input): the same values as
+    `normalize(levels).to(dtype).contiguous(memory_format=memory_format)`, with a pass over the
+    batch fewer. `levels` may also be float32 holding the integer levels 0..255 (a resize's
+    rounded output): it is then normalised in place, and used up."""
+    mean, std = _mean_std(levels.device)
+    if levels.dtype == torch.float32:
+        x = levels.div_(255)
+    else:
+        x = torch.div(levels, 255)  # float32, in the layout of `levels`
+    x.sub_(mean).div_(std)
+    return x.to(dtype=dtype, memory_format=memory_format)  # x itself when it already is
 
 
 def host_empty(shape: Sequence[int], dtype: torch.dtype, pin: bool) -> torch.Tensor:

@@ -16,6 +16,9 @@
    synchronised between them, the same stopping rule: `decode_ms`, `preprocess_ms`, `h2d_ms`,
    `infer_ms`, `postprocess_ms` per image. For `current` they add up to about `e2e_ms_per_img`;
    for `fast` and `gpu` the uninstrumented run overlaps stages, so their sum may exceed it.
+   Where the normalisation falls differs: `current` normalises in `preprocess` on the CPU;
+   `fast` copies a uint8 batch and normalises it on the device, both in `h2d`; `gpu`
+   normalises on the GPU in `preprocess`, leaving `h2d` next to nothing.
 
 The runtime was built for one batch size: a last, partial batch is filled by repeating its own
 files (the extra predictions are dropped), and the stream wraps around to the first files.

@@ -4,8 +4,17 @@ Reader threads read the files of a batch (and decode on the CPU, with PIL, whate
 not: PNG and other formats, grayscale and CMYK JPEGs, 12-bit, lossless or arithmetic-coded JPEGs;
 each such file is counted in `stats.cpu_fallbacks` with its reason). The JPEGs of the batch are
 decoded together by `torchvision.io.decode_jpeg(list, device='cuda')`; should the batch fail, each
-file is retried alone and one that still fails is decoded on the CPU (counted). Resize and
-normalisation run on the GPU (`resize_tensor`, `normalize`).
+file is retried alone and one that still fails is decoded on the CPU (counted). With
+`pipeline.decoders=N` the batch's JPEGs are split into N sub-lists decoded by concurrent
+`decode_jpeg` calls from N threads (each retried and falling back on its own). Note: torchvision
+(0.19 to at least 0.2x) decodes on the GPU with one process-wide decoder behind a mutex, so the
+calls may well run one after another: N > 1 is there to be measured, not assumed to help.
+
+Resize and normalisation run on the GPU over the whole batch: images of the same size are
+stacked and resized by one antialiased `interpolate` (one call per distinct size: one per batch
+for a set of equal-sized files), rounded and clamped to the uint8 levels as `resize_tensor`
+does, then the batch is normalised once and written in the runtime's dtype and memory format
+(`normalize_batch`), so `to_device` has nothing left to do.
 
 `batches` prepares the next batches in a background thread on a side CUDA stream while the
 current one is inferred on the job's stream; an event orders each batch before its inference.
@@ -16,18 +25,26 @@ the copies this pipeline makes: the CPU-decoded fallback images.
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
 from sweep.config import PipelineConfig
-from sweep.pipelines.base import Pipeline, PipelineContext, normalize, prefetch, resize_tensor
+from sweep.pipelines.base import (
+    Pipeline,
+    PipelineContext,
+    cpu_cores,
+    normalize_batch,
+    prefetch,
+)
 from sweep.runtimes.base import UnsupportedError
+
+T = TypeVar("T")
 
 _SOF = {m for m in range(0xC0, 0xD0)} - {0xC4, 0xC8, 0xCC}  # start-of-frame markers
 _NVJPEG_SOF = {0xC0: "baseline", 0xC1: "extended sequential", 0xC2: "progressive"}
@@ -71,6 +88,59 @@ def cpu_decode_reason(data: bytes) -> str | None:
     return "malformed JPEG header"
 
 
+def group_by_size(shapes: Sequence[Sequence[int]]) -> dict[tuple[int, int], list[int]]:
+    """The indices of images ([..., H, W] shapes) by (H, W), in order of first appearance."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, shape in enumerate(shapes):
+        groups.setdefault((int(shape[-2]), int(shape[-1])), []).append(i)
+    return groups
+
+
+def _runs(indices: list[int]) -> list[tuple[int, int, int]]:
+    """(start, stop, offset) for each run of consecutive values in `indices`: indices[offset:
+    offset + stop - start] == range(start, stop)."""
+    runs, offset = [], 0
+    for k in range(1, len(indices) + 1):
+        if k == len(indices) or indices[k] != indices[k - 1] + 1:
+            runs.append((indices[offset], indices[k - 1] + 1, offset))
+            offset = k
+    return runs
+
+
+def resize_levels(images: Sequence[torch.Tensor], resolution: int) -> torch.Tensor:
+    """uint8 [3, H, W] images of any sizes, on one device -> float32 [B, 3, R, R] holding the
+    resized uint8 levels (integers 0..255: what `resize_tensor` returns, as floats, ready to be
+    normalised). The images of each size are stacked and resized by one antialiased
+    interpolate call; as interpolate treats each image and channel on its own, the result is
+    that of resizing each image alone."""
+    r = resolution
+    groups = group_by_size([img.shape for img in images])
+    out: torch.Tensor | None = None
+    for (h, w), indices in groups.items():
+        levels = torch.stack([images[i] for i in indices]).float()
+        if (h, w) != (r, r):
+            levels = torch.nn.functional.interpolate(
+                levels, size=(r, r), mode="bilinear", align_corners=False, antialias=True)
+            levels = levels.round_().clamp_(0, 255)
+        if len(groups) == 1:
+            return levels  # one size (the usual case): already in order
+        if out is None:
+            out = torch.empty((len(images), 3, r, r), dtype=torch.float32,
+                              device=images[0].device)
+        for start, stop, offset in _runs(indices):
+            out[start:stop].copy_(levels[offset:offset + stop - start])
+    assert out is not None, "no images"
+    return out
+
+
+def split_evenly(items: Sequence[T], parts: int) -> list[list[T]]:
+    """`items` in at most `parts` consecutive, non-empty sub-lists of near-equal length."""
+    n = len(items)
+    parts = max(1, min(parts, n))
+    bounds = [n * k // parts for k in range(parts + 1)]
+    return [list(items[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+
+
 @dataclass
 class _Read:
     path: Path
@@ -88,8 +158,10 @@ class GpuPipeline(Pipeline):
                 f"on {ctx.device.type}: use pipeline=current or pipeline=fast here, or device=cuda "
                 "on a machine with an NVIDIA GPU.")
         super().__init__(cfg, ctx)
-        self.readers = ThreadPoolExecutor(cfg.workers or min(8, os.cpu_count() or 1),
+        self.readers = ThreadPoolExecutor(cfg.workers or min(8, cpu_cores()),
                                           thread_name_prefix="sweep-read")
+        self.decoders = (ThreadPoolExecutor(cfg.decoders, thread_name_prefix="sweep-nvjpeg")
+                         if cfg.decoders > 1 else None)
         self.side = torch.cuda.Stream(ctx.device)
 
     # --- stages ---------------------------------------------------------------------------
@@ -100,7 +172,8 @@ class GpuPipeline(Pipeline):
         on_gpu = [i for i, r in enumerate(reads) if r.encoded is not None]
         images: list[torch.Tensor | None] = [None] * len(reads)
         if on_gpu:
-            for i, img in zip(on_gpu, self._nvjpeg([reads[i] for i in on_gpu]), strict=True):
+            for i, img in zip(on_gpu, self._decode_jpegs([reads[i] for i in on_gpu]),
+                              strict=True):
                 images[i] = img
         for i, r in enumerate(reads):
             if r.decoded is not None:
@@ -108,8 +181,9 @@ class GpuPipeline(Pipeline):
         return images  # type: ignore[return-value]
 
     def preprocess(self, images: list[torch.Tensor]) -> torch.Tensor:
-        r = self.ctx.resolution
-        return normalize(torch.stack([resize_tensor(img, r) for img in images]))
+        """Resized by size group, normalised once, in the runtime's dtype and memory format."""
+        return normalize_batch(resize_levels(images, self.ctx.resolution), self.ctx.dtype,
+                               self.ctx.memory_format)
 
     # --- the overlapped path ----------------------------------------------------------------
 
@@ -133,6 +207,8 @@ class GpuPipeline(Pipeline):
 
     def close(self) -> None:
         self.readers.shutdown(wait=True, cancel_futures=True)
+        if self.decoders is not None:
+            self.decoders.shutdown(wait=True, cancel_futures=True)
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -143,6 +219,21 @@ class GpuPipeline(Pipeline):
             return _Read(path, encoded=torch.frombuffer(bytearray(data), dtype=torch.uint8))
         self.stats.cpu_fallbacks[str(path)] = reason
         return _Read(path, decoded=_decode_cpu(data))
+
+    def _decode_jpegs(self, reads: list[_Read]) -> list[torch.Tensor]:
+        """nvJPEG over `reads`, in `pipeline.decoders` concurrent calls when more than one."""
+        parts = split_evenly(reads, self.cfg.decoders)
+        if self.decoders is None or len(parts) == 1:
+            return self._nvjpeg(reads)
+        # the current device and stream are per thread: the decoding threads take the caller's,
+        # so that the outputs are allocated on, and ordered before, the stream that uses them
+        stream = torch.cuda.current_stream(self.ctx.device)
+        futures = [self.decoders.submit(self._nvjpeg_on, stream, part) for part in parts]
+        return [img for f in futures for img in f.result()]
+
+    def _nvjpeg_on(self, stream: torch.cuda.Stream, reads: list[_Read]) -> list[torch.Tensor]:
+        with torch.cuda.device(self.ctx.device), torch.cuda.stream(stream):
+            return self._nvjpeg(reads)
 
     def _nvjpeg(self, reads: list[_Read]) -> list[torch.Tensor]:
         from torchvision.io import ImageReadMode, decode_jpeg
