@@ -21,7 +21,6 @@ from PIL import Image
 from sweep.config import (
     BenchConfig,
     CheckConfig,
-    ConfigError,
     DataConfig,
     FlagsConfig,
     ModelConfig,
@@ -44,13 +43,7 @@ from sweep.pipelines.base import (
     resize_tensor,
 )
 from sweep.pipelines.e2e import STAGES
-from sweep.pipelines.gpu import (
-    _runs,
-    cpu_decode_reason,
-    group_by_size,
-    resize_levels,
-    split_evenly,
-)
+from sweep.pipelines.gpu import cpu_decode_reason, group_by_size, resize_levels
 from sweep.runtimes import JobContext, UnsupportedError, create_runtime
 
 RES = 32
@@ -195,15 +188,9 @@ def test_normalize_batch_is_normalize_then_the_runtimes_dtype_and_layout(dtype, 
     assert torch.equal(levels, before)  # uint8 levels are left alone
 
 
-def test_size_groups_and_runs():
+def test_size_groups():
     shapes = [(3, 4, 5), (3, 8, 8), (3, 4, 5), (3, 4, 5), (3, 2, 9), (3, 8, 8)]
     assert group_by_size(shapes) == {(4, 5): [0, 2, 3], (8, 8): [1, 5], (2, 9): [4]}
-    assert _runs([0, 2, 3]) == [(0, 1, 0), (2, 4, 1)]
-    assert _runs([1, 5]) == [(1, 2, 0), (5, 6, 1)]
-    assert _runs(list(range(6))) == [(0, 6, 0)]
-    assert split_evenly(list(range(7)), 3) == [[0, 1], [2, 3], [4, 5, 6]]
-    assert split_evenly([1, 2], 4) == [[1], [2]]
-    assert split_evenly([1, 2, 3], 1) == [[1, 2, 3]]
 
 
 def test_gpu_resize_groups_images_by_size_with_the_per_image_result(monkeypatch):
@@ -254,10 +241,24 @@ def test_gpu_preprocess_is_the_per_image_resize_then_normalize(dtype, memory_for
     assert pipe.to_device(x) is x  # nothing left to do
 
 
-def test_pipeline_decoders_must_be_at_least_one():
-    assert PipelineConfig(name="gpu").decoders == 1
-    with pytest.raises(ConfigError, match=r"pipeline.decoders=0 is not valid: .* >= 1"):
-        PipelineConfig(name="gpu", decoders=0)
+def test_gpu_reader_routes_files_from_their_bytes_read_into_a_tensor(tmp_path):
+    """GpuPipeline._read (run here without CUDA): a colour JPEG stays encoded for nvJPEG, the
+    bytes exactly the file's; a PNG is decoded on the CPU and counted with its reason."""
+    from sweep.pipelines.base import PipelineStats
+    from sweep.pipelines.gpu import GpuPipeline
+
+    img = Image.new("RGB", (40, 30), (200, 30, 30))
+    jpg, png = tmp_path / "a.jpg", tmp_path / "b.png"
+    jpg.write_bytes(jpeg_bytes(img))
+    img.save(png)
+    pipe = object.__new__(GpuPipeline)
+    pipe.stats = PipelineStats()
+    r = pipe._read(jpg)
+    assert r.decoded is None and r.encoded.dtype == torch.uint8
+    assert r.encoded.numpy().tobytes() == jpg.read_bytes()
+    r = pipe._read(png)
+    assert r.encoded is None and tuple(r.decoded.shape) == (3, 30, 40)
+    assert pipe.stats.cpu_fallbacks == {str(png): "not a JPEG"}
 
 
 def test_gpu_resize_follows_pil_within_one_level(trained, runtime):
@@ -291,6 +292,8 @@ def test_nvjpeg_routing_sends_only_plain_colour_jpegs_to_the_gpu():
     assert cpu_decode_reason(png.getvalue()) == "not a JPEG"
     assert cpu_decode_reason(jpeg_bytes(img)[:20]) == "malformed JPEG header"
     assert cpu_decode_reason(b"") == "not a JPEG"
+    assert cpu_decode_reason(memoryview(jpeg_bytes(img))) is None  # as the reader passes it
+    assert cpu_decode_reason(memoryview(png.getvalue())) == "not a JPEG"
 
 
 def test_gpu_pipeline_without_cuda_says_what_to_use_instead():
@@ -438,24 +441,6 @@ def test_gpu_pipeline_overlapped_batches_match_the_staged_ones(trained, flags):
     assert all(x.dtype == torch.float16 and x.is_contiguous(memory_format=torch.channels_last)
                for x in streamed)
     assert all(torch.equal(a, b) for a, b in zip(staged, streamed, strict=True))
-
-
-@needs_cuda
-def test_gpu_pipeline_concurrent_decoders_give_the_same_batches(trained):
-    root = trained[0]
-    ctx = PipelineContext(device=torch.device("cuda"), batch=BATCH, resolution=RES,
-                          dtype=torch.float32, memory_format=torch.contiguous_format)
-    chunks = [files(root)[i:i + BATCH] for i in range(0, 24, BATCH)]
-    out = {}
-    for decoders in (1, 3):
-        pipe = create_pipeline(PipelineConfig(name="gpu", decoders=decoders), ctx)
-        try:
-            out[decoders] = ([pipe.to_device(pipe.preprocess(pipe.decode(c))) for c in chunks],
-                             [x.clone() for x in pipe.batches(chunks)])
-        finally:
-            pipe.close()
-    for a, b in zip(out[1][0] + out[1][1], out[3][0] + out[3][1], strict=True):
-        assert torch.equal(a, b)
 
 
 @pytest.mark.skipif(CUDA, reason="checks the failure on a machine without CUDA")

@@ -181,13 +181,11 @@ class PipelineConfig:
     name: str = "current"
     workers: int = 0  # fast: decode threads (0 = one per CPU core); gpu: file-reading threads
     prefetch: int = 2  # fast, gpu: batches prepared ahead of the one being inferred
-    decoders: int = 1  # gpu: concurrent nvJPEG decode calls per batch, each on a part of it
 
     def __post_init__(self) -> None:
         _choice("pipeline", self.name, PIPELINES)
         _positive("pipeline.workers", self.workers, 0)
         _positive("pipeline.prefetch", self.prefetch, 1)
-        _positive("pipeline.decoders", self.decoders, 1)
 
 
 @dataclass

@@ -4,11 +4,12 @@ Reader threads read the files of a batch (and decode on the CPU, with PIL, whate
 not: PNG and other formats, grayscale and CMYK JPEGs, 12-bit, lossless or arithmetic-coded JPEGs;
 each such file is counted in `stats.cpu_fallbacks` with its reason). The JPEGs of the batch are
 decoded together by `torchvision.io.decode_jpeg(list, device='cuda')`; should the batch fail, each
-file is retried alone and one that still fails is decoded on the CPU (counted). With
-`pipeline.decoders=N` the batch's JPEGs are split into N sub-lists decoded by concurrent
-`decode_jpeg` calls from N threads (each retried and falling back on its own). Note: torchvision
-(0.19 to at least 0.2x) decodes on the GPU with one process-wide decoder behind a mutex, so the
-calls may well run one after another: N > 1 is there to be measured, not assumed to help.
+file is retried alone and one that still fails is decoded on the CPU (counted). Files are read
+with `torchvision.io.read_file` straight into a tensor (no bytes object, no copy). torchvision
+(0.19 to at least 0.26) decodes on the GPU with one process-wide decoder behind a mutex:
+concurrent `decode_jpeg` calls from several threads ran one after another on the H100 (a
+`pipeline.decoders` option that split the batch over 1, 2 or 4 threads measured the same decode
+time, 0.26-0.27 ms/img, and was removed).
 
 Resize and normalisation run on the GPU over the whole batch: images of the same size are
 stacked and resized by one antialiased `interpolate` (one call per distinct size: one per batch
@@ -18,6 +19,7 @@ does, then the batch is normalised once and written in the runtime's dtype and m
 
 `batches` prepares the next batches in a background thread on a side CUDA stream while the
 current one is inferred on the job's stream; an event orders each batch before its inference.
+The reader threads read the files of the batch after next while the next one is decoded.
 nvJPEG stages the encoded bytes itself, so flags.pin_memory and flags.gpu_non_blocking apply to
 the copies this pipeline makes: the CPU-decoded fallback images.
 """
@@ -26,11 +28,10 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import torch
 
@@ -44,14 +45,12 @@ from sweep.pipelines.base import (
 )
 from sweep.runtimes.base import UnsupportedError
 
-T = TypeVar("T")
-
 _SOF = {m for m in range(0xC0, 0xD0)} - {0xC4, 0xC8, 0xCC}  # start-of-frame markers
 _NVJPEG_SOF = {0xC0: "baseline", 0xC1: "extended sequential", 0xC2: "progressive"}
 _NO_LENGTH = {0x01, *range(0xD0, 0xD8)}  # TEM, RSTn: markers without a length field
 
 
-def cpu_decode_reason(data: bytes) -> str | None:
+def cpu_decode_reason(data: bytes | memoryview) -> str | None:
     """None when nvJPEG should decode `data` (an 8-bit, 3-component, Huffman-coded JPEG);
     otherwise why the file is decoded on the CPU instead."""
     if data[:2] != b"\xff\xd8":
@@ -96,17 +95,6 @@ def group_by_size(shapes: Sequence[Sequence[int]]) -> dict[tuple[int, int], list
     return groups
 
 
-def _runs(indices: list[int]) -> list[tuple[int, int, int]]:
-    """(start, stop, offset) for each run of consecutive values in `indices`: indices[offset:
-    offset + stop - start] == range(start, stop)."""
-    runs, offset = [], 0
-    for k in range(1, len(indices) + 1):
-        if k == len(indices) or indices[k] != indices[k - 1] + 1:
-            runs.append((indices[offset], indices[k - 1] + 1, offset))
-            offset = k
-    return runs
-
-
 def resize_levels(images: Sequence[torch.Tensor], resolution: int) -> torch.Tensor:
     """uint8 [3, H, W] images of any sizes, on one device -> float32 [B, 3, R, R] holding the
     resized uint8 levels (integers 0..255: what `resize_tensor` returns, as floats, ready to be
@@ -127,18 +115,9 @@ def resize_levels(images: Sequence[torch.Tensor], resolution: int) -> torch.Tens
         if out is None:
             out = torch.empty((len(images), 3, r, r), dtype=torch.float32,
                               device=images[0].device)
-        for start, stop, offset in _runs(indices):
-            out[start:stop].copy_(levels[offset:offset + stop - start])
+        out[torch.tensor(indices, device=out.device)] = levels
     assert out is not None, "no images"
     return out
-
-
-def split_evenly(items: Sequence[T], parts: int) -> list[list[T]]:
-    """`items` in at most `parts` consecutive, non-empty sub-lists of near-equal length."""
-    n = len(items)
-    parts = max(1, min(parts, n))
-    bounds = [n * k // parts for k in range(parts + 1)]
-    return [list(items[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
 
 
 @dataclass
@@ -160,20 +139,19 @@ class GpuPipeline(Pipeline):
         super().__init__(cfg, ctx)
         self.readers = ThreadPoolExecutor(cfg.workers or min(8, cpu_cores()),
                                           thread_name_prefix="sweep-read")
-        self.decoders = (ThreadPoolExecutor(cfg.decoders, thread_name_prefix="sweep-nvjpeg")
-                         if cfg.decoders > 1 else None)
         self.side = torch.cuda.Stream(ctx.device)
 
     # --- stages ---------------------------------------------------------------------------
 
     def decode(self, paths: Sequence[Path]) -> list[torch.Tensor]:
         """uint8 [3, H, W] images on the device, in the order of `paths`."""
-        reads = list(self.readers.map(self._read, paths))
+        return self._decode_reads(list(self.readers.map(self._read, paths)))
+
+    def _decode_reads(self, reads: list[_Read]) -> list[torch.Tensor]:
         on_gpu = [i for i, r in enumerate(reads) if r.encoded is not None]
         images: list[torch.Tensor | None] = [None] * len(reads)
         if on_gpu:
-            for i, img in zip(on_gpu, self._decode_jpegs([reads[i] for i in on_gpu]),
-                              strict=True):
+            for i, img in zip(on_gpu, self._nvjpeg([reads[i] for i in on_gpu]), strict=True):
                 images[i] = img
         for i, r in enumerate(reads):
             if r.decoded is not None:
@@ -187,9 +165,21 @@ class GpuPipeline(Pipeline):
 
     # --- the overlapped path ----------------------------------------------------------------
 
-    def _produce(self, paths: Sequence[Path]) -> tuple[torch.Tensor, torch.cuda.Event]:
+    def _read_ahead(self, chunks: Iterable[Sequence[Path]]) -> Iterator[list[Future[_Read]]]:
+        """The reads of each chunk's files, those of the following chunk already submitted
+        when a chunk is handed on (so files are read while the chunk before is decoded)."""
+        pending = None
+        for paths in chunks:
+            reads = [self.readers.submit(self._read, p) for p in paths]
+            if pending is not None:
+                yield pending
+            pending = reads
+        if pending is not None:
+            yield pending
+
+    def _produce(self, reads: list[Future[_Read]]) -> tuple[torch.Tensor, torch.cuda.Event]:
         with torch.cuda.stream(self.side):
-            x = self.to_device(self.preprocess(self.decode(paths)))
+            x = self.to_device(self.preprocess(self._decode_reads([f.result() for f in reads])))
             ready = torch.cuda.Event()
             ready.record(self.side)
         return x, ready
@@ -198,7 +188,8 @@ class GpuPipeline(Pipeline):
         def on_device() -> torch.cuda.device:
             return torch.cuda.device(self.ctx.device)  # the current device is per thread
 
-        with closing(prefetch(self._produce, chunks, self.cfg.prefetch, on_device)) as ready:
+        with closing(prefetch(self._produce, self._read_ahead(chunks), self.cfg.prefetch,
+                              on_device)) as ready:
             for x, event in ready:
                 current = torch.cuda.current_stream(self.ctx.device)
                 current.wait_event(event)
@@ -207,33 +198,18 @@ class GpuPipeline(Pipeline):
 
     def close(self) -> None:
         self.readers.shutdown(wait=True, cancel_futures=True)
-        if self.decoders is not None:
-            self.decoders.shutdown(wait=True, cancel_futures=True)
 
     # --- helpers ----------------------------------------------------------------------------
 
     def _read(self, path: Path) -> _Read:
-        data = Path(path).read_bytes()
-        reason = cpu_decode_reason(data)
+        from torchvision.io import read_file
+
+        encoded = read_file(str(path))  # uint8 tensor of the file's bytes
+        reason = cpu_decode_reason(memoryview(encoded.numpy()))
         if reason is None:
-            return _Read(path, encoded=torch.frombuffer(bytearray(data), dtype=torch.uint8))
+            return _Read(path, encoded=encoded)
         self.stats.cpu_fallbacks[str(path)] = reason
-        return _Read(path, decoded=_decode_cpu(data))
-
-    def _decode_jpegs(self, reads: list[_Read]) -> list[torch.Tensor]:
-        """nvJPEG over `reads`, in `pipeline.decoders` concurrent calls when more than one."""
-        parts = split_evenly(reads, self.cfg.decoders)
-        if self.decoders is None or len(parts) == 1:
-            return self._nvjpeg(reads)
-        # the current device and stream are per thread: the decoding threads take the caller's,
-        # so that the outputs are allocated on, and ordered before, the stream that uses them
-        stream = torch.cuda.current_stream(self.ctx.device)
-        futures = [self.decoders.submit(self._nvjpeg_on, stream, part) for part in parts]
-        return [img for f in futures for img in f.result()]
-
-    def _nvjpeg_on(self, stream: torch.cuda.Stream, reads: list[_Read]) -> list[torch.Tensor]:
-        with torch.cuda.device(self.ctx.device), torch.cuda.stream(stream):
-            return self._nvjpeg(reads)
+        return _Read(path, decoded=_decode_cpu(encoded.numpy().tobytes()))
 
     def _nvjpeg(self, reads: list[_Read]) -> list[torch.Tensor]:
         from torchvision.io import ImageReadMode, decode_jpeg
