@@ -112,14 +112,17 @@ def test_current_and_fast_build_identical_batches(trained):
     paths = files(trained[0])[:BATCH]
     current = create_pipeline(PipelineConfig(name="current"), context())
     fast = create_pipeline(PipelineConfig(name="fast", workers=2), context())
+    inline = create_pipeline(PipelineConfig(name="fast", workers=2, prefetch=0), context())
     try:
         a = current.to_device(current.preprocess(current.decode(paths)))
         b = fast.to_device(fast.preprocess(fast.decode(paths)))
         (c,) = list(fast.batches([paths]))  # the prefetched path
+        (d,) = list(inline.batches([paths]))  # prefetch=0: no background thread
     finally:
         fast.close()
+        inline.close()
     assert a.shape == (BATCH, 3, RES, RES) and a.dtype == torch.float32
-    assert torch.equal(a, b) and torch.equal(a, c)
+    assert torch.equal(a, b) and torch.equal(a, c) and torch.equal(a, d)
     assert abs(a.mean().item()) < 3 and a.std().item() > 0.1  # normalised, not 0..255
 
 
@@ -427,11 +430,12 @@ def test_gpu_pipeline_end_to_end(messy, trained, runtime):
 
 @needs_cuda
 @pytest.mark.parametrize("flags", [{}, {"pin_memory": True, "non_blocking": True}])
-def test_gpu_pipeline_overlapped_batches_match_the_staged_ones(trained, flags):
+@pytest.mark.parametrize("ahead", [2, 0])
+def test_gpu_pipeline_overlapped_batches_match_the_staged_ones(trained, flags, ahead):
     root = trained[0]
     ctx = PipelineContext(device=torch.device("cuda"), batch=BATCH, resolution=RES,
                           dtype=torch.float16, memory_format=torch.channels_last, **flags)
-    pipe = create_pipeline(PipelineConfig(name="gpu"), ctx)
+    pipe = create_pipeline(PipelineConfig(name="gpu", prefetch=ahead), ctx)
     chunks = [files(root)[i:i + BATCH] for i in range(0, 24, BATCH)]
     try:
         staged = [pipe.to_device(pipe.preprocess(pipe.decode(c))) for c in chunks]

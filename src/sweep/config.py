@@ -180,12 +180,12 @@ class PipelineConfig:
 
     name: str = "current"
     workers: int = 0  # fast: decode threads (0 = one per CPU core); gpu: file-reading threads
-    prefetch: int = 2  # fast, gpu: batches prepared ahead of the one being inferred
+    prefetch: int = 2  # fast, gpu: batches prepared ahead in a background thread (0: none)
 
     def __post_init__(self) -> None:
         _choice("pipeline", self.name, PIPELINES)
         _positive("pipeline.workers", self.workers, 0)
-        _positive("pipeline.prefetch", self.prefetch, 1)
+        _positive("pipeline.prefetch", self.prefetch, 0)
 
 
 @dataclass

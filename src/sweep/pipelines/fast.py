@@ -71,6 +71,9 @@ class FastPipeline(Pipeline):
     # --- the overlapped path ----------------------------------------------------------------
 
     def batches(self, chunks: Iterable[Sequence[Path]]) -> Iterator[torch.Tensor]:
+        if self.cfg.prefetch == 0:  # the parallel stages, one batch at a time on this thread
+            yield from super().batches(chunks)
+            return
         if self.ctx.device.type == "cpu":  # nothing to copy: normalise in the background too
             with closing(prefetch(self._cpu_batch, chunks, self.cfg.prefetch)) as xs:
                 yield from xs

@@ -185,6 +185,11 @@ class GpuPipeline(Pipeline):
         return x, ready
 
     def batches(self, chunks: Iterable[Sequence[Path]]) -> Iterator[torch.Tensor]:
+        if self.cfg.prefetch == 0:  # on the job's thread and stream, files still read ahead
+            for reads in self._read_ahead(chunks):
+                yield self.to_device(self.preprocess(self._decode_reads([f.result() for f in reads])))
+            return
+
         def on_device() -> torch.cuda.device:
             return torch.cuda.device(self.ctx.device)  # the current device is per thread
 
