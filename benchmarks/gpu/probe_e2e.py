@@ -62,13 +62,15 @@ def main() -> None:
         with torch.inference_mode():
             return model(x).argmax(1).cpu()
 
+    decoded = pipe.decode(chunks[0])
+    ready = pipe.preprocess(decoded)
     results = {
         "reads": per_img(lambda: list(pipe.readers.map(pipe._read, next(cycle)))),
         "nvjpeg": per_img(sync_after(lambda: pipe._nvjpeg(reads))),
         "nvjpeg-q": per_img(lambda: pipe._nvjpeg(reads)),
         "decode": per_img(sync_after(lambda: pipe.decode(next(cycle)))),
-        "preprocess": per_img(sync_after(lambda d=pipe.decode(chunks[0]): pipe.preprocess(d))),
-        "infer": per_img(lambda x=pipe.preprocess(pipe.decode(chunks[0])): infer(x)),
+        "preprocess": per_img(sync_after(lambda: pipe.preprocess(decoded))),
+        "infer": per_img(lambda: infer(ready)),
     }
     stream = pipe.batches(itertools.cycle(chunks))
     results["stream"] = per_img(lambda: next(stream))
