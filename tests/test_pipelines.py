@@ -262,6 +262,15 @@ def test_gpu_reader_routes_files_from_their_bytes_read_into_a_tensor(tmp_path):
     r = pipe._read(png)
     assert r.encoded is None and tuple(r.decoded.shape) == (3, 30, 40)
     assert pipe.stats.cpu_fallbacks == {str(png): "not a JPEG"}
+    # read ahead, in order, one batch at a time in its own thread
+    from concurrent.futures import ThreadPoolExecutor
+
+    pipe.readers, pipe.ahead = None, ThreadPoolExecutor(1)
+    try:
+        got = [[r.path for r in f.result()] for f in pipe._read_ahead([[jpg, png], [png], [jpg]])]
+    finally:
+        pipe.ahead.shutdown()
+    assert got == [[jpg, png], [png], [jpg]]
 
 
 def test_gpu_resize_follows_pil_within_one_level(trained, runtime):

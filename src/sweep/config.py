@@ -179,7 +179,7 @@ class PipelineConfig:
     `fast` batched and parallel on the CPU, `gpu` nvJPEG decode and preprocessing on the GPU."""
 
     name: str = "current"
-    workers: int = 0  # fast: decode threads (0 = one per CPU core); gpu: file-reading threads
+    workers: int = 0  # fast: decode threads (0 = one per CPU core); gpu: file readers (0, 1: one)
     prefetch: int = 2  # fast, gpu: batches prepared ahead in a background thread (0: none)
 
     def __post_init__(self) -> None:
