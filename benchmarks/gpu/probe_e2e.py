@@ -5,7 +5,8 @@
     nvjpeg-q     the same, queued (synchronised once at the end): the throughput
     decode       pipe.decode (reads + nvJPEG), synchronised each batch
     stream       pipe.batches(...) alone, no inference: what the overlapped path can deliver
-    e2e          pipe.batches + inference + top-1 (what e2e_ms_per_img measures)
+    e2e@S        pipe.batches + inference + top-1 (what e2e_ms_per_img measures), with Python's
+                 GIL switch interval set to S (the default is 5 ms)
     inline       decode -> preprocess -> infer -> top-1 on one thread, no prefetch thread
 
     PYTHONPATH=src python3 benchmarks/gpu/probe_e2e.py DIR
@@ -50,7 +51,7 @@ def main() -> None:
     model = torchvision.models.get_model("resnet18").eval().cuda().half()
     print(torch.__version__, torchvision.__version__, torch.cuda.get_device_name(),
           f"{len(paths)} files", flush=True)
-    reads = list(pipe.readers.map(pipe._read, chunks[0]))
+    reads = pipe._read_batch(chunks[0])
 
     def sync_after(fn):
         def step():
@@ -65,7 +66,7 @@ def main() -> None:
     decoded = pipe.decode(chunks[0])
     ready = pipe.preprocess(decoded)
     results = {
-        "reads": per_img(lambda: list(pipe.readers.map(pipe._read, next(cycle)))),
+        "reads": per_img(lambda: pipe._read_batch(next(cycle))),
         "nvjpeg": per_img(sync_after(lambda: pipe._nvjpeg(reads))),
         "nvjpeg-q": per_img(lambda: pipe._nvjpeg(reads)),
         "decode": per_img(sync_after(lambda: pipe.decode(next(cycle)))),
@@ -75,9 +76,12 @@ def main() -> None:
     stream = pipe.batches(itertools.cycle(chunks))
     results["stream"] = per_img(lambda: next(stream))
     stream.close()
-    stream = pipe.batches(itertools.cycle(chunks))
-    results["e2e"] = per_img(lambda: infer(next(stream)))
-    stream.close()
+    for switch in (0.005, 0.001, 0.0002):  # Python's GIL switch interval (default 5 ms)
+        sys.setswitchinterval(switch)
+        stream = pipe.batches(itertools.cycle(chunks))
+        results[f"e2e@{switch * 1e3:g}ms"] = per_img(lambda: infer(next(stream)))  # noqa: B023
+        stream.close()
+    sys.setswitchinterval(0.005)
     results["inline"] = per_img(
         lambda: infer(pipe.to_device(pipe.preprocess(pipe.decode(next(cycle))))))
     pipe.close()
