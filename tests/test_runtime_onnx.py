@@ -11,7 +11,7 @@ import torch
 
 from sweep.accuracy import make_decisive, synthetic_images
 from sweep.cache import ArtifactCache
-from sweep.config import ConfigError, ModelConfig, OnnxRuntimeConfig
+from sweep.config import ModelConfig, OnnxRuntimeConfig
 from sweep.models import build_model
 from sweep.runtimes import RUNTIMES, JobContext, UnsupportedError, create_runtime
 from sweep.runtimes.ort import (
@@ -227,9 +227,3 @@ def test_tensorrt_options_follow_the_precision(tmp_path):
     assert opts["trt_int8_enable"] == "True" and opts["trt_fp16_enable"] == "False"
     assert opts["trt_profile_opt_shapes"] == "input:8x3x224x224"
     assert opts["trt_engine_cache_path"] == str(tmp_path)
-
-
-def test_runtime_stream_choice_is_checked():
-    assert OnnxRuntimeConfig().stream == "torch"
-    with pytest.raises(ConfigError, match=r"runtime.stream='cuda' is not valid.*torch, ort"):
-        OnnxRuntimeConfig(stream="cuda")

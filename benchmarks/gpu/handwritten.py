@@ -130,12 +130,9 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("parts", nargs="+", choices=("eager", "compile", "onnx"))
     parser.add_argument("--seconds", type=float, default=1.0)
-    parser.add_argument("--batches", type=int, nargs="+", default=list(BATCHES))
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     print(torch.__version__, torch.cuda.get_device_name(), flush=True)
-    global BATCHES
-    BATCHES = tuple(args.batches)
     new = not args.out.exists()
     with args.out.open("a", newline="") as f:
         w = csv.writer(f)

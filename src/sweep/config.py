@@ -93,16 +93,11 @@ class OnnxRuntimeConfig(RuntimeConfig):
     io_binding: bool = True
     cuda_graph: bool = False
     prefer_nhwc: bool = True
-    # CUDA: "torch" runs ONNX Runtime on a torch stream of its own, ordered against the caller's
-    # stream without blocking the host; "ort" lets ONNX Runtime use its own stream, the host
-    # waiting for the caller's stream before each call (less work per call, one host wait)
-    stream: str = "torch"
     calibration_batches: int = 8  # int8 static quantisation
 
     def __post_init__(self) -> None:
         _choice("runtime.provider", self.provider, ORT_PROVIDERS)
         _choice("runtime.graph_optimization", self.graph_optimization, ORT_OPT_LEVELS)
-        _choice("runtime.stream", self.stream, ("torch", "ort"))
         _positive("runtime.opset", self.opset, 13)
         _positive("runtime.calibration_batches", self.calibration_batches, 1)
 

@@ -236,7 +236,7 @@ class OnnxRuntime(Runtime):
             ort.preload_dlls()  # after torch: finds the CUDA/cuDNN libraries torch loaded
         self._device_id = ctx.device.index if ctx.device.index is not None else (
             torch.cuda.current_device() if cuda else 0)
-        self._stream = torch.cuda.Stream(ctx.device) if cuda and cfg.stream == "torch" else None
+        self._stream = torch.cuda.Stream(ctx.device) if cuda else None
         shape = (ctx.batch, 3, ctx.resolution, ctx.resolution)
         engine_cache = None
         if providers[0] == TRT_EP:
@@ -374,12 +374,8 @@ class OnnxRuntime(Runtime):
                 self._in_buf.copy_(x)
             elif self._bound != (x.data_ptr(), tuple(x.shape)):
                 self._bind(x)
-            if self._stream is None:  # runtime.stream=ort: the input must be written first
-                current.synchronize()  # (ONNX Runtime's run ends by waiting for its stream)
-                self.session.run_with_iobinding(self._binding)
-                return self._out
-            # ONNX Runtime works on a torch stream of its own: order it after the input's
-            # writer, and whatever reads the output after it.
+            # ONNX Runtime works on its own stream: order it after the input's writer, and
+            # whatever reads the output after it.
             self._stream.wait_stream(current)
             self.session.run_with_iobinding(self._binding)
             current.wait_stream(self._stream)
