@@ -130,7 +130,7 @@ def test_pipeline_group_composes(demo):
     (["pipeline=fast"], "data=synthetic has none"),
     (["pipeline=gpu", "device=cpu", "data=imagefolder"], "device=cpu"),
     (["data=imagefolder", "data.max_images=0"], "data.max_images=0"),
-    (["pipeline=fast", "pipeline.prefetch=0"], "pipeline.prefetch=0"),
+    (["pipeline=fast", "pipeline.prefetch=-1"], "pipeline.prefetch=-1"),
 ])
 def test_pipeline_combinations_that_cannot_work(demo, overrides, shown):
     with pytest.raises(ConfigError) as e:
