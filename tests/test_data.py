@@ -124,6 +124,10 @@ def test_pipeline_group_composes(demo):
     cfg = make("data=imagefolder", f"data.root={demo}", "flags.pin_memory=true",
                "flags.gpu_non_blocking=true")
     assert cfg.job_name == "torch-resnet18-224-b1-fp32-current-pin-nb"
+    # pipeline options away from their defaults show too, so that a sweep over them is legible
+    cfg = make("data=imagefolder", f"data.root={demo}", "pipeline=fast", "pipeline.workers=8",
+               "pipeline.prefetch=0")
+    assert cfg.job_name == "torch-resnet18-224-b1-fp32-fast-w8-pf0"
 
 
 @pytest.mark.parametrize("overrides, shown", [

@@ -295,6 +295,11 @@ class SweepConfig:
         parts.append(self.precision)
         if self.data.name == "imagefolder":
             parts.append(self.pipeline.name)
+            default = PipelineConfig(name=self.pipeline.name)
+            if self.pipeline.workers != default.workers:
+                parts.append(f"w{self.pipeline.workers}")
+            if self.pipeline.prefetch != default.prefetch:
+                parts.append(f"pf{self.pipeline.prefetch}")
         if self.flags.channels_last:
             parts.append("cl")
         if self.flags.pin_memory:
