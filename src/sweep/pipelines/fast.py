@@ -16,7 +16,7 @@ pack into the uint8 batch, to_device (h2d) = copy + normalise."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
@@ -53,10 +53,7 @@ class FastPipeline(Pipeline):
 
     def preprocess(self, images: list[Any]) -> torch.Tensor:
         """uint8 [B, R, R, 3]: the images resized and packed (not normalised: `to_device`)."""
-        batch = self._empty(len(images))
-        slots = batch.numpy()
-        list(self.pool.map(lambda i: self._pack(slots, i, images[i]), range(len(images))))
-        return batch
+        return self._packed(images, lambda img: img)
 
     def to_device(self, batch: torch.Tensor) -> torch.Tensor:
         """The uint8 [B, R, R, 3] batch copied to the device, then normalised there into the
@@ -87,19 +84,22 @@ class FastPipeline(Pipeline):
 
     # --- helpers ----------------------------------------------------------------------------
 
-    def _empty(self, n: int) -> torch.Tensor:
+    def _packed(self, items: Sequence[Any], load: Callable[[Any], Any]) -> torch.Tensor:
+        """One uint8 [B, R, R, 3] batch (page-locked with pin_memory): each pool task loads its
+        item to a PIL image, resizes it and writes it into its slot."""
         r = self.ctx.resolution
-        return host_empty((n, r, r, 3), torch.uint8, self.ctx.pin_memory)
+        batch = host_empty((len(items), r, r, 3), torch.uint8, self.ctx.pin_memory)
+        slots = batch.numpy()
 
-    def _pack(self, slots: np.ndarray, i: int, img: Any) -> None:
-        slots[i] = np.asarray(resize_image(img, self.ctx.resolution))  # HWC uint8
+        def pack(i: int) -> None:
+            slots[i] = np.asarray(resize_image(load(items[i]), r))  # HWC uint8
+
+        list(self.pool.map(pack, range(len(items))))
+        return batch
 
     def _host_batch(self, paths: Sequence[Path]) -> torch.Tensor:
         # read, decode, resize and pack in one task per image: no hand-over between them
-        batch = self._empty(len(paths))
-        slots = batch.numpy()
-        list(self.pool.map(lambda i: self._pack(slots, i, read_rgb(paths[i])), range(len(paths))))
-        return batch
+        return self._packed(paths, read_rgb)
 
     def _cpu_batch(self, paths: Sequence[Path]) -> torch.Tensor:
         return self.to_device(self._host_batch(paths))

@@ -1,7 +1,7 @@
 """`pipeline=gpu`: JPEG decode with nvJPEG, resize and normalisation on the GPU, overlapped.
 
-Reader threads read the files of a batch (and decode on the CPU, with PIL, whatever nvJPEG should
-not: PNG and other formats, grayscale and CMYK JPEGs, 12-bit, lossless or arithmetic-coded JPEGs;
+The files of a batch are read one after another (`pipeline.workers` > 1: by that many threads),
+and whatever nvJPEG should not decode is decoded on the CPU, with PIL: PNG and other formats, grayscale and CMYK JPEGs, 12-bit, lossless or arithmetic-coded JPEGs;
 each such file is counted in `stats.cpu_fallbacks` with its reason). The JPEGs of the batch are
 decoded together by `torchvision.io.decode_jpeg(list, device='cuda')`; should the batch fail, each
 file is retried alone and one that still fails is decoded on the CPU (counted). Files are read
@@ -185,17 +185,19 @@ class GpuPipeline(Pipeline):
         if pending is not None:
             yield pending
 
+    def _input(self, reads: Future[list[_Read]]) -> torch.Tensor:
+        return self.to_device(self.preprocess(self._decode_reads(reads.result())))
+
     def _produce(self, reads: Future[list[_Read]]) -> tuple[torch.Tensor, torch.cuda.Event]:
         with torch.cuda.stream(self.side):
-            x = self.to_device(self.preprocess(self._decode_reads(reads.result())))
+            x = self._input(reads)
             ready = torch.cuda.Event()
             ready.record(self.side)
         return x, ready
 
     def batches(self, chunks: Iterable[Sequence[Path]]) -> Iterator[torch.Tensor]:
         if self.cfg.prefetch == 0:  # on the job's thread and stream, files still read ahead
-            for reads in self._read_ahead(chunks):
-                yield self.to_device(self.preprocess(self._decode_reads(reads.result())))
+            yield from map(self._input, self._read_ahead(chunks))
             return
 
         def on_device() -> torch.cuda.device:
