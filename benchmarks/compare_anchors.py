@@ -66,16 +66,13 @@ def main() -> None:
         if r is None:
             lines.append(f"| {case} | {label} | {_fmt(anchor)} | {_fmt(today)} | not run | | | | | | | |")
             continue
-        ratios = [r["fps"] / v for v in (anchor, today) if v]
-        verdict = "yes" if ratios and max(ratios) >= 0.95 else "NO"
-        lines.append(
-            f"| {case} | {label} | {_fmt(anchor)} | {_fmt(today)} | {r['fps']:,.0f} | "
-            f"{r['fps'] / anchor:.2f} | " if anchor else
-            f"| {case} | {label} | | {_fmt(today)} | {r['fps']:,.0f} | | ")
-        lines[-1] += (f"{r['fps'] / today:.2f} | " if today else "| ") + (
-            f"{verdict} | {r['infer_ms_p50']:.3f} | {r['infer_cv_pct']:.1f} | "
-            f"{_fmt(r.get('gpu_busy_pct'))} | "
-            f"{'yes' if r.get('correct') == 1.0 else 'NO'} |")
+        ratios = [r["fps"] / v if v else None for v in (anchor, today)]
+        verdict = "yes" if max((x for x in ratios if x), default=0) >= 0.95 else "NO"
+        cells = [case, label, _fmt(anchor), _fmt(today), _fmt(r["fps"]),
+                 *("" if x is None else f"{x:.2f}" for x in ratios), verdict,
+                 f"{r['infer_ms_p50']:.3f}", f"{r['infer_cv_pct']:.1f}",
+                 _fmt(r.get("gpu_busy_pct")), "yes" if r.get("correct") == 1.0 else "NO"]
+        lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
