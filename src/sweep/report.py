@@ -36,9 +36,9 @@ ID_COLUMNS = ["job_dir", "job", "status", "error", "runtime", "model", "resoluti
 HEADLINE = ["infer_ms_per_img", "infer_ms_per_img_ci95_low", "infer_ms_per_img_ci95_high",
             "infer_ms_p50", "infer_ms_p90", "infer_ms_p99", "infer_cv_pct", "fps", "speedup_x",
             "gpu_busy_pct", "gflop_per_img", "tflops", "tflops_peak", "util_pct", "e2e_ms_per_img",
-            "e2e_fps",
-            "accuracy_top1_pct", "pipeline_agreement_pct", "unreadable_files", "correct", "max_abs_err", "agreement_top1_pct", "export_s",
-            "first_infer_ms", "host_rss_peak_mb", "gpu_mem_peak_mb"]
+            "e2e_fps", "accuracy_top1_pct", "pipeline_agreement_pct", "unreadable_files", "correct",
+            "max_abs_err", "agreement_top1_pct", "export_s", "first_infer_ms", "host_rss_peak_mb",
+            "gpu_mem_peak_mb"]
 REPORT_FILES = ("summary.csv", "summary.json", "report.md")
 PLOTS_DIR = "plots"
 

@@ -122,7 +122,10 @@ def _time_cuda(fn: Callable[[], object], device: torch.device, min_iters: int,
 
 def gpu_only_ms(fn: Callable[[], object], device: torch.device, repeats: int = 3) -> float | None:
     """GPU milliseconds of one call with all its work queued before the first kernel runs (the
-    least of `repeats`); None off CUDA."""
+    least of `repeats`); None off CUDA. Assumes the call does not make the host wait for the
+    current stream (it would wait for the sleeping kernel, and the call's work would no longer
+    be queued whole); a runtime that synchronises its own stream at the end, as ONNX Runtime's
+    run does, is fine."""
     if device.type != "cuda":
         return None
     stream = torch.cuda.current_stream(device)
