@@ -4,7 +4,10 @@
 # Wheels: `bash ../shared/device/wheelhouse.sh` (-> .gpu-carry/wheels), carried in one call, or
 # together with onnxruntime-gpu as five parts joined by benchmarks/gpu/assemble.sh (-> /tmp/site,
 # /tmp/ort).
-if [ -d .gpu-carry/wheels ] && [ ! -d /tmp/site/hydra ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu-carry/wheels/*.whl
-fi
+# .gpu-carry/min (hydra_core, omegaconf, antlr4 wheels only) serves runs with tracking.enabled=false.
+for wheels in .gpu-carry/wheels .gpu-carry/min; do
+  if [ -d $wheels ] && [ ! -d /tmp/site/hydra ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site $wheels/*.whl
+  fi
+done
 export PYTHONPATH=/tmp/ort:/tmp/site:$PWD/src PYTHONUNBUFFERED=1 SWEEP_CACHE_DIR=/tmp/sweep-cache

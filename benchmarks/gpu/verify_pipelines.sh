@@ -15,29 +15,19 @@ python3 -m sweep.data generate $w/j512 --classes 4 --per-class 64 --min-size 512
 python3 -m sweep.data generate $w/train --classes 4 --per-class 32 --min-size 200 --max-size 640 --seed 1 >/dev/null
 python3 -m sweep.data fit-head $w/train $w/head.pth --resolution 256 | tail -1
 python3 -m pytest -q -p no:cacheprovider tests/test_pipelines.py 2>&1 | tail -3 | tee "$out/pytest.txt"
-(python3 benchmarks/gpu/handwritten_e2e.py; python3 benchmarks/gpu/handwritten_e2e.py --files $w/j512) \
-  2>&1 | grep -v Warn | tee "$out/handwritten_e2e.txt"
-python3 benchmarks/gpu/probe_e2e.py $w/j512 2>&1 | grep -v Warn | tee "$out/probe_e2e.txt"
+if [ -z "${SKIP_PROBES:-}" ]; then  # SKIP_PROBES=1: the sweep's runs only
+  (python3 benchmarks/gpu/handwritten_e2e.py; python3 benchmarks/gpu/handwritten_e2e.py --files $w/j512) \
+    2>&1 | grep -v Warn | tee "$out/handwritten_e2e.txt"
+  python3 benchmarks/gpu/probe_e2e.py $w/j512 2>&1 | grep -v Warn | tee "$out/probe_e2e.txt"
+fi
 common="data=imagefolder data.root=$w/j512 precision=fp16 batch=32 resolution=256
   model.weights=$w/head.pth model.num_classes=4 tracking.enabled=false bench.min_seconds=2"
-for run in "pipeline=current" "pipeline=fast" "pipeline=gpu" "pipeline=gpu pipeline.prefetch=0" \
-           "pipeline=gpu pipeline.workers=8" "pipeline=fast flags.pin_memory=true flags.gpu_non_blocking=true" \
-           "pipeline=gpu runtime=compile runtime.mode=reduce-overhead"; do
+runs=("pipeline=gpu pipeline.process=true" "pipeline=gpu pipeline.process=false"
+      "pipeline=current" "pipeline=fast" "pipeline=fast pipeline.process=true"
+      "pipeline=gpu pipeline.process=true pipeline.prefetch=4"
+      "pipeline=gpu pipeline.process=true runtime=compile runtime.mode=reduce-overhead")
+for run in "${runs[@]}"; do
   python3 -m sweep $common $run hydra.run.dir=$w/runs/"$(echo $run | tr " =." "__-")" "$@" 2>&1 | grep -v "^\[20"
+  python3 benchmarks/gpu/summarise_runs.py $w/runs "$out/runs.json"  # every run so far
 done
-python3 - "$w/runs" "$out" <<'PY'
-import json, sys
-from pathlib import Path
-keys = ["infer_ms_per_img", "e2e_ms_per_img", "e2e_fps", "decode_ms", "preprocess_ms", "h2d_ms",
-        "infer_ms", "postprocess_ms", "accuracy_top1_pct", "pipeline_agreement_pct",
-        "unreadable_files", "gpu_busy_pct"]
-rows = []
-for job in sorted(Path(sys.argv[1]).iterdir()):
-    r = json.loads((job / "result.json").read_text())
-    m = r["metrics"]
-    rows.append({"run": job.name, "status": r["status"], "error": r["error"],
-                 **{k: round(m[k], 4) for k in keys if k in m},
-                 "e2e_over_pure": round(m["e2e_ms_per_img"] / m["infer_ms_per_img"], 2) if m else None})
-    print(job.name, r["status"], rows[-1].get("e2e_ms_per_img"), rows[-1].get("e2e_over_pure"))
-Path(sys.argv[2], "runs.json").write_text(json.dumps({"rows": rows}, indent=1) + "\n")
-PY
+

@@ -181,6 +181,7 @@ class PipelineConfig:
     name: str = "current"
     workers: int = 0  # fast: decode threads (0 = one per CPU core); gpu: file readers (0, 1: one)
     prefetch: int = 2  # fast, gpu: batches prepared ahead in a background thread (0: none)
+    process: bool = False  # batches prepared in a worker process of their own (own GIL)
 
     def __post_init__(self) -> None:
         _choice("pipeline", self.name, PIPELINES)
@@ -300,6 +301,8 @@ class SweepConfig:
                 parts.append(f"w{self.pipeline.workers}")
             if self.pipeline.prefetch != default.prefetch:
                 parts.append(f"pf{self.pipeline.prefetch}")
+            if self.pipeline.process:
+                parts.append("proc")
         if self.flags.channels_last:
             parts.append("cl")
         if self.flags.pin_memory:

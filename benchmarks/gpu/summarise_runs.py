@@ -1,0 +1,34 @@
+"""The end-to-end figures of each job folder under RUNS (hydra.run.dir of verify_pipelines.sh),
+printed one line a job and written to OUT as JSON: e2e and pure inference per image, stage
+times, accuracy, and e2e over pure inference (issue 4's ratio).
+
+    python3 benchmarks/gpu/summarise_runs.py RUNS OUT.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+KEYS = ["infer_ms_per_img", "e2e_ms_per_img", "e2e_fps", "decode_ms", "preprocess_ms", "h2d_ms",
+        "infer_ms", "postprocess_ms", "accuracy_top1_pct", "pipeline_agreement_pct",
+        "unreadable_files", "gpu_busy_pct"]
+
+
+def main() -> None:
+    runs, out = Path(sys.argv[1]), Path(sys.argv[2])
+    rows = []
+    for job in sorted(p for p in runs.iterdir() if (p / "result.json").exists()):
+        r = json.loads((job / "result.json").read_text())
+        m = r["metrics"]
+        ratio = round(m["e2e_ms_per_img"] / m["infer_ms_per_img"], 2) if m else None
+        rows.append({"run": job.name, "status": r["status"], "error": r["error"],
+                     **{k: round(m[k], 4) for k in KEYS if k in m}, "e2e_over_pure": ratio})
+    for row in rows:
+        print(row["run"], row["status"], row.get("e2e_ms_per_img"), row["e2e_over_pure"])
+    out.write_text(json.dumps({"rows": rows}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
