@@ -10,7 +10,8 @@ own GIL, as a DataLoader's worker processes do.
 
 The job's process allocates a ring of input slots once ([B, 3, R, R] in the runtime's dtype and
 memory format, on the job's device; in shared memory on the CPU) and hands them to the worker
-at its start (CUDA IPC). The worker runs the same pipeline in-process, prefetch threads and all,
+at its start (CUDA IPC): `pipeline.prefetch` + 1 of them, and two at least, as pipeline=gpu
+reads the files of the next chunk before it hands on a batch. The worker runs the same pipeline in-process, prefetch threads and all,
 over the chunks it is sent, and copies each batch into the slot it was told to fill:
 
     job -> worker   ("stream",) ... ("chunk", slot, paths) ... ("end",) ... ("exit",)
@@ -21,7 +22,7 @@ On CUDA, interprocess events order the two processes on the device without block
 host: `ready[slot]` is recorded by the worker after its copy and waited on by the job's stream;
 `free[slot]`, recorded by the job after the batch was used, is waited on by the worker's stream
 before it writes the slot again. A slot is sent out again only after it was used, so the worker
-runs at most `slots` batches ahead (`pipeline.prefetch` + 1).
+runs at most as many batches ahead as there are slots.
 
 The instrumented pass (`decode`, `preprocess`, `to_device`) runs in the job's process, on the
 same pipeline, as it does without a worker.
@@ -80,7 +81,7 @@ class ProcessPipeline(Pipeline):
         ctx = self.ctx
         cuda = ctx.device.type == "cuda"
         shape = (ctx.batch, 3, ctx.resolution, ctx.resolution)
-        n = self.cfg.prefetch + 1
+        n = max(self.cfg.prefetch, 1) + 1  # gpu reads one chunk ahead: two slots at least
         self._slots = [torch.empty(shape, dtype=ctx.dtype, device=ctx.device).contiguous(
             memory_format=ctx.memory_format) for _ in range(n)]
         if cuda:
@@ -243,6 +244,8 @@ def serve(orders: Any, results: Any, cfg: PipelineConfig, ctx: PipelineContext,
         if session is not None:
             session.join()
         pipe.close()
+        for shared in (slots, ready, free):  # the job's memory: let go of it before exiting
+            shared.clear()
 
 
 def _stream(pipe: Pipeline, todo: queue.Queue[Any], results: Any, ctx: PipelineContext,
