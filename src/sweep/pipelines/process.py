@@ -94,7 +94,8 @@ class ProcessPipeline(Pipeline):
         spawn = mp.get_context("spawn")  # fork is unsafe once CUDA is initialised
         orders_r, self._orders = spawn.Pipe(duplex=False)
         self._results, results_w = spawn.Pipe(duplex=False)
-        inner_cfg = replace(self.cfg, process=False)
+        # the worker is the prefetcher (its slots are the batches ahead): no prefetch thread in it
+        inner_cfg = replace(self.cfg, process=False, prefetch=0)
         self._proc = spawn.Process(
             target=serve, name=f"sweep-pipeline-{self.name}", daemon=True,
             args=(orders_r, results_w, inner_cfg, ctx, self._slots, self._ready, self._free))

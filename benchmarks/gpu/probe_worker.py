@@ -1,0 +1,105 @@
+"""How fast pipeline=gpu delivers batches with no inference beside it, in this process, by how it
+runs (the ceiling for a worker process, which runs them alone), then end to end through
+pipeline.process=true beside eager and CUDA-graphed inference in this process
+(resnet18 256 bs32 fp16; ms per batch of 32):
+
+    inline       decode -> preprocess on one thread, nothing ahead
+    read-ahead   batches() with prefetch=0: files read in a read-ahead thread (the worker's way)
+    threads      batches() with prefetch=2: a prefetch thread as well (the in-process way)
+    e2e-*        the worker's batches, inferred here: eager, or one CUDA graph replay
+
+    PYTHONPATH=src python3 benchmarks/gpu/probe_worker.py DIR
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torchvision
+
+from sweep.config import PipelineConfig
+from sweep.pipelines import create_pipeline
+from sweep.pipelines.base import PipelineContext
+
+BATCH, RES, SECONDS = 32, 256, 2.0
+
+
+def ms_per_batch(step) -> float:
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < SECONDS or n < 5:
+        step()
+        n += 1
+    torch.cuda.synchronize()
+    return 1e3 * (time.perf_counter() - t0) / n
+
+
+def main() -> None:
+    paths = sorted(Path(sys.argv[1]).rglob("*.jpg"))
+    chunks = [paths[i:i + BATCH] for i in range(0, len(paths) - BATCH + 1, BATCH)]
+    ctx = PipelineContext(device=torch.device("cuda"), batch=BATCH, resolution=RES,
+                          dtype=torch.float16, memory_format=torch.channels_last)
+    print(torch.__version__, torchvision.__version__, torch.cuda.get_device_name(),
+          f"{len(paths)} files", flush=True)
+    results = {}
+    pipe = create_pipeline(PipelineConfig(name="gpu", prefetch=0), ctx)
+    cycle = itertools.cycle(chunks)
+    results["inline"] = ms_per_batch(lambda: pipe.preprocess(pipe.decode(next(cycle))))
+    stream = pipe.batches(itertools.cycle(chunks))
+    results["read-ahead"] = ms_per_batch(lambda: next(stream))
+    stream.close()
+    pipe.close()
+    pipe = create_pipeline(PipelineConfig(name="gpu", prefetch=2), ctx)
+    stream = pipe.batches(itertools.cycle(chunks))
+    results["threads"] = ms_per_batch(lambda: next(stream))
+    stream.close()
+    pipe.close()
+
+    model = torchvision.models.get_model("resnet18").eval().cuda().half()
+    model = model.to(memory_format=torch.channels_last)
+    x = torch.zeros(BATCH, 3, RES, RES, device="cuda", dtype=torch.float16).contiguous(
+        memory_format=torch.channels_last)
+    warm = torch.cuda.Stream()
+    warm.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(warm), torch.no_grad():
+        for _ in range(3):
+            model(x)
+    torch.cuda.current_stream().wait_stream(warm)
+    graph = torch.cuda.CUDAGraph()
+    with torch.no_grad(), torch.cuda.graph(graph):
+        y = model(x)
+
+    def eager(batch: torch.Tensor) -> object:
+        with torch.inference_mode():
+            return model(batch).argmax(1).cpu()
+
+    def graphed(batch: torch.Tensor) -> object:
+        x.copy_(batch)
+        graph.replay()
+        return y.argmax(1).cpu()
+
+    results["eager-alone"] = ms_per_batch(lambda: eager(x))
+    results["graph-alone"] = ms_per_batch(lambda: graphed(x))
+    for prefetch in (2, 4):
+        pipe = create_pipeline(PipelineConfig(name="gpu", prefetch=prefetch, process=True), ctx)
+        for name, infer in (("eager", eager), ("graph", graphed)):
+            stream = pipe.batches(itertools.cycle(chunks))
+            results[f"e2e-{name}-pf{prefetch}"] = ms_per_batch(
+                lambda infer=infer, stream=stream: infer(next(stream)))
+            stream.close()
+        stream = pipe.batches(itertools.cycle(chunks))
+        results[f"worker-alone-pf{prefetch}"] = ms_per_batch(lambda stream=stream: next(stream))
+        stream.close()
+        pipe.close()
+    for k, v in results.items():
+        print(f"{k:18s} {v:7.3f} ms/batch  {v / BATCH:.4f} ms/img", flush=True)
+
+
+if __name__ == "__main__":
+    main()
