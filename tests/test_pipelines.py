@@ -423,16 +423,16 @@ def test_prefetch_stops_its_thread_when_closed_early():
     assert len(produced) <= 5
 
 
-# --- the worker process (pipeline.process=true) -----------------------------------------------
+# --- worker processes (pipeline.processes) -----------------------------------------------
 
 def test_worker_process_streams_the_same_batches_and_can_be_left_early(trained):
-    """The worker runs the same pipeline in a spawned process and fills shared slots: the same
+    """Two workers run the same pipeline in spawned processes and fill shared slots: the same
     batches as the in-process path, in order; a stream left early is wound up, and the next
-    stream of the same worker starts clean; one worker serves every stream until close."""
+    stream of the same workers starts clean; the workers serve every stream until close."""
     paths = files(trained[0])
     chunks = [paths[i:i + BATCH] for i in range(0, 24, BATCH)]
     inproc = create_pipeline(PipelineConfig(name="fast", workers=2), context())
-    worker = create_pipeline(PipelineConfig(name="fast", workers=2, process=True), context())
+    worker = create_pipeline(PipelineConfig(name="fast", workers=2, processes=2), context())
     try:
         expected = [x.clone() for x in inproc.batches(chunks)]
         got = [x.clone() for x in worker.batches(chunks)]
@@ -440,9 +440,9 @@ def test_worker_process_streams_the_same_batches_and_can_be_left_early(trained):
         first = [next(it).clone(), next(it).clone()]
         it.close()
         again = [x.clone() for x in worker.batches(chunks[:3])]
-        pid = worker._proc.pid
+        pids = [w.proc.pid for w in worker._workers]
         assert [x.clone() for x in worker.batches([])] == []
-        assert worker._proc.pid == pid  # the same worker
+        assert [w.proc.pid for w in worker._workers] == pids  # the same workers
         staged = worker.to_device(worker.preprocess(worker.decode(chunks[0])))  # in this process
     finally:
         inproc.close()
@@ -451,7 +451,7 @@ def test_worker_process_streams_the_same_batches_and_can_be_left_early(trained):
     assert all(torch.equal(a, b) for a, b in zip(expected, first + again[2:], strict=False))
     assert all(torch.equal(a, b) for a, b in zip(expected[:3], again, strict=True))
     assert torch.equal(staged, expected[0])
-    assert worker._proc is None
+    assert not worker._workers
 
 
 def test_worker_process_raises_the_pipelines_error_and_serves_on(tmp_path, trained):
@@ -460,7 +460,7 @@ def test_worker_process_raises_the_pipelines_error_and_serves_on(tmp_path, train
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not an image")
     good = files(trained[0])[:BATCH]
-    worker = create_pipeline(PipelineConfig(name="current", process=True), context())
+    worker = create_pipeline(PipelineConfig(name="current", processes=1), context())
     try:
         with pytest.raises(Exception) as e:
             list(worker.batches([good, [bad, *good[1:]], good]))
@@ -473,7 +473,7 @@ def test_worker_process_raises_the_pipelines_error_and_serves_on(tmp_path, train
 def test_end_to_end_through_a_worker_process(trained, runtime):
     root, weights = trained
     cfg = job_config(root, "fast", weights)
-    cfg.pipeline.process = True
+    cfg.pipeline.processes = 1
     metrics, _ = measure_end_to_end(cfg, runtime, runtime.ctx.device)
     assert metrics["accuracy_top1_pct"] >= 90 and metrics["pipeline_agreement_pct"] == 100
     assert metrics["e2e_fps"] > 0
@@ -484,10 +484,10 @@ def test_end_to_end_through_a_worker_process(trained, runtime):
 # --- pipeline=gpu ----------------------------------------------------------------------------
 
 @needs_cuda
-@pytest.mark.parametrize("process", [False, True])
+@pytest.mark.parametrize("process", [0, 2])
 def test_gpu_pipeline_end_to_end(messy, trained, runtime, process):
     cfg = job_config(messy, "gpu", trained[1])
-    cfg.pipeline.process = process  # the fallbacks counted in the worker reach the job
+    cfg.pipeline.processes = process  # the fallbacks counted in the worker reach the job
     metrics, info = measure_end_to_end(cfg, runtime, runtime.ctx.device)
     assert metrics["unreadable_files"] == 2 and metrics["data_images"] == 27
     # the generated set's PNGs (one a class) and the extra PNG, the grayscale and the CMYK JPEG
@@ -499,12 +499,12 @@ def test_gpu_pipeline_end_to_end(messy, trained, runtime, process):
 
 @needs_cuda
 @pytest.mark.parametrize("flags", [{}, {"pin_memory": True, "non_blocking": True}])
-@pytest.mark.parametrize(("ahead", "process"), [(2, False), (0, False), (2, True), (0, True)])
+@pytest.mark.parametrize(("ahead", "process"), [(2, 0), (0, 0), (2, 1), (0, 2)])
 def test_gpu_pipeline_overlapped_batches_match_the_staged_ones(trained, flags, ahead, process):
     root = trained[0]
     ctx = PipelineContext(device=torch.device("cuda"), batch=BATCH, resolution=RES,
                           dtype=torch.float16, memory_format=torch.channels_last, **flags)
-    pipe = create_pipeline(PipelineConfig(name="gpu", prefetch=ahead, process=process), ctx)
+    pipe = create_pipeline(PipelineConfig(name="gpu", prefetch=ahead, processes=process), ctx)
     chunks = [files(root)[i:i + BATCH] for i in range(0, 24, BATCH)]
     try:
         staged = [pipe.to_device(pipe.preprocess(pipe.decode(c))) for c in chunks]

@@ -1,12 +1,13 @@
 """How fast pipeline=gpu delivers batches with no inference beside it, in this process, by how it
 runs (the ceiling for a worker process, which runs them alone), then end to end through
-pipeline.process=true beside eager and CUDA-graphed inference in this process
+pipeline.processes=1, 2, 3 beside eager and CUDA-graphed inference in this process
 (resnet18 256 bs32 fp16; ms per batch of 32):
 
     inline       decode -> preprocess on one thread, nothing ahead
     read-ahead   batches() with prefetch=0: files read in a read-ahead thread (the worker's way)
     threads      batches() with prefetch=2: a prefetch thread as well (the in-process way)
-    e2e-*        the worker's batches, inferred here: eager, or one CUDA graph replay
+    e2e-*-pN     N workers' batches, inferred here: eager, or one CUDA graph replay
+    workers-alone-pN  N workers' batches, not inferred
 
     PYTHONPATH=src python3 benchmarks/gpu/probe_worker.py DIR
 """
@@ -86,15 +87,15 @@ def main() -> None:
 
     results["eager-alone"] = ms_per_batch(lambda: eager(x))
     results["graph-alone"] = ms_per_batch(lambda: graphed(x))
-    for prefetch in (2, 4):
-        pipe = create_pipeline(PipelineConfig(name="gpu", prefetch=prefetch, process=True), ctx)
+    for procs in (1, 2, 3):
+        pipe = create_pipeline(PipelineConfig(name="gpu", processes=procs), ctx)
         for name, infer in (("eager", eager), ("graph", graphed)):
             stream = pipe.batches(itertools.cycle(chunks))
-            results[f"e2e-{name}-pf{prefetch}"] = ms_per_batch(
+            results[f"e2e-{name}-p{procs}"] = ms_per_batch(
                 lambda infer=infer, stream=stream: infer(next(stream)))
             stream.close()
         stream = pipe.batches(itertools.cycle(chunks))
-        results[f"worker-alone-pf{prefetch}"] = ms_per_batch(lambda stream=stream: next(stream))
+        results[f"workers-alone-p{procs}"] = ms_per_batch(lambda stream=stream: next(stream))
         stream.close()
         pipe.close()
     for k, v in results.items():

@@ -181,12 +181,13 @@ class PipelineConfig:
     name: str = "current"
     workers: int = 0  # fast: decode threads (0 = one per CPU core); gpu: file readers (0, 1: one)
     prefetch: int = 2  # fast, gpu: batches prepared ahead in a background thread (0: none)
-    process: bool = False  # batches prepared in a worker process of their own (own GIL)
+    processes: int = 0  # fast, gpu: worker processes preparing the batches (0: in the job's)
 
     def __post_init__(self) -> None:
         _choice("pipeline", self.name, PIPELINES)
         _positive("pipeline.workers", self.workers, 0)
         _positive("pipeline.prefetch", self.prefetch, 0)
+        _positive("pipeline.processes", self.processes, 0)
 
 
 @dataclass
@@ -301,8 +302,8 @@ class SweepConfig:
                 parts.append(f"w{self.pipeline.workers}")
             if self.pipeline.prefetch != default.prefetch:
                 parts.append(f"pf{self.pipeline.prefetch}")
-            if self.pipeline.process:
-                parts.append("proc")
+            if self.pipeline.processes != default.processes:
+                parts.append(f"p{self.pipeline.processes}")
         if self.flags.channels_last:
             parts.append("cl")
         if self.flags.pin_memory:

@@ -20,10 +20,11 @@ __all__ = ["PIPELINES", "Pipeline", "PipelineContext", "create_pipeline", "measu
 
 def create_pipeline(cfg: PipelineConfig, ctx: PipelineContext) -> Pipeline:
     """The pipeline for `cfg`; pipeline=gpu raises UnsupportedError without a CUDA device.
-    With `pipeline.process`, its batches come from a worker process running the same pipeline."""
+    With `pipeline.processes` > 0, its batches come from worker processes running the same
+    pipeline."""
     module, cls = PIPELINES[cfg.name].split(":")
     pipe = getattr(importlib.import_module(module), cls)(cfg, ctx)
-    if cfg.process:
+    if cfg.processes:
         from sweep.pipelines.process import ProcessPipeline
 
         return ProcessPipeline(pipe)

@@ -1,12 +1,13 @@
-"""`pipeline.process=true`: a pipeline's batches prepared in a process of its own.
+"""`pipeline.processes=N`: a pipeline's batches prepared in N processes of their own.
 
 Threads share one GIL. Eager PyTorch inference gives it up and takes it back around every
 operator, so a pipeline thread that needs it a few times per batch makes the inference wait,
 and the other way round: on the H100, a background thread doing nothing but one GPU resize and a
 synchronise per iteration slowed eager resnet18 (bs32, fp16) from 2.2 to 4.0 ms per batch, and
 nvJPEG decoding beside it ran the two one after the other (`probe_overlap.txt` in
-benchmarks/results/e2e_process_h100_2026-11-24). In a process of its own the pipeline has its
-own GIL, as a DataLoader's worker processes do.
+benchmarks/results/e2e_process_h100_2026-11-24). In processes of its own the pipeline has their
+GILs, as a DataLoader's worker processes do; with two or more, batches are prepared side by side
+(batch i by worker i mod N), each worker with its own nvJPEG decoder.
 
 The job's process allocates a ring of input slots once ([B, 3, R, R] in the runtime's dtype and
 memory format, on the job's device; in shared memory on the CPU) and hands them to the worker
@@ -50,18 +51,96 @@ POLL_S = 1.0
 
 
 class WorkerDied(RuntimeError):
-    """The pipeline's worker process ended without saying why (killed, crashed)."""
+    """A pipeline worker process ended without saying why (killed, crashed)."""
+
+
+class _Worker:
+    """One worker process, its pipes and its ring of slots, seen from the job's process."""
+
+    def __init__(self, spawn: Any, cfg: PipelineConfig, ctx: PipelineContext, slots: int,
+                 name: str) -> None:
+        shape = (ctx.batch, 3, ctx.resolution, ctx.resolution)
+        self.name = name
+        self.slots = [torch.empty(shape, dtype=ctx.dtype, device=ctx.device).contiguous(
+            memory_format=ctx.memory_format) for _ in range(slots)]
+        if ctx.device.type == "cuda":
+            self.ready = [torch.cuda.Event(interprocess=True) for _ in range(slots)]
+            self.free = [torch.cuda.Event(interprocess=True) for _ in range(slots)]
+        else:
+            for slot in self.slots:
+                slot.share_memory_()
+            self.ready = self.free = [None] * slots
+        orders_r, self.orders = spawn.Pipe(duplex=False)
+        self.results, results_w = spawn.Pipe(duplex=False)
+        self.proc = spawn.Process(target=serve, name=name, daemon=True,
+                                  args=(orders_r, results_w, cfg, ctx, self.slots, self.ready,
+                                        self.free))
+        self.proc.start()
+        orders_r.close()
+        results_w.close()
+        self.terminal = True  # no stream under way
+
+    def receive(self, timeout: float | None = None) -> tuple[Any, ...]:
+        """The worker's next message; its error raised here; WorkerDied if it is gone. A
+        stream's last message ("end" or "error") ends the stream."""
+        waited = 0.0
+        while not self.results.poll(POLL_S):
+            waited += POLL_S
+            if not self.proc.is_alive():
+                raise WorkerDied(f"{self.name} ended (exit code {self.proc.exitcode}) "
+                                 "without a result")
+            if timeout is not None and waited >= timeout:
+                raise WorkerDied(f"{self.name} sent nothing in {timeout:.0f} s")
+        try:
+            msg = self.results.recv()
+        except EOFError as e:
+            raise WorkerDied(f"{self.name} closed its pipe (exit code {self.proc.exitcode})"
+                             ) from e
+        if msg[0] in ("end", "error"):
+            self.terminal = True
+        if msg[0] == "error":
+            _, error, trace = msg
+            error.add_note(f"in {self.name}:\n{trace}")
+            raise error
+        return msg
+
+    def wind_up(self, ended: bool) -> None:
+        """End a stream the caller left early (or that failed): tell the worker, unless it
+        was told, and read what it still sends for the stream, up to its last message."""
+        if self.terminal or not self.proc.is_alive():
+            return
+        if not ended:
+            self.orders.send(("end",))
+        while not self.terminal:
+            try:
+                self.receive()
+            except Exception:  # noqa: BLE001 - gone, or an error in batches nobody asked for
+                return
+
+    def close(self) -> None:
+        if self.proc.is_alive():
+            try:
+                self.orders.send(("exit",))
+            except OSError:
+                pass
+            self.proc.join(timeout=30)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(timeout=5)
+        self.orders.close()
+        self.results.close()
 
 
 class ProcessPipeline(Pipeline):
-    """`inner`'s batches, prepared by a worker process running the same pipeline."""
+    """`inner`'s batches, prepared by `pipeline.processes` worker processes running the same
+    pipeline, batch i by worker i mod N."""
 
     def __init__(self, inner: Pipeline) -> None:
         super().__init__(inner.cfg, inner.ctx)
         self.inner = inner
         self.name = inner.name  # type: ignore[misc]
-        self.stats = inner.stats  # the worker's CPU fallbacks are added here
-        self._proc: Any = None
+        self.stats = inner.stats  # the workers' CPU fallbacks are added here
+        self._workers: list[_Worker] = []
 
     # the instrumented pass: in this process, on the inner pipeline
     def decode(self, paths: Sequence[Path]) -> Any:
@@ -73,140 +152,83 @@ class ProcessPipeline(Pipeline):
     def to_device(self, batch: torch.Tensor) -> torch.Tensor:
         return self.inner.to_device(batch)
 
-    # --- the worker -----------------------------------------------------------------------
+    # --- the workers ----------------------------------------------------------------------
 
     def _start(self) -> None:
         import torch.multiprocessing as mp  # registers the CUDA IPC and shared-memory picklers
 
-        ctx = self.ctx
-        cuda = ctx.device.type == "cuda"
-        shape = (ctx.batch, 3, ctx.resolution, ctx.resolution)
-        n = max(self.cfg.prefetch, 1) + 1  # gpu reads one chunk ahead: two slots at least
-        self._slots = [torch.empty(shape, dtype=ctx.dtype, device=ctx.device).contiguous(
-            memory_format=ctx.memory_format) for _ in range(n)]
-        if cuda:
-            self._ready = [torch.cuda.Event(interprocess=True) for _ in range(n)]
-            self._free = [torch.cuda.Event(interprocess=True) for _ in range(n)]
-        else:
-            for slot in self._slots:
-                slot.share_memory_()
-            self._ready = self._free = [None] * n
         spawn = mp.get_context("spawn")  # fork is unsafe once CUDA is initialised
-        orders_r, self._orders = spawn.Pipe(duplex=False)
-        self._results, results_w = spawn.Pipe(duplex=False)
-        # the worker is the prefetcher (its slots are the batches ahead): no prefetch thread in it
-        inner_cfg = replace(self.cfg, process=False, prefetch=0)
-        self._proc = spawn.Process(
-            target=serve, name=f"sweep-pipeline-{self.name}", daemon=True,
-            args=(orders_r, results_w, inner_cfg, ctx, self._slots, self._ready, self._free))
-        self._proc.start()
-        orders_r.close()
-        results_w.close()
-        self._receive(timeout=START_TIMEOUT_S)  # ("ready",), or the worker's error raised here
-
-    def _receive(self, state: dict[str, Any] | None = None,
-                 timeout: float | None = None) -> tuple[Any, ...]:
-        """The worker's next message; its error raised here; WorkerDied if it is gone. A
-        stream's last message ("end" or "error") marks `state` terminal."""
-        waited = 0.0
-        while not self._results.poll(POLL_S):
-            waited += POLL_S
-            if not self._proc.is_alive():
-                raise WorkerDied(f"the {self.name} pipeline's worker process ended "
-                                 f"(exit code {self._proc.exitcode}) without a result")
-            if timeout is not None and waited >= timeout:
-                raise WorkerDied(f"the {self.name} pipeline's worker process sent nothing in "
-                                 f"{timeout:.0f} s")
-        try:
-            msg = self._results.recv()
-        except EOFError as e:
-            raise WorkerDied(f"the {self.name} pipeline's worker process closed its pipe "
-                             f"(exit code {self._proc.exitcode})") from e
-        if state is not None and msg[0] in ("end", "error"):
-            state["terminal"] = True
-        if msg[0] == "error":
-            _, error, trace = msg
-            error.add_note(f"in the {self.name} pipeline's worker process:\n{trace}")
-            raise error
-        return msg
+        # each worker is a prefetcher (its slots are the batches ahead): no prefetch thread in it
+        inner_cfg = replace(self.cfg, processes=0, prefetch=0)
+        slots = max(self.cfg.prefetch, 1) + 1  # gpu reads one chunk ahead: two slots at least
+        n = self.cfg.processes
+        self._workers = [_Worker(spawn, inner_cfg, self.ctx, slots,
+                                 f"the {self.name} pipeline's worker process {i + 1}/{n}")
+                         for i in range(n)]
+        for worker in self._workers:  # started together, awaited in turn
+            worker.receive(timeout=START_TIMEOUT_S)  # ("ready",), or its error raised here
 
     def batches(self, chunks: Iterable[Sequence[Path]]) -> Iterator[torch.Tensor]:
-        """Each chunk's batch, in order. A yielded batch is a slot the worker refills once the
+        """Each chunk's batch, in order. A yielded batch is a slot a worker refills once the
         caller asks for the next one: use it (queue the work that reads it) before that."""
-        if self._proc is None:
+        if not self._workers:
             self._start()
-        cuda = self.ctx.device.type == "cuda"
+        device = self.ctx.device
+        cuda = device.type == "cuda"
         todo = iter(chunks)
-        self._orders.send(("stream",))
-        state: dict[str, Any] = {"ended": False, "pending": 0, "terminal": False}
+        for worker in self._workers:
+            worker.orders.send(("stream",))
+            worker.terminal = False
+        ended = False
+        queued: deque[tuple[_Worker, int]] = deque()  # (worker, slot) of each chunk sent
 
-        def order(slot: int) -> None:
-            if state["ended"]:
+        def order(worker: _Worker, slot: int) -> None:
+            nonlocal ended
+            if ended:
                 return
             paths = next(todo, None)
             if paths is None:
-                state["ended"] = True
-                self._orders.send(("end",))
+                ended = True
+                for w in self._workers:
+                    w.orders.send(("end",))
                 return
-            self._orders.send(("chunk", slot, [str(p) for p in paths]))
-            state["pending"] += 1
+            worker.orders.send(("chunk", slot, [str(p) for p in paths]))
+            queued.append((worker, slot))
 
-        def release(slot: int) -> None:  # the caller has queued its work on the slot
+        def release(worker: _Worker, slot: int) -> None:  # the caller has queued its work
             if cuda:
-                self._free[slot].record(torch.cuda.current_stream(self.ctx.device))
+                worker.free[slot].record(torch.cuda.current_stream(device))
 
         held = None
         try:
-            for slot in range(len(self._slots)):
-                order(slot)
-            while state["pending"]:
-                msg = self._receive(state)
-                if msg[0] != "batch":
-                    raise WorkerDied(f"unexpected message from the pipeline worker: {msg[0]}")
-                _, slot, fallbacks = msg
-                state["pending"] -= 1
-                self.stats.cpu_fallbacks.update(fallbacks)
+            for slot in range(len(self._workers[0].slots)):
+                for worker in self._workers:
+                    order(worker, slot)
+            while queued:
+                worker, slot = queued.popleft()
+                msg = worker.receive()
+                if msg[:2] != ("batch", slot):
+                    raise WorkerDied(f"{worker.name} sent {msg[:2]}, not slot {slot}'s batch")
+                self.stats.cpu_fallbacks.update(msg[2])
                 if cuda:
-                    torch.cuda.current_stream(self.ctx.device).wait_event(self._ready[slot])
-                held = slot
-                yield self._slots[slot]
+                    torch.cuda.current_stream(device).wait_event(worker.ready[slot])
+                held = (worker, slot)
+                yield worker.slots[slot]
                 held = None
-                release(slot)
-                order(slot)
-            self._receive(state)  # ("end",)
+                release(worker, slot)
+                order(worker, slot)
+            for worker in self._workers:
+                worker.receive()  # ("end",)
         finally:
             if held is not None:  # the caller stopped while using this slot
-                release(held)
-            if not state["terminal"] and self._proc.is_alive():
-                self._finish(state)
-
-    def _finish(self, state: dict[str, Any]) -> None:
-        """Stop a stream the caller left early: tell the worker, and read what it still sends
-        for this stream, up to its last message."""
-        if not state["ended"]:
-            self._orders.send(("end",))
-        while not state["terminal"]:
-            try:
-                self._receive(state)
-            except WorkerDied:
-                return
-            except Exception:  # noqa: BLE001 - an error in batches nobody asked for
-                return
+                release(*held)
+            for worker in self._workers:
+                worker.wind_up(ended)
 
     def close(self) -> None:
-        if self._proc is not None:
-            if self._proc.is_alive():
-                try:
-                    self._orders.send(("exit",))
-                except OSError:
-                    pass
-                self._proc.join(timeout=30)
-            if self._proc.is_alive():
-                self._proc.terminate()
-                self._proc.join(timeout=5)
-            self._orders.close()
-            self._results.close()
-            self._proc = None
+        for worker in self._workers:
+            worker.close()
+        self._workers = []
         self.inner.close()
 
 
