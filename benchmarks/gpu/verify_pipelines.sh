@@ -24,10 +24,9 @@ if [ -z "${SKIP_PROBES:-}" ]; then  # SKIP_PROBES=1: the sweep's runs only
 fi
 common="data=imagefolder data.root=$w/j512 precision=fp16 batch=32 resolution=256
   model.weights=$w/head.pth model.num_classes=4 tracking.enabled=false bench.min_seconds=2"
-runs=("pipeline=gpu pipeline.processes=0" "pipeline=gpu pipeline.processes=2"
-      "pipeline=gpu pipeline.processes=3" "pipeline=gpu pipeline.processes=4"
-      "pipeline=current" "pipeline=fast" "pipeline=fast pipeline.processes=2"
-      "pipeline=gpu pipeline.processes=3 runtime=compile runtime.mode=reduce-overhead")
+runs=("pipeline=gpu" "pipeline=gpu pipeline.processes=0" "pipeline=gpu pipeline.processes=2"
+      "pipeline=current" "pipeline=fast"
+      "pipeline=gpu runtime=compile runtime.mode=reduce-overhead")
 for run in "${runs[@]}"; do
   python3 -m sweep $common $run hydra.run.dir=$w/runs/"$(echo $run | tr " =." "__-")" "$@" 2>&1 | grep -v "^\[20"
   python3 benchmarks/gpu/summarise_runs.py $w/runs "$out/runs.json"  # every run so far

@@ -171,6 +171,9 @@ class DataConfig:
 
 
 PIPELINES = ("current", "fast", "gpu")
+# pipeline=gpu in the job's process serialises with eager inference through the GIL; 4 workers
+# were the fastest on the H100 (benchmarks/results/e2e_process_h100_2026-11-24)
+PIPELINE_PROCESSES = {"gpu": 4}
 
 
 @dataclass
@@ -180,13 +183,17 @@ class PipelineConfig:
 
     name: str = "current"
     workers: int = 0  # fast: decode threads (0 = one per CPU core); gpu: file readers (0, 1: one)
-    prefetch: int = 2  # fast, gpu: batches prepared ahead in a background thread (0: none)
-    processes: int = 0  # fast, gpu: worker processes preparing the batches (0: in the job's)
+    prefetch: int = 2  # batches prepared ahead (by a thread, or by each worker process)
+    # worker processes preparing the batches, each with its own GIL (0: threads of the job's
+    # process); unset: the pipeline's default, PIPELINE_PROCESSES
+    processes: int | None = None
 
     def __post_init__(self) -> None:
         _choice("pipeline", self.name, PIPELINES)
         _positive("pipeline.workers", self.workers, 0)
         _positive("pipeline.prefetch", self.prefetch, 0)
+        if self.processes is None:
+            self.processes = PIPELINE_PROCESSES.get(self.name, 0)
         _positive("pipeline.processes", self.processes, 0)
 
 

@@ -9,11 +9,12 @@ benchmarks/results/e2e_process_h100_2026-11-24). In processes of its own the pip
 GILs, as a DataLoader's worker processes do; with two or more, batches are prepared side by side
 (batch i by worker i mod N), each worker with its own nvJPEG decoder.
 
-The job's process allocates a ring of input slots once ([B, 3, R, R] in the runtime's dtype and
-memory format, on the job's device; in shared memory on the CPU) and hands them to the worker
-at its start (CUDA IPC): `pipeline.prefetch` + 1 of them, and two at least, as pipeline=gpu
-reads the files of the next chunk before it hands on a batch. The worker runs the same pipeline in-process, prefetch threads and all,
-over the chunks it is sent, and copies each batch into the slot it was told to fill:
+The job's process allocates each worker a ring of input slots once ([B, 3, R, R] in the
+runtime's dtype and memory format, on the job's device; in shared memory on the CPU) and hands
+them over at the worker's start (CUDA IPC): `pipeline.prefetch` + 1 slots, two at least, as
+pipeline=gpu reads the files of the next chunk before it hands on a batch. A worker runs the same
+pipeline, without a prefetch thread (the worker is the prefetcher), over the chunks it is sent,
+and copies each batch into the slot it was told to fill:
 
     job -> worker   ("stream",) ... ("chunk", slot, paths) ... ("end",) ... ("exit",)
     worker -> job   ("ready",) once, then per stream ("batch", slot, new CPU fallbacks) ...
@@ -22,8 +23,15 @@ over the chunks it is sent, and copies each batch into the slot it was told to f
 On CUDA, interprocess events order the two processes on the device without blocking either
 host: `ready[slot]` is recorded by the worker after its copy and waited on by the job's stream;
 `free[slot]`, recorded by the job after the batch was used, is waited on by the worker's stream
-before it writes the slot again. A slot is sent out again only after it was used, so the worker
-runs at most as many batches ahead as there are slots.
+before it writes the slot again. A slot is sent out again only after it was used, so a worker
+runs at most as many batches ahead as it has slots.
+
+Measured on the H100 (resnet18 256 bs32 fp16, eager): end to end 0.229 ms/img with the pipeline in
+threads of the job's process, 0.131 / 0.129 / 0.123 with 2 / 3 / 4 workers. Workers do not make
+the GPU work free: each is a CUDA context of its own, and the GPU time-slices between contexts
+(with CUDA graphs, whose inference takes little host time, 2 or 3 workers end to end took 3.0 ms
+a batch, while the workers alone delivered a batch every 1.8-2.1 ms and the inference alone took
+1.2 ms).
 
 The instrumented pass (`decode`, `preprocess`, `to_device`) runs in the job's process, on the
 same pipeline, as it does without a worker.
