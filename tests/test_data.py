@@ -128,6 +128,13 @@ def test_pipeline_group_composes(demo):
     cfg = make("data=imagefolder", f"data.root={demo}", "pipeline=fast", "pipeline.workers=8",
                "pipeline.prefetch=0")
     assert cfg.job_name == "torch-resnet18-224-b1-fp32-fast-w8-pf0"
+    # worker processes: each pipeline's own default (gpu 4, the others 0) is not shown
+    assert make("data=imagefolder", f"data.root={demo}", "pipeline=gpu",
+                "device=auto").pipeline.processes == 4
+    for name, n, suffix in (("gpu", 0, "-p0"), ("gpu", 4, ""), ("fast", 2, "-p2")):
+        cfg = make("data=imagefolder", f"data.root={demo}", f"pipeline={name}", "device=auto",
+                   f"pipeline.processes={n}")
+        assert cfg.job_name == f"torch-resnet18-224-b1-fp32-{name}{suffix}"
 
 
 @pytest.mark.parametrize("overrides, shown", [
@@ -135,6 +142,7 @@ def test_pipeline_group_composes(demo):
     (["pipeline=gpu", "device=cpu", "data=imagefolder"], "device=cpu"),
     (["data=imagefolder", "data.max_images=0"], "data.max_images=0"),
     (["pipeline=fast", "pipeline.prefetch=-1"], "pipeline.prefetch=-1"),
+    (["pipeline=fast", "data=imagefolder", "pipeline.processes=-2"], "pipeline.processes=-2"),
 ])
 def test_pipeline_combinations_that_cannot_work(demo, overrides, shown):
     with pytest.raises(ConfigError) as e:

@@ -470,6 +470,25 @@ def test_worker_process_raises_the_pipelines_error_and_serves_on(tmp_path, train
         worker.close()
 
 
+def test_a_killed_worker_fails_the_stream_instead_of_hanging(trained):
+    import os
+    import signal
+
+    from sweep.pipelines.process import WorkerDied
+
+    paths = files(trained[0])
+    worker = create_pipeline(PipelineConfig(name="current", processes=1), context())
+    try:
+        it = worker.batches(paths[i:i + BATCH] for i in range(0, 24, BATCH))
+        next(it)
+        os.kill(worker._workers[0].proc.pid, signal.SIGKILL)
+        with pytest.raises(WorkerDied, match="exit code -9"):
+            for _ in it:
+                pass
+    finally:
+        worker.close()
+
+
 def test_end_to_end_through_a_worker_process(trained, runtime):
     root, weights = trained
     cfg = job_config(root, "fast", weights)
@@ -575,3 +594,20 @@ def test_pin_memory_suite_runs_on_cpu(trained, tmp_path, cache_dir):
         assert float(r["pipeline_agreement_pct"]) == 100
     assert "no effect on cpu" in next(r for r in rows if r["flags.pin_memory"] == "True")[
         "flags_note"]
+
+
+def test_worker_processes_under_the_cli_and_an_isolated_job(trained, tmp_path, cache_dir):
+    """pipeline.processes from the command line, in a job run as `python -m sweep.worker`
+    (isolation=process): the workers are spawned from that process and re-import its main
+    module without running it."""
+    root, weights = trained
+    proc = run_cli(["data=imagefolder", f"data.root={root}", "device=cpu", "pipeline=fast",
+                    "pipeline.processes=2", "isolation=process", f"model.weights={weights}",
+                    "model.num_classes=4", f"batch={BATCH}", "tracking.enabled=false",
+                    "hydra.run.dir=job", *QUICK], tmp_path, cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "job" / "result.json").read_text())
+    assert result["status"] == "ok" and result["job"] == "torch-resnet18-32-b4-fp32-fast-p2"
+    assert result["params"]["pipeline.processes"] == 2
+    assert result["metrics"]["accuracy_top1_pct"] >= 90
+    assert result["metrics"]["pipeline_agreement_pct"] == 100

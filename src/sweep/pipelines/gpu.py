@@ -17,9 +17,12 @@ for a set of equal-sized files), rounded and clamped to the uint8 levels as `res
 does, then the batch is normalised once and written in the runtime's dtype and memory format
 (`normalize_batch`), so `to_device` has nothing left to do.
 
-`batches` prepares the next batches in a background thread on a side CUDA stream while the
-current one is inferred on the job's stream; an event orders each batch before its inference.
-A read-ahead thread reads the files of the batch after next while the next one is decoded.
+By default (`pipeline.processes`, see process.py) this pipeline runs in worker processes, each
+calling `batches` with prefetch=0, so that no thread of it shares the GIL with the inference.
+In the job's process (`pipeline.processes=0`), `batches` prepares the next batches in a
+background thread on a side CUDA stream while the current one is inferred on the job's stream;
+an event orders each batch before its inference. Either way a read-ahead thread reads the files
+of the next batch while one is decoded.
 nvJPEG stages the encoded bytes itself, so flags.pin_memory and flags.gpu_non_blocking apply to
 the copies this pipeline makes: the CPU-decoded fallback images.
 """

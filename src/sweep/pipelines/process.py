@@ -101,9 +101,10 @@ class _Worker:
                 raise WorkerDied(f"{self.name} sent nothing in {timeout:.0f} s")
         try:
             msg = self.results.recv()
-        except EOFError as e:
-            raise WorkerDied(f"{self.name} closed its pipe (exit code {self.proc.exitcode})"
-                             ) from e
+        except EOFError as e:  # it is gone: wait for its exit code
+            self.proc.join(timeout=5)
+            raise WorkerDied(f"{self.name} ended (exit code {self.proc.exitcode}) without a "
+                             "result") from e
         if msg[0] in ("end", "error"):
             self.terminal = True
         if msg[0] == "error":
