@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import itertools
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -26,18 +25,13 @@ from sweep.config import PipelineConfig
 from sweep.pipelines import create_pipeline
 from sweep.pipelines.base import PipelineContext
 
+from probe_common import ms_per_step  # isort: skip
+
 BATCH, RES, SECONDS = 32, 256, 2.0
 
 
 def per_img(step) -> float:
-    step()
-    torch.cuda.synchronize()
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < SECONDS or n < 5:
-        step()
-        n += 1
-    torch.cuda.synchronize()
-    return 1e3 * (time.perf_counter() - t0) / (n * BATCH)
+    return ms_per_step(step, SECONDS, min_steps=5) / BATCH
 
 
 def main() -> None:

@@ -36,18 +36,9 @@ import torch
 import torchvision
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
+from probe_common import ms_per_step, resnet18_and_graph  # isort: skip
+
 BATCH, RES, SECONDS = 32, 256, 1.5
-
-
-def ms_per_step(step: Callable[[], object], seconds: float = SECONDS) -> float:
-    step()
-    torch.cuda.synchronize()
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds or n < 3:
-        step()
-        n += 1
-    torch.cuda.synchronize()
-    return 1e3 * (time.perf_counter() - t0) / n
 
 
 class Background:
@@ -87,10 +78,7 @@ def main() -> None:
     print(torch.__version__, torchvision.__version__, torch.cuda.get_device_name(),
           f"{len(paths)} files", flush=True)
 
-    model = torchvision.models.get_model("resnet18").eval().cuda().half()
-    model = model.to(memory_format=torch.channels_last)
-    x = torch.randn(BATCH, 3, RES, RES, device="cuda", dtype=torch.float16).contiguous(
-        memory_format=torch.channels_last)
+    model, x, replay = resnet18_and_graph(BATCH, RES)
     own = torch.cuda.Stream()
 
     def eager() -> object:
@@ -101,19 +89,8 @@ def main() -> None:
         with torch.cuda.stream(own):
             return eager()
 
-    warm = torch.cuda.Stream()
-    warm.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(warm), torch.no_grad():
-        for _ in range(3):
-            model(x)
-    torch.cuda.current_stream().wait_stream(warm)
-    graph = torch.cuda.CUDAGraph()
-    with torch.no_grad(), torch.cuda.graph(graph):
-        y = model(x)
-
     def graphed() -> object:
-        graph.replay()
-        return y.argmax(1).cpu()
+        return replay().argmax(1).cpu()
 
     counter = {"i": 0}
 
@@ -165,12 +142,12 @@ def main() -> None:
     backgrounds.update(reads=reads, resize=resize, python=python)
 
     foregrounds = {"eager": eager, "eager-own-stream": eager_own_stream, "graph": graphed}
-    alone_fg = {k: ms_per_step(f) for k, f in foregrounds.items()}
+    alone_fg = {k: ms_per_step(f, SECONDS) for k, f in foregrounds.items()}
     alone_bg = {}
     for k, f in backgrounds.items():
         side = torch.cuda.Stream()
         with torch.cuda.stream(side):
-            alone_bg[k] = ms_per_step(lambda f=f, side=side: (f(), side.synchronize()))
+            alone_bg[k] = ms_per_step(lambda f=f, side=side: (f(), side.synchronize()), SECONDS)
     print("alone, ms per batch:", {k: round(v, 3) for k, v in {**alone_fg, **alone_bg}.items()})
     print(f"{'foreground':18s}{'background':12s}{'fg alone':>9s}{'fg with':>9s}"
           f"{'bg alone':>9s}{'bg with':>9s}")
@@ -178,7 +155,7 @@ def main() -> None:
         for bk, bg in backgrounds.items():
             with Background(bg) as b:
                 time.sleep(0.05)
-                with_ms = ms_per_step(fg)
+                with_ms = ms_per_step(fg, SECONDS)
             print(f"{fk:18s}{bk:12s}{alone_fg[fk]:9.3f}{with_ms:9.3f}{alone_bg[bk]:9.3f}"
                   f"{b.ms:9.3f}", flush=True)
 

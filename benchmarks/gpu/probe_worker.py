@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import itertools
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -26,19 +25,13 @@ from sweep.config import PipelineConfig
 from sweep.pipelines import create_pipeline
 from sweep.pipelines.base import PipelineContext
 
+from probe_common import ms_per_step, resnet18_and_graph  # isort: skip
+
 BATCH, RES, SECONDS = 32, 256, 2.0
 
 
 def ms_per_batch(step) -> float:
-    for _ in range(3):
-        step()
-    torch.cuda.synchronize()
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < SECONDS or n < 5:
-        step()
-        n += 1
-    torch.cuda.synchronize()
-    return 1e3 * (time.perf_counter() - t0) / n
+    return ms_per_step(step, SECONDS, warmup=3, min_steps=5)
 
 
 def main() -> None:
@@ -62,19 +55,7 @@ def main() -> None:
     stream.close()
     pipe.close()
 
-    model = torchvision.models.get_model("resnet18").eval().cuda().half()
-    model = model.to(memory_format=torch.channels_last)
-    x = torch.zeros(BATCH, 3, RES, RES, device="cuda", dtype=torch.float16).contiguous(
-        memory_format=torch.channels_last)
-    warm = torch.cuda.Stream()
-    warm.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(warm), torch.no_grad():
-        for _ in range(3):
-            model(x)
-    torch.cuda.current_stream().wait_stream(warm)
-    graph = torch.cuda.CUDAGraph()
-    with torch.no_grad(), torch.cuda.graph(graph):
-        y = model(x)
+    model, x, replay = resnet18_and_graph(BATCH, RES)
 
     def eager(batch: torch.Tensor) -> object:
         with torch.inference_mode():
@@ -82,8 +63,7 @@ def main() -> None:
 
     def graphed(batch: torch.Tensor) -> object:
         x.copy_(batch)
-        graph.replay()
-        return y.argmax(1).cpu()
+        return replay().argmax(1).cpu()
 
     results["eager-alone"] = ms_per_batch(lambda: eager(x))
     results["graph-alone"] = ms_per_batch(lambda: graphed(x))
