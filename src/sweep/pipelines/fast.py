@@ -7,9 +7,9 @@ per-image tensor, no stack, no float work on the CPU threads. `to_device` copies
 batch (a quarter of the bytes of a float32 one) and normalises it where it lands, once, into the
 runtime's dtype and memory format: on the GPU for a GPU job, on the CPU for a CPU job. A
 background thread prepares the next host batches (`pipeline.prefetch`) while the current one is
-inferred (on a CPU job, with nothing to copy, it normalises them too). Threads rather than DataLoader worker processes: no fork of a process that holds ONNX
-Runtime / TensorRT sessions and a CUDA context, no copy of every batch through shared memory,
-and each stage stays timeable on its own.
+inferred (on a CPU job, with nothing to copy, it normalises them too). Threads by default: no
+copy of every batch through shared memory, and each stage stays timeable on its own;
+`pipeline.processes` moves the whole pipeline into spawned worker processes instead (process.py).
 
 Stages (timed one by one by the instrumented pass): decode = read + decode, preprocess = resize +
 pack into the uint8 batch, to_device (h2d) = copy + normalise."""

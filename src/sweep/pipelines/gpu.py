@@ -1,8 +1,8 @@
 """`pipeline=gpu`: JPEG decode with nvJPEG, resize and normalisation on the GPU, overlapped.
 
 The files of a batch are read one after another (`pipeline.workers` > 1: by that many threads),
-and whatever nvJPEG should not decode is decoded on the CPU, with PIL: PNG and other formats, grayscale and CMYK JPEGs, 12-bit, lossless or arithmetic-coded JPEGs;
-each such file is counted in `stats.cpu_fallbacks` with its reason). The JPEGs of the batch are
+and whatever nvJPEG should not decode is decoded on the CPU, with PIL: PNG and other formats,
+grayscale and CMYK JPEGs, 12-bit, lossless or arithmetic-coded JPEGs; each such file is counted in `stats.cpu_fallbacks` with its reason). The JPEGs of the batch are
 decoded together by `torchvision.io.decode_jpeg(list, device='cuda')`; should the batch fail, each
 file is retried alone and one that still fails is decoded on the CPU (counted). Files are read
 with `torchvision.io.read_file` straight into a tensor (no bytes object, no copy). torchvision
