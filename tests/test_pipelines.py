@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import threading
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,7 @@ from sweep.pipelines.base import (
     resize_pil,
     resize_tensor,
 )
-from sweep.pipelines.e2e import STAGES
+from sweep.pipelines.e2e import STAGES, time_stages, time_stream
 from sweep.pipelines.gpu import cpu_decode_reason, group_by_size, resize_levels
 from sweep.runtimes import JobContext, UnsupportedError, create_runtime
 
@@ -345,14 +346,24 @@ def test_stage_times_account_for_the_end_to_end_time(trained, runtime, one_threa
     """pipeline=current runs its stages one after another, so the sum of the stage means from the
     instrumented pass should come close to the uninstrumented e2e time: above it only by the
     timer reads and synchronisations (none on the CPU), below it only by the Python glue between
-    stages and the first batch's start. Both are means over >= 0.5 s, taken one after the other
-    on a machine that other processes share: hence the margin of a third both ways."""
-    root, weights = trained
-    metrics, _ = measure_end_to_end(job_config(root, "current", weights, min_seconds=0.5),
-                                    runtime, runtime.ctx.device)
-    stages = sum(metrics[f"{s}_ms"] for s in STAGES)
-    assert stages <= 1.33 * metrics["e2e_ms_per_img"]
-    assert stages >= 0.67 * metrics["e2e_ms_per_img"]
+    stages and the first batch's start. Each is a mean over >= 0.5 s on a machine that other
+    processes share, and such load only ever slows a pass down: so the two passes alternate three
+    times, as measure_end_to_end runs them, and the fastest of each are compared, with a margin
+    of a third both ways. (One pair, not alternated, once missed by 37% on a CI machine.)"""
+    root, _ = trained
+    paths = files(root)
+    device = runtime.ctx.device
+    need = -(-len(paths) // BATCH)
+    e2e, stages = [], []
+    with closing(create_pipeline(PipelineConfig(name="current"), context(device.type))) as pipe:
+        for _ in range(3):
+            seconds, count = time_stream(pipe, runtime, paths, BATCH, need, 0.5, device)
+            e2e.append(1e3 * seconds / count)
+            timed = time_stages(pipe, runtime, paths, BATCH, need, 0.5, device)
+            assert set(timed) == {f"{s}_ms" for s in STAGES}
+            stages.append(sum(timed.values()))
+    assert min(stages) <= 1.33 * min(e2e), (stages, e2e)
+    assert min(stages) >= 0.67 * min(e2e), (stages, e2e)
 
 
 @pytest.fixture
