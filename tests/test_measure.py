@@ -89,5 +89,6 @@ def test_cuda_timing_loop_keeps_every_call_and_meets_both_minimums(monkeypatch):
     assert t.iters == len(calls) >= 25
     assert t.span_s >= 0.2
     assert all(s >= 1.0 for s in t.samples_ms)
-    # chunks are sized to ~0.1 s once the call time is known: no run-away last chunk
-    assert t.span_s < 0.2 + 0.35
+    # chunks are sized to ~0.1 s once the call time is known: no run-away last chunk. Counted in
+    # calls (each >= 1 ms), not in wall time, which a loaded machine stretches
+    assert t.iters <= (0.2 + 0.35) / 0.001

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import onnx
 import onnxruntime
 import pytest
@@ -85,10 +83,8 @@ def test_second_prepare_hits_the_cache_and_exports_nothing(tmp_path, model, x, m
         raise AssertionError("exported again despite a valid cache entry")
 
     monkeypatch.setattr(torch.onnx, "export", no_export)
-    t0 = time.perf_counter()
     rt, second = _prepare(model, x, _ctx(tmp_path, batch=2))  # any batch: one export
     assert second.cache == "hit"
-    assert second.export_s < 1.0 and time.perf_counter() - t0 < 5.0
     assert rt.infer(x[:2]).shape == (2, 1000)
 
 
