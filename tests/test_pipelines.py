@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import threading
+import time
 from contextlib import closing
 from pathlib import Path
 
@@ -43,6 +44,7 @@ from sweep.pipelines.base import (
     resize_pil,
     resize_tensor,
 )
+from sweep.pipelines.current import CurrentPipeline
 from sweep.pipelines.e2e import STAGES, time_stages, time_stream
 from sweep.pipelines.gpu import cpu_decode_reason, group_by_size, resize_levels
 from sweep.runtimes import JobContext, UnsupportedError, create_runtime
@@ -364,6 +366,29 @@ def test_stage_times_account_for_the_end_to_end_time(trained, runtime, one_threa
             stages.append(sum(timed.values()))
     assert min(stages) <= 1.33 * min(e2e), (stages, e2e)
     assert min(stages) >= 0.67 * min(e2e), (stages, e2e)
+
+
+class ColdStartPipeline(CurrentPipeline):
+    """pipeline=current whose decoder takes a second to start, as nvJPEG's does in a job's process
+    whose prediction pass ran in worker processes."""
+
+    decodes = 0
+
+    def decode(self, paths):
+        self.decodes += 1
+        if self.decodes == 1:
+            time.sleep(1.0)
+        return super().decode(paths)
+
+
+def test_instrumented_pass_leaves_the_first_batch_out(trained, runtime):
+    root, _ = trained
+    device = runtime.ctx.device
+    with closing(ColdStartPipeline(PipelineConfig(), context(device.type))) as pipe:
+        timed = time_stages(pipe, runtime, files(root), BATCH, 3, 0.1, device)
+    timed_images = (pipe.decodes - 1) * BATCH
+    assert timed_images >= 3 * BATCH, (pipe.decodes, timed)
+    assert timed["decode_ms"] * timed_images < 500  # the start's 1000 ms not among them
 
 
 @pytest.fixture

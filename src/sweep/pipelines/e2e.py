@@ -12,13 +12,13 @@
    and overlap included) with no synchronisation other than reading the top-1 back, until both
    `bench.min_iters` batches (and at least one pass over the files) and `bench.min_seconds`:
    `e2e_ms_per_img`, `e2e_fps`;
-4. the instrumented pass, separately: the same stages one after another with the device
-   synchronised between them, the same stopping rule: `decode_ms`, `preprocess_ms`, `h2d_ms`,
-   `infer_ms`, `postprocess_ms` per image. For `current` they add up to about `e2e_ms_per_img`;
-   for `fast` and `gpu` the uninstrumented run overlaps stages, so their sum may exceed it.
-   Where the normalisation falls differs: `current` normalises in `preprocess` on the CPU;
-   `fast` copies a uint8 batch and normalises it on the device, both in `h2d`; `gpu`
-   normalises on the GPU in `preprocess`, leaving `h2d` next to nothing.
+4. the instrumented pass, separately, after one untimed batch: the same stages one after
+   another with the device synchronised between them, the same stopping rule: `decode_ms`,
+   `preprocess_ms`, `h2d_ms`, `infer_ms`, `postprocess_ms` per image. For `current` they add up
+   to about `e2e_ms_per_img`; for `fast` and `gpu` the uninstrumented run overlaps stages, so
+   their sum may exceed it. Where the normalisation falls differs: `current` normalises in
+   `preprocess` on the CPU; `fast` copies a uint8 batch and normalises it on the device, both in
+   `h2d`; `gpu` normalises on the GPU in `preprocess`, leaving `h2d` next to nothing.
 
 The runtime was built for one batch size: a last, partial batch is filled by repeating its own
 files (the extra predictions are dropped), and the stream wraps around to the first files.
@@ -132,13 +132,20 @@ def time_stream(pipe: Pipeline, runtime: Any, paths: Sequence[Path], batch: int,
 
 def time_stages(pipe: Pipeline, runtime: Any, paths: Sequence[Path], batch: int, need: int,
                 min_seconds: float, device: torch.device) -> dict[str, float]:
-    """Milliseconds per image of each stage, synchronising the device between stages."""
+    """Milliseconds per image of each stage, synchronising the device between stages, after one
+    untimed batch: with `pipeline.processes`, these steps run in the job's process, whose own
+    decoder (nvJPEG's, for pipeline=gpu) the prediction pass never used."""
     totals = dict.fromkeys(STAGES, 0.0)
     batches = 0
+    steps = (pipe.decode, pipe.preprocess, pipe.to_device, runtime.infer)  # then top1
+    chunks = pass_chunks(paths, batch)
+    value: Any = chunks[0]
+    for step in steps:  # the warm-up batch
+        value = step(value)
+    top1(value)
     _sync(device)
     start = time.perf_counter()
-    steps = (pipe.decode, pipe.preprocess, pipe.to_device, runtime.infer)  # then top1
-    for chunk in itertools.cycle(pass_chunks(paths, batch)):
+    for chunk in itertools.cycle(chunks):
         value, marks = chunk, [time.perf_counter()]
         for step in steps:
             value = step(value)
