@@ -1,11 +1,12 @@
 """`pipeline=gpu`: JPEG decode with nvJPEG, resize and normalisation on the GPU, overlapped.
 
-The files of a batch are read one after another (`pipeline.workers` > 1: by that many threads),
-and whatever nvJPEG should not decode is decoded on the CPU, with PIL: PNG and other formats,
-grayscale and CMYK JPEGs, 12-bit, lossless or arithmetic-coded JPEGs; each such file is counted in `stats.cpu_fallbacks` with its reason). The JPEGs of the batch are
-decoded together by `torchvision.io.decode_jpeg(list, device='cuda')`; should the batch fail, each
-file is retried alone and one that still fails is decoded on the CPU (counted). Files are read
-with `torchvision.io.read_file` straight into a tensor (no bytes object, no copy). torchvision
+The files of a batch are read one after another (`pipeline.workers` > 1: by that many threads)
+with `torchvision.io.read_file`, straight into a tensor (no bytes object, no copy). Whatever
+nvJPEG should not decode is decoded on the CPU, with PIL (PNG and other formats, grayscale and
+CMYK JPEGs, 12-bit, lossless or arithmetic-coded JPEGs), and counted in `stats.cpu_fallbacks`
+with its reason. The JPEGs of the batch are decoded together by
+`torchvision.io.decode_jpeg(list, device='cuda')`; should the batch fail, each file is retried
+alone and one that still fails is decoded on the CPU (counted). torchvision
 (0.19 to at least 0.26) decodes on the GPU with one process-wide decoder behind a mutex:
 concurrent `decode_jpeg` calls from several threads ran one after another on the H100 (a
 `pipeline.decoders` option that split the batch over 1, 2 or 4 threads measured the same decode
@@ -142,8 +143,8 @@ class GpuPipeline(Pipeline):
         # files are read one after another by default: a pool's hand-offs cost more than reading
         # a cached file (H100 host: 3.2 ms for 32 files of 71 kB through 8 threads)
         self.ahead = ThreadPoolExecutor(1, thread_name_prefix="sweep-read-ahead")
-        self.readers = None if cfg.workers <= 1 else ThreadPoolExecutor(cfg.workers,
-                                          thread_name_prefix="sweep-read")
+        self.readers = (None if cfg.workers <= 1
+                        else ThreadPoolExecutor(cfg.workers, thread_name_prefix="sweep-read"))
         self.side = torch.cuda.Stream(ctx.device)
 
     # --- stages ---------------------------------------------------------------------------
