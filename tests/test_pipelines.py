@@ -42,7 +42,6 @@ from sweep.pipelines.base import (
     prefetch,
     read_rgb,
     resize_pil,
-    resize_tensor,
 )
 from sweep.pipelines.current import CurrentPipeline
 from sweep.pipelines.e2e import STAGES, time_stages, time_stream
@@ -97,6 +96,16 @@ def job_config(root: Path | None, pipeline: str = "current", weights: Path | Non
 def context(device: str = "cpu") -> PipelineContext:
     return PipelineContext(device=torch.device(device), batch=BATCH, resolution=RES,
                            dtype=torch.float32, memory_format=torch.contiguous_format)
+
+
+def resize_tensor(img: torch.Tensor, resolution: int) -> torch.Tensor:
+    """The reference for pipeline=gpu's batched resize: one uint8 [3, H, W] image alone, torch's
+    antialiased bilinear in float32, rounded back to uint8 (the pipeline's former per-image path)."""
+    if img.shape[-2:] == (resolution, resolution):
+        return img
+    out = torch.nn.functional.interpolate(img[None].float(), size=(resolution, resolution),
+                                          mode="bilinear", align_corners=False, antialias=True)
+    return out[0].round_().clamp_(0, 255).to(torch.uint8)
 
 
 def files(root: Path) -> list[Path]:
@@ -281,17 +290,13 @@ def test_gpu_resize_follows_pil_within_one_level(trained, runtime):
     CPU, differs from PIL's by at most one grey level and changes no prediction."""
     from torchvision.transforms.functional import pil_to_tensor
 
-    paths = files(trained[0])
-    cpu, gpu_like = [], []
-    for p in paths:
-        img = read_rgb(p)
-        cpu.append(resize_pil(img, RES))
-        gpu_like.append(resize_tensor(pil_to_tensor(img), RES))
-    diff = (torch.stack(cpu).int() - torch.stack(gpu_like).int()).abs()
+    images = [read_rgb(p) for p in files(trained[0])]
+    cpu = torch.stack([resize_pil(img, RES) for img in images])
+    gpu_like = resize_levels([pil_to_tensor(img) for img in images], RES).to(torch.uint8)
+    diff = (cpu.int() - gpu_like.int()).abs()
     assert diff.max().item() <= 1
     dev = runtime.ctx.device
-    top1 = [runtime.infer(normalize(torch.stack(batch)).to(dev)).argmax(1).cpu()
-            for batch in (cpu, gpu_like)]
+    top1 = [runtime.infer(normalize(batch).to(dev)).argmax(1).cpu() for batch in (cpu, gpu_like)]
     assert torch.equal(top1[0], top1[1])
 
 

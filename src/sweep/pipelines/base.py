@@ -100,16 +100,6 @@ def resize_pil(img: Any, resolution: int) -> torch.Tensor:
     return pil_to_tensor(resize_image(img, resolution))
 
 
-def resize_tensor(img: torch.Tensor, resolution: int) -> torch.Tensor:
-    """The same resize on a uint8 [3, H, W] tensor on any device (the GPU pipeline's): torch's
-    antialiased bilinear in float32, rounded back to uint8."""
-    if img.shape[-2:] == (resolution, resolution):
-        return img
-    out = torch.nn.functional.interpolate(img[None].float(), size=(resolution, resolution),
-                                          mode="bilinear", align_corners=False, antialias=True)
-    return out[0].round_().clamp_(0, 255).to(torch.uint8)
-
-
 @functools.cache
 def _mean_std(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The ImageNet mean and std as float32 [3, 1, 1] on `device`, made once per device: making
@@ -123,13 +113,10 @@ def _mean_std(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     return stats
 
 
-def normalize(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """uint8 [..., 3, H, W] -> float32 normalised with the ImageNet mean and std (into `out`)."""
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """uint8 [..., 3, H, W] -> float32 normalised with the ImageNet mean and std."""
     mean, std = _mean_std(x.device)
-    if out is None:
-        out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
-    out.copy_(x)
-    return out.div_(255).sub_(mean).div_(std)
+    return x.to(torch.float32, copy=True).div_(255).sub_(mean).div_(std)
 
 
 def normalize_batch(levels: torch.Tensor, dtype: torch.dtype,

@@ -14,8 +14,8 @@ time, 0.26-0.27 ms/img, and was removed).
 
 Resize and normalisation run on the GPU over the whole batch: images of the same size are
 stacked and resized by one antialiased `interpolate` (one call per distinct size: one per batch
-for a set of equal-sized files), rounded and clamped to the uint8 levels as `resize_tensor`
-does, then the batch is normalised once and written in the runtime's dtype and memory format
+for a set of equal-sized files), in float32, rounded and clamped to the uint8 levels, then the
+batch is normalised once and written in the runtime's dtype and memory format
 (`normalize_batch`), so `to_device` has nothing left to do.
 
 By default (`pipeline.processes`, see process.py) this pipeline runs in worker processes, each
@@ -100,8 +100,7 @@ def group_by_size(shapes: Sequence[Sequence[int]]) -> dict[tuple[int, int], list
 
 def resize_levels(images: Sequence[torch.Tensor], resolution: int) -> torch.Tensor:
     """uint8 [3, H, W] images of any sizes, on one device -> float32 [B, 3, R, R] holding the
-    resized uint8 levels (integers 0..255: what `resize_tensor` returns, as floats, ready to be
-    normalised). The images of each size are stacked and resized by one antialiased
+    resized uint8 levels (integers 0..255, as floats, ready to be normalised). The images of each size are stacked and resized by one antialiased
     interpolate call; as interpolate treats each image and channel on its own, the result is
     that of resizing each image alone."""
     r = resolution
