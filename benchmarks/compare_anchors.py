@@ -13,11 +13,19 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 from pathlib import Path
 
-from sweep.report import collect
-
 ANCHORS = Path(__file__).with_name("anchors_h100.csv")
+
+
+def collect(sweep_dir: Path) -> list[dict]:
+    """One flat row per job folder's result.json (what the CLI writes): params, then metrics."""
+    rows = []
+    for path in sorted(sweep_dir.glob("*/result.json")):
+        r = json.loads(path.read_text())
+        rows.append({"status": r["status"], **r.get("params", {}), **(r.get("metrics") or {})})
+    return rows
 
 
 def _key(model, res, batch, precision, runtime, cl, mode):
@@ -64,7 +72,8 @@ def main() -> None:
         label = f"{runtime}{' ' + mode if mode else ''}"
         anchor, today, r = c.get("anchor"), c.get("today"), ours.get(k)
         if r is None:
-            lines.append(f"| {case} | {label} | {_fmt(anchor)} | {_fmt(today)} | not run | | | | | | | |")
+            lines.append(f"| {case} | {label} | {_fmt(anchor)} | {_fmt(today)} | not run "
+                         "| | | | | | | |")
             continue
         ratios = [r["fps"] / v if v else None for v in (anchor, today)]
         verdict = "yes" if max((x for x in ratios if x), default=0) >= 0.95 else "NO"

@@ -7,7 +7,6 @@ import json
 import pytest
 import torch
 
-from sweep import runtimes
 from sweep.accuracy import compare, make_decisive, synthetic_images
 from sweep.config import BenchConfig, CheckConfig, ModelConfig, RuntimeConfig, SweepConfig
 from sweep.job import run_job
@@ -75,7 +74,8 @@ def _job(tmp_path, runtime: str, batch: int = 4):
                                  ShuffledRuntime])
 def test_broken_adapter_is_caught(tmp_path, monkeypatch, cls):
     name = f"broken_{cls.__name__}"
-    monkeypatch.setitem(runtimes.RUNTIMES, name, f"{__name__}:{cls.__name__}")
+    # the schema names the implementation: here the broken adapter
+    monkeypatch.setattr(RuntimeConfig, "impl", f"{__name__}:{cls.__name__}")
     monkeypatch.setattr(cls, "name", name)
     result = _job(tmp_path, name)
     assert result.status == "ok"  # it ran; its outputs are marked wrong

@@ -7,8 +7,10 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
-from sweep.config import RUNTIME_SCHEMAS, ConfigError, SweepConfig, register_configs
+from sweep.config import RUNTIME_SCHEMAS, SweepConfig, register_configs
+from sweep.errors import ConfigError
 from sweep.paths import conf_dir
+from sweep.result import flatten, job_name
 
 register_configs()
 
@@ -50,7 +52,7 @@ def test_default_is_the_embedded_cpu_job():
     assert (cfg.runtime.name, cfg.model.name, cfg.resolution, cfg.batch, cfg.precision) == (
         "torch", "resnet18", 224, 1, "fp32")
     assert cfg.tracking.uri == "sqlite:///mlflow.db"
-    assert cfg.job_name == "torch-resnet18-224-b1-fp32"
+    assert job_name(flatten(cfg)) == "torch-resnet18-224-b1-fp32"
 
 
 def test_hardware_entries_have_peaks_for_every_precision():

@@ -11,9 +11,12 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image, ImageStat
 
-from sweep.config import ConfigError, SweepConfig, register_configs
-from sweep.data import check_root, generate, scan
+from sweep.config import SweepConfig, register_configs
+from sweep.data import check_root, scan
+from sweep.demo_data import generate
+from sweep.errors import ConfigError
 from sweep.paths import conf_dir
+from sweep.result import flatten, job_name
 
 register_configs()
 
@@ -54,7 +57,8 @@ def test_classes_are_visually_separable(demo):
 
 def test_cli_generates(tmp_path):
     out = tmp_path / "set"
-    proc = subprocess.run([sys.executable, "-m", "sweep.data", "generate", str(out), "--classes",
+    proc = subprocess.run([sys.executable, "-m", "sweep.demo_data", "generate", str(out),
+                           "--classes",
                            "2", "--per-class", "3"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "wrote 6 images in 2 classes" in proc.stdout
@@ -107,7 +111,7 @@ def test_bad_root_is_a_config_error_naming_data_root(tmp_path, case, shown):
     with pytest.raises(ConfigError) as e:
         check_root(root)
     assert "data.root" in str(e.value) and shown in str(e.value)
-    assert "python -m sweep.data generate" in str(e.value)
+    assert "python -m sweep.demo_data generate" in str(e.value)
 
 
 def test_imagefolder_without_root_fails_at_composition():
@@ -119,22 +123,22 @@ def test_pipeline_group_composes(demo):
     for name in ("current", "fast", "gpu"):
         cfg = make("data=imagefolder", f"data.root={demo}", f"pipeline={name}", "device=auto")
         assert cfg.pipeline.name == name and cfg.data.root == str(demo)
-        assert cfg.job_name == f"torch-resnet18-224-b1-fp32-{name}"
+        assert job_name(flatten(cfg)) == f"torch-resnet18-224-b1-fp32-{name}"
     assert make().pipeline.name == "current"
     cfg = make("data=imagefolder", f"data.root={demo}", "flags.pin_memory=true",
                "flags.gpu_non_blocking=true")
-    assert cfg.job_name == "torch-resnet18-224-b1-fp32-current-pin-nb"
+    assert job_name(flatten(cfg)) == "torch-resnet18-224-b1-fp32-current-pin-nb"
     # pipeline options away from their defaults show too, so that a sweep over them is legible
     cfg = make("data=imagefolder", f"data.root={demo}", "pipeline=fast", "pipeline.workers=8",
                "pipeline.prefetch=0")
-    assert cfg.job_name == "torch-resnet18-224-b1-fp32-fast-w8-pf0"
+    assert job_name(flatten(cfg)) == "torch-resnet18-224-b1-fp32-fast-w8-pf0"
     # worker processes: each pipeline's own default (gpu 4, the others 0) is not shown
     assert make("data=imagefolder", f"data.root={demo}", "pipeline=gpu",
                 "device=auto").pipeline.processes == 4
     for name, n, suffix in (("gpu", 0, "-p0"), ("gpu", 4, ""), ("fast", 2, "-p2")):
         cfg = make("data=imagefolder", f"data.root={demo}", f"pipeline={name}", "device=auto",
                    f"pipeline.processes={n}")
-        assert cfg.job_name == f"torch-resnet18-224-b1-fp32-{name}{suffix}"
+        assert job_name(flatten(cfg)) == f"torch-resnet18-224-b1-fp32-{name}{suffix}"
 
 
 @pytest.mark.parametrize("overrides, shown", [

@@ -8,7 +8,8 @@ import pytest
 import torch
 import torchvision
 
-from sweep.config import ConfigError, ModelConfig
+from sweep.config import ModelConfig
+from sweep.errors import ConfigError
 from sweep.models import build_model, check_resolution
 
 
@@ -37,7 +38,8 @@ def test_wrapped_checkpoint_with_module_prefix_is_loaded(tmp_path):
 def test_missing_weights_file():
     with pytest.raises(ConfigError) as e:
         build_model(ModelConfig(weights="/nonexistent/model.pth"))
-    assert "model.weights='/nonexistent/model.pth'" in str(e.value) and "no such file" in str(e.value)
+    assert "model.weights='/nonexistent/model.pth'" in str(e.value)
+    assert "no such file" in str(e.value)
 
 
 def test_weights_that_do_not_fit_say_why(tmp_path):

@@ -26,15 +26,15 @@ from sweep.config import (
     DataConfig,
     FlagsConfig,
     ModelConfig,
-    PipelineConfig,
     SweepConfig,
     TorchRuntimeConfig,
     TrackingConfig,
+    pipeline_config,
 )
-from sweep.data import fit_head, generate
+from sweep.demo_data import fit_head, generate
 from sweep.job import run_job
 from sweep.models import build_model
-from sweep.pipelines import create_pipeline, measure_end_to_end
+from sweep.pipelines import create_pipeline
 from sweep.pipelines.base import (
     PipelineContext,
     normalize,
@@ -44,9 +44,9 @@ from sweep.pipelines.base import (
     resize_pil,
 )
 from sweep.pipelines.current import CurrentPipeline
-from sweep.pipelines.e2e import STAGES, time_stages, time_stream
 from sweep.pipelines.gpu import cpu_decode_reason, group_by_size, resize_levels
 from sweep.runtimes import JobContext, UnsupportedError, create_runtime
+from sweep.scenarios.end_to_end import STAGES, measure_end_to_end, time_stages, time_stream
 
 RES = 32
 BATCH = 4
@@ -86,7 +86,7 @@ def job_config(root: Path | None, pipeline: str = "current", weights: Path | Non
     data = DataConfig(name="imagefolder", root=str(root)) if root else DataConfig()
     return SweepConfig(
         runtime=TorchRuntimeConfig(), data=data,
-        pipeline=PipelineConfig(name=pipeline), resolution=RES, batch=BATCH,
+        pipeline=pipeline_config(pipeline), resolution=RES, batch=BATCH,
         model=ModelConfig(weights=str(weights) if weights else None, num_classes=4),
         device="cuda" if pipeline == "gpu" else "auto", flags=FlagsConfig(**flags),
         bench=BenchConfig(warmup=1, min_iters=3, min_seconds=min_seconds),
@@ -100,7 +100,8 @@ def context(device: str = "cpu") -> PipelineContext:
 
 def resize_tensor(img: torch.Tensor, resolution: int) -> torch.Tensor:
     """The reference for pipeline=gpu's batched resize: one uint8 [3, H, W] image alone, torch's
-    antialiased bilinear in float32, rounded back to uint8 (the pipeline's former per-image path)."""
+    antialiased bilinear in float32, rounded back to uint8 (the pipeline's former per-image
+    path)."""
     if img.shape[-2:] == (resolution, resolution):
         return img
     out = torch.nn.functional.interpolate(img[None].float(), size=(resolution, resolution),
@@ -122,9 +123,9 @@ def jpeg_bytes(img: Image.Image, **kwargs) -> bytes:
 
 def test_current_and_fast_build_identical_batches(trained):
     paths = files(trained[0])[:BATCH]
-    current = create_pipeline(PipelineConfig(name="current"), context())
-    fast = create_pipeline(PipelineConfig(name="fast", workers=2), context())
-    inline = create_pipeline(PipelineConfig(name="fast", workers=2, prefetch=0), context())
+    current = create_pipeline(pipeline_config("current"), context())
+    fast = create_pipeline(pipeline_config("fast", workers=2), context())
+    inline = create_pipeline(pipeline_config("fast", workers=2, prefetch=0), context())
     try:
         a = current.to_device(current.preprocess(current.decode(paths)))
         b = fast.to_device(fast.preprocess(fast.decode(paths)))
@@ -150,7 +151,8 @@ def assorted(tmp_path) -> list[Path]:
     paths = []
     for name, img in [("a.jpg", noise(97, 61)), ("b.jpg", noise(RES, RES)),
                       ("c.jpg", noise(45, 130).convert("L")), ("d.png", noise(50, 50)),
-                      ("e.png", noise(33, 70).convert("RGBA")), ("f.png", noise(64, 48).convert("P")),
+                      ("e.png", noise(33, 70).convert("RGBA")),
+                      ("f.png", noise(64, 48).convert("P")),
                       ("g.jpg", noise(97, 61))]:
         img.save(tmp_path / name)
         paths.append(tmp_path / name)
@@ -167,8 +169,8 @@ def test_fast_packs_uint8_and_normalises_in_to_device_as_current_does(assorted, 
     layout, on the staged and on the prefetched path."""
     ctx = PipelineContext(device=torch.device("cpu"), batch=len(assorted), resolution=RES,
                           dtype=dtype, memory_format=memory_format)
-    current = create_pipeline(PipelineConfig(name="current"), ctx)
-    fast = create_pipeline(PipelineConfig(name="fast", workers=3), ctx)
+    current = create_pipeline(pipeline_config("current"), ctx)
+    fast = create_pipeline(pipeline_config("fast", workers=3), ctx)
     try:
         a = current.to_device(current.preprocess(current.decode(assorted)))
         packed = fast.preprocess(fast.decode(assorted))
@@ -247,7 +249,7 @@ def test_gpu_preprocess_is_the_per_image_resize_then_normalize(dtype, memory_for
     images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=gen)
               for h, w in [(40, 30), (RES, RES), (40, 30), (64, 64)]]
     pipe = object.__new__(GpuPipeline)
-    pipe.cfg = PipelineConfig(name="gpu")
+    pipe.cfg = pipeline_config("gpu")
     pipe.ctx = PipelineContext(device=torch.device("cpu"), batch=4, resolution=RES, dtype=dtype,
                                memory_format=memory_format)
     x = pipe.preprocess(images)
@@ -318,7 +320,7 @@ def test_nvjpeg_routing_sends_only_plain_colour_jpegs_to_the_gpu():
 
 def test_gpu_pipeline_without_cuda_says_what_to_use_instead():
     with pytest.raises(UnsupportedError) as e:
-        create_pipeline(PipelineConfig(name="gpu"), context("cpu"))
+        create_pipeline(pipeline_config("gpu"), context("cpu"))
     assert "pipeline=gpu" in str(e.value) and "pipeline=fast" in str(e.value)
 
 
@@ -362,7 +364,7 @@ def test_stage_times_account_for_the_end_to_end_time(trained, runtime, one_threa
     device = runtime.ctx.device
     need = -(-len(paths) // BATCH)
     e2e, stages = [], []
-    with closing(create_pipeline(PipelineConfig(name="current"), context(device.type))) as pipe:
+    with closing(create_pipeline(pipeline_config("current"), context(device.type))) as pipe:
         for _ in range(3):
             seconds, count = time_stream(pipe, runtime, paths, BATCH, need, 0.5, device)
             e2e.append(1e3 * seconds / count)
@@ -389,7 +391,7 @@ class ColdStartPipeline(CurrentPipeline):
 def test_instrumented_pass_leaves_the_first_batch_out(trained, runtime):
     root, _ = trained
     device = runtime.ctx.device
-    with closing(ColdStartPipeline(PipelineConfig(), context(device.type))) as pipe:
+    with closing(ColdStartPipeline(pipeline_config(), context(device.type))) as pipe:
         timed = time_stages(pipe, runtime, files(root), BATCH, 3, 0.1, device)
     timed_images = (pipe.decodes - 1) * BATCH
     assert timed_images >= 3 * BATCH, (pipe.decodes, timed)
@@ -472,8 +474,8 @@ def test_worker_process_streams_the_same_batches_and_can_be_left_early(trained):
     stream of the same workers starts clean; the workers serve every stream until close."""
     paths = files(trained[0])
     chunks = [paths[i:i + BATCH] for i in range(0, 24, BATCH)]
-    inproc = create_pipeline(PipelineConfig(name="fast", workers=2), context())
-    worker = create_pipeline(PipelineConfig(name="fast", workers=2, processes=2), context())
+    inproc = create_pipeline(pipeline_config("fast", workers=2), context())
+    worker = create_pipeline(pipeline_config("fast", workers=2, processes=2), context())
     try:
         expected = [x.clone() for x in inproc.batches(chunks)]
         got = [x.clone() for x in worker.batches(chunks)]
@@ -501,7 +503,7 @@ def test_worker_process_raises_the_pipelines_error_and_serves_on(tmp_path, train
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not an image")
     good = files(trained[0])[:BATCH]
-    worker = create_pipeline(PipelineConfig(name="current", processes=1), context())
+    worker = create_pipeline(pipeline_config("current", processes=1), context())
     try:
         with pytest.raises(Exception) as e:
             list(worker.batches([good, [bad, *good[1:]], good]))
@@ -518,7 +520,7 @@ def test_a_killed_worker_fails_the_stream_instead_of_hanging(trained):
     from sweep.pipelines.process import WorkerDied
 
     paths = files(trained[0])
-    worker = create_pipeline(PipelineConfig(name="current", processes=1), context())
+    worker = create_pipeline(pipeline_config("current", processes=1), context())
     try:
         it = worker.batches(paths[i:i + BATCH] for i in range(0, 24, BATCH))
         next(it)
@@ -565,7 +567,7 @@ def test_gpu_pipeline_overlapped_batches_match_the_staged_ones(trained, flags, a
     root = trained[0]
     ctx = PipelineContext(device=torch.device("cuda"), batch=BATCH, resolution=RES,
                           dtype=torch.float16, memory_format=torch.channels_last, **flags)
-    pipe = create_pipeline(PipelineConfig(name="gpu", prefetch=ahead, processes=process), ctx)
+    pipe = create_pipeline(pipeline_config("gpu", prefetch=ahead, processes=process), ctx)
     chunks = [files(root)[i:i + BATCH] for i in range(0, 24, BATCH)]
     try:
         staged = [pipe.to_device(pipe.preprocess(pipe.decode(c))) for c in chunks]
@@ -580,10 +582,11 @@ def test_gpu_pipeline_overlapped_batches_match_the_staged_ones(trained, flags, a
 @pytest.mark.skipif(CUDA, reason="checks the failure on a machine without CUDA")
 def test_job_with_pipeline_gpu_on_a_cpu_fails_with_a_clear_message(trained, tmp_path):
     cfg = job_config(trained[0], "current")
-    cfg.pipeline = PipelineConfig(name="gpu")  # device=auto resolves to the CPU here
+    cfg.pipeline = pipeline_config("gpu")  # device=auto resolves to the CPU here
     result = run_job(cfg, tmp_path)
     assert result.status == "failed"
-    assert "pipeline=gpu" in result.error and "use pipeline=current or pipeline=fast" in result.error
+    assert "pipeline=gpu" in result.error
+    assert "use pipeline=current or pipeline=fast" in result.error
 
 
 # --- through job.py -----------------------------------------------------------------------------

@@ -211,7 +211,7 @@ def test_fault_needs_process_isolation(tmp_path, cache_dir):
 
 
 def test_override_keys_become_valid_mlflow_param_names():
-    from sweep.tracking import param_key
+    from sweep.tracking.mlflow_store import param_key
 
     assert param_key("+fault_at") == "fault_at" and param_key("++bench.warmup") == "bench.warmup"
     assert param_key("hydra/launcher") == "hydra/launcher" and param_key("a[0]") == "a_0_"

@@ -52,7 +52,8 @@ def write_job(root: Path, n: int, runtime: str, batch: int, cl: bool, mean_ms: f
         "e2e_ms_per_img": per_img + 4.2, "accuracy_top1_pct": 100.0 * correct, **STAGES}
     result = {"job": d.name.split("_", 1)[1], "status": "failed" if error else "ok",
               "error": error, "params": _params(runtime, batch, cl), "metrics": metrics,
-              "info": {"hardware_used": "h100_sxm", "util_basis": "fp32 peak of h100_sxm (60 TFLOPS)",
+              "info": {"hardware_used": "h100_sxm",
+                       "util_basis": "fp32 peak of h100_sxm (60 TFLOPS)",
                        "correctness": "within tolerance" if correct else "max_abs_err 3.2 > 0.01"}}
     (d / "result.json").write_text(json.dumps(result))
     if not error:
@@ -86,7 +87,8 @@ def test_ab_verdict_clearly_different():
     rng = np.random.default_rng(0)
     c = compare(rng.normal(10, 1, 200).tolist(), rng.normal(12, 1, 200).tolist())
     assert c.verdict == "different" and c.real
-    assert c.delta_pct == pytest.approx(20, abs=3) and 0 < c.ci_low_pct < c.delta_pct < c.ci_high_pct
+    assert c.delta_pct == pytest.approx(20, abs=3)
+    assert 0 < c.ci_low_pct < c.delta_pct < c.ci_high_pct
     assert c.p_value < 1e-10
 
 

@@ -9,9 +9,9 @@ import torch
 
 from sweep.accuracy import make_decisive, synthetic_images
 from sweep.cache import ArtifactCache
-from sweep.config import ModelConfig, OnnxRuntimeConfig
+from sweep.config import RUNTIME_SCHEMAS, ModelConfig, OnnxRuntimeConfig
 from sweep.models import build_model
-from sweep.runtimes import RUNTIMES, JobContext, UnsupportedError, create_runtime
+from sweep.runtimes import JobContext, UnsupportedError, create_runtime
 from sweep.runtimes.ort import (
     CPU_EP,
     CUDA_EP,
@@ -48,8 +48,8 @@ def _ctx(tmp_path, precision: str = "fp32", device: str = "cpu", batch: int = 8,
 
 
 def _prepare(model, x, ctx, cfg: OnnxRuntimeConfig | None = None):
+    ctx.model_identity = ArtifactCache.model_identity(ModelConfig(), model)  # as job.py does
     rt = create_runtime(cfg or OnnxRuntimeConfig(), ctx)
-    ctx.cache_key_parts = ArtifactCache.model_identity(ModelConfig(), model)  # as job.py does
     return rt, rt.prepare(model, x)
 
 
@@ -58,7 +58,7 @@ def _rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 def test_registered():
-    assert RUNTIMES["onnx"] == "sweep.runtimes.ort:OnnxRuntime"
+    assert RUNTIME_SCHEMAS["onnx"].impl == "sweep.runtimes.ort:OnnxRuntime"
 
 
 def test_fp32_matches_torch(tmp_path, model, x):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sweep.cache import ArtifactCache
-from sweep.config import SweepConfig, TrackingConfig, TrtRuntimeConfig
+from sweep.config import RUNTIME_SCHEMAS, SweepConfig, TrackingConfig, TrtRuntimeConfig
 from sweep.runtimes import JobContext, UnsupportedError, create_runtime
 from sweep.runtimes.tensorrt import (
     TensorRTRuntime,
@@ -29,7 +29,7 @@ def _ctx(tmp_path, precision: str = "fp32", device: str = "cuda", batch: int = 1
     return JobContext(device=torch.device(device), precision=precision, batch=batch,
                       resolution=resolution, channels_last=channels_last,
                       cache=ArtifactCache(tmp_path),
-                      cache_key_parts=dict(MODEL))
+                      model_identity=dict(MODEL))
 
 
 def test_missing_library_message_names_the_pip_command():
@@ -115,7 +115,7 @@ def test_cache_parts_change_with_precision_shape_build_and_weights(tmp_path):
                 k(env={**ENV, "gpu": "NVIDIA A100-SXM4-80GB", "compute_capability": "8.0"}),
                 k(env={**ENV, "tensorrt": "10.14.0"}),
                 key(cache_parts(cfg, JobContext(**{**vars(_ctx(tmp_path)),
-                                                   "cache_key_parts": {**MODEL, "state": "f"}}),
+                                                   "model_identity": {**MODEL, "state": "f"}}),
                                 ENV))]
     assert len({base, *variants}) == len(variants) + 1
 
@@ -133,5 +133,5 @@ def test_cache_parts_name_model_and_int8_calibration(tmp_path):
 def test_module_imports_without_tensorrt():
     from sweep.runtimes import runtime_class
 
-    assert runtime_class("trt") is TensorRTRuntime
+    assert runtime_class(RUNTIME_SCHEMAS["trt"]) is TensorRTRuntime
     assert TensorRTRuntime.supported == {"cuda": ("fp32", "tf32", "fp16", "bf16", "int8")}

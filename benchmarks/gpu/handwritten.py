@@ -1,4 +1,5 @@
-"""The hand-written probes of ANCHORS.md, re-measured in the same device call as the sweep.
+"""The hand-written probes of ANCHORS.md (its figures: benchmarks/anchors_h100.csv), re-measured
+in the same device call as the sweep.
 
 ANCHORS.md says absolute figures drift from machine to machine and day to day ("compare within
 one run where you can"). This script is what a careful person writes by hand for each anchored
@@ -67,7 +68,8 @@ def eager(seconds: float):
                 yield (name, res, batch, "fp32", "torch", False, "",
                        fps_of(lambda m32=m32, x=x: m32(x), batch, seconds), "eager fp32, TF32 off")
                 yield (name, res, batch, "fp16", "torch", True, "",
-                       fps_of(lambda m16=m16, x16=x16: m16(x16), batch, seconds), "eager fp16 channels_last")
+                       fps_of(lambda m16=m16, x16=x16: m16(x16), batch, seconds),
+                       "eager fp16 channels_last")
 
 
 def compiled(seconds: float):
@@ -86,7 +88,8 @@ def compiled(seconds: float):
             compile_s = time.perf_counter() - t0
             fps = fps_of(lambda c=c, x=x: c(x), batch, seconds)
         yield (name, res, batch, "fp16", "compile", True, "reduce-overhead", fps,
-               f"torch.compile reduce-overhead fp16 channels_last (first 3 calls {compile_s:.0f} s)")
+               "torch.compile reduce-overhead fp16 channels_last "
+               f"(first 3 calls {compile_s:.0f} s)")
 
 
 def onnx(seconds: float):
@@ -105,9 +108,12 @@ def onnx(seconds: float):
                               input_names=["input"], output_names=["logits"], opset_version=18,
                               dynamo=False,
                               dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-            variants = ([("fp16", {}, "ORT CUDA fp16 (half export), defaults, prefer_nhwc")] if half
-                        else [("tf32", {}, "ORT CUDA fp32 export, defaults (TF32 on), prefer_nhwc"),
-                              ("fp32", {"use_tf32": "0"}, "ORT CUDA fp32 export, use_tf32=0, prefer_nhwc")])
+            if half:
+                variants = [("fp16", {}, "ORT CUDA fp16 (half export), defaults, prefer_nhwc")]
+            else:
+                variants = [("tf32", {}, "ORT CUDA fp32 export, defaults (TF32 on), prefer_nhwc"),
+                            ("fp32", {"use_tf32": "0"},
+                             "ORT CUDA fp32 export, use_tf32=0, prefer_nhwc")]
             for precision, extra, note in variants:
                 so = ort.SessionOptions()
                 so.log_severity_level = 3
@@ -142,8 +148,8 @@ def main() -> None:
             for row in {"eager": eager, "compile": compiled, "onnx": onnx}[part](args.seconds):
                 w.writerow(row)
                 f.flush()
-                print(f"{row[4]} {row[0]} {row[1]} b{row[2]} {row[3]}: {row[7]:,.0f} img/s  ({row[8]})",
-                      flush=True)
+                print(f"{row[4]} {row[0]} {row[1]} b{row[2]} {row[3]}: {row[7]:,.0f} img/s  "
+                      f"({row[8]})", flush=True)
 
 
 if __name__ == "__main__":

@@ -9,31 +9,72 @@ slicing between the contexts of worker processes). ms per batch of 32 (resnet18 
     e2e-graph      the same with one CUDA graph replay as the inference
 Also the largest difference from pipeline=gpu's batch of the same files (must be 0).
 
-    cd benchmarks/gpu && PYTHONPATH=../../src python3 probe_script.py DIR
+    PYTHONPATH=src python3 benchmarks/gpu/probe_script.py DIR
 
-NOT RUN YET: written at the end of the 2026-11-24 session, when no device time was left; on
-this machine (no GPU) only the scripting of `prepare` was checked. The next step for issue 4.
+Not run on a GPU yet; why it is the next step: benchmarks/results/e2e_process_h100_2026-11-24/
+README.md ("Next").
 """
 
 from __future__ import annotations
 
 import itertools
 import sys
+import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torchvision
 import torchvision.io  # noqa: F401 - registers torch.ops.image
 
-from sweep.config import PipelineConfig
+from sweep.config import pipeline_config
 from sweep.pipelines import create_pipeline
-from sweep.pipelines.base import IMAGENET_MEAN, IMAGENET_STD, PipelineContext
-
-from probe_common import ms_per_step, resnet18_and_graph  # isort: skip
+from sweep.pipelines.base import PipelineContext
 
 BATCH, RES, SECONDS = 32, 256, 2.0
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # as every pipeline
 warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit is deprecated
+
+
+def ms_per_step(step: Callable[[], object], seconds: float, warmup: int = 1,
+                min_steps: int = 3) -> float:
+    """Milliseconds per call of `step`, the device synchronised before and after the run of
+    at least `seconds` and `min_steps` calls (after `warmup` calls)."""
+    for _ in range(warmup):
+        step()
+    torch.cuda.synchronize()
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds or n < min_steps:
+        step()
+        n += 1
+    torch.cuda.synchronize()
+    return 1e3 * (time.perf_counter() - t0) / n
+
+
+def resnet18_and_graph(batch: int, res: int) -> tuple[torch.nn.Module, torch.Tensor,
+                                                        Callable[[], torch.Tensor]]:
+    """resnet18 in fp16 channels_last on the GPU, its static input x (zeros) and a function that
+    replays one CUDA graph of model(x) and returns its (static) output."""
+    model = torchvision.models.get_model("resnet18").eval().cuda().half()
+    model = model.to(memory_format=torch.channels_last)
+    x = torch.zeros(batch, 3, res, res, device="cuda", dtype=torch.float16).contiguous(
+        memory_format=torch.channels_last)
+    warm = torch.cuda.Stream()
+    warm.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(warm), torch.no_grad():
+        for _ in range(3):
+            model(x)
+    torch.cuda.current_stream().wait_stream(warm)
+    graph = torch.cuda.CUDAGraph()
+    with torch.no_grad(), torch.cuda.graph(graph):
+        y = model(x)
+
+    def replay() -> torch.Tensor:
+        graph.replay()
+        return y
+
+    return model, x, replay
 
 
 @torch.jit.script
@@ -58,8 +99,8 @@ def main() -> None:
     std = torch.tensor(IMAGENET_STD, device="cuda").view(3, 1, 1)
     ctx = PipelineContext(device=torch.device("cuda"), batch=BATCH, resolution=RES,
                           dtype=torch.float16, memory_format=torch.channels_last)
-    pipe = create_pipeline(PipelineConfig(name="gpu", processes=0, prefetch=0), ctx)
-    ref = pipe.preprocess(pipe.decode([Path(p) for p in chunks[0]]))
+    pipe = create_pipeline(pipeline_config("gpu", processes=0, prefetch=0), ctx)
+    ref = pipe.to_device(pipe.preprocess(pipe.decode([Path(p) for p in chunks[0]])))
     pipe.close()
     got = prepare(chunks[0], RES, mean, std)
     print("max |script - pipeline=gpu| =", (got.float() - ref.float()).abs().max().item())

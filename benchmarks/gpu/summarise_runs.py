@@ -1,6 +1,7 @@
 """The end-to-end figures of each job folder under RUNS (hydra.run.dir of verify_pipelines.sh),
 printed one line a job and written to OUT as JSON: e2e and pure inference per image, stage
-times, accuracy, and e2e over pure inference (issue 4's ratio).
+times, accuracy, and e2e over pure inference (the ratio pipeline=gpu is held to: see
+benchmarks/results/e2e_process_h100_2026-11-24/README.md).
 
     python3 benchmarks/gpu/summarise_runs.py RUNS OUT.json
 """

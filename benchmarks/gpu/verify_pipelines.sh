@@ -1,26 +1,26 @@
 #!/usr/bin/env bash
-# Issue 4's GPU verification: the pipeline tests with CUDA (pipeline=gpu unskipped), the
-# hand-written end-to-end probe of ANCHORS.md on its own files and on the set below, where
-# pipeline=gpu's time goes (probe_e2e.py), then pipeline=current|fast|gpu end to end on 256
-# generated 512x512 JPEGs through eager PyTorch fp16, batch 32, 256x256 (the issue's case), with
-# a classifier fitted to the set. Needs hydra-core and omegaconf on the device
-# (.gpu-carry/wheels, see setup_device.sh). Results: $OUT (or results/): runs.json and the probes.
+# The pipelines' GPU verification: the pipeline tests with CUDA (pipeline=gpu unskipped), the
+# hand-written end-to-end probe (handwritten_e2e.py) on its own files and on the set below, then
+# pipeline=current|fast|gpu end to end on 256 generated 512x512 JPEGs through eager PyTorch fp16,
+# batch 32, 256x256, with a classifier fitted to the set; each job's stage times (decode_ms,
+# preprocess_ms, ...) say where its time goes. Needs hydra-core and omegaconf on the device
+# (.gpu-carry/wheels, see setup_device.sh). Results: $OUT (or results/): runs.json and the probe.
+# Why this case, and the figures so far: benchmarks/results/e2e_process_h100_2026-11-24/README.md.
 #   bash benchmarks/gpu/verify_pipelines.sh [extra overrides...]
 set -uo pipefail
 source benchmarks/gpu/setup_device.sh
 out=${OUT:-results}
 mkdir -p "$out"
 w=/tmp/e2e-verify
-python3 -m sweep.data generate $w/j512 --classes 4 --per-class 64 --min-size 512 --max-size 512 --png-every 0 >/dev/null
-python3 -m sweep.data generate $w/train --classes 4 --per-class 32 --min-size 200 --max-size 640 --seed 1 >/dev/null
-python3 -m sweep.data fit-head $w/train $w/head.pth --resolution 256 | tail -1
+python3 -m sweep.demo_data generate $w/j512 --classes 4 --per-class 64 --min-size 512 --max-size 512 --png-every 0 >/dev/null
+python3 -m sweep.demo_data generate $w/train --classes 4 --per-class 32 --min-size 200 --max-size 640 --seed 1 >/dev/null
+python3 -m sweep.demo_data fit-head $w/train $w/head.pth --resolution 256 | tail -1
 if [ -z "${SKIP_TESTS:-}" ]; then  # SKIP_TESTS=1: not the pipeline tests
   timeout 400 python3 -m pytest -q -p no:cacheprovider tests/test_pipelines.py 2>&1 | tail -3 | tee "$out/pytest.txt"
 fi
 if [ -z "${SKIP_PROBES:-}" ]; then  # SKIP_PROBES=1: the sweep's runs only
   (python3 benchmarks/gpu/handwritten_e2e.py; python3 benchmarks/gpu/handwritten_e2e.py --files $w/j512) \
     2>&1 | grep -v Warn | tee "$out/handwritten_e2e.txt"
-  python3 benchmarks/gpu/probe_e2e.py $w/j512 2>&1 | grep -v Warn | tee "$out/probe_e2e.txt"
 fi
 common="data=imagefolder data.root=$w/j512 precision=fp16 batch=32 resolution=256
   model.weights=$w/head.pth model.num_classes=4 tracking.enabled=false bench.min_seconds=2"

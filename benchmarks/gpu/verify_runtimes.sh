@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Issue 3's GPU verification: resnet18 256 and resnet50 224 at batch 1, 32, 256, fp32 and fp16,
-# for eager PyTorch (NCHW and channels_last), torch.compile (reduce-overhead, channels_last) and
-# ONNX Runtime (CUDA EP, IO binding). Results: multirun/gpu-<part>-<runtime>/, one mlflow.db.
+# The runtimes' GPU verification: resnet18 256 and resnet50 224 at batch 1, 32, 256, fp32 and
+# fp16, for eager PyTorch (NCHW and channels_last), torch.compile (reduce-overhead,
+# channels_last) and ONNX Runtime (CUDA EP, IO binding). Results: multirun/gpu-<part>-<runtime>/,
+# one mlflow.db.
+# Compared with handwritten.py by benchmarks/compare_anchors.py; figures so far:
+# benchmarks/results/h100_runtimes_2026-11-24/README.md.
 #   bash benchmarks/gpu/verify_runtimes.sh torch|compile|onnx [extra overrides...]
 set -uo pipefail
 source benchmarks/gpu/setup_device.sh

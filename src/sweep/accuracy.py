@@ -103,7 +103,8 @@ def compare(ref: torch.Tensor, out: torch.Tensor, precision: str) -> Check:
     agreement = 100.0 * agree / n_dec if n_dec else math.nan
     problems = []
     if not math.isfinite(rel) or rel > tol:
-        problems.append(f"max |error| is {rel:.3g} x the logit std (allowed {tol:g} for {precision})")
+        problems.append(f"max |error| is {rel:.3g} x the logit std "
+                        f"(allowed {tol:g} for {precision})")
     if n_dec and agreement < min_agree:
         problems.append(f"top-1 agreement {agreement:.1f}% on {n_dec} decisive samples "
                         f"(needs {min_agree:g}%)")

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sweep.metrics import AB
 from sweep.significance import ALPHA, MIN_EFFECT_PCT, Comparison, compare
 from sweep.sources import Sweep
 
@@ -158,10 +159,6 @@ class ABPair:
         return self.metrics[0]
 
 
-AB_METRICS = [("infer ms/image", "infer_ms_per_img", True), ("FPS", "fps", False),
-              ("E2E ms/image", "e2e_ms_per_img", True), ("accuracy %", "accuracy_top1_pct", False)]
-
-
 def ab_params(sweep: Sweep, requested: Iterable[str] = ()) -> list[str]:
     """The params to A/B: those asked for, plus every boolean param that varies."""
     auto = [p for p in varying_params(sweep)
@@ -207,9 +204,11 @@ def ab_pairs(sweep: Sweep, param: str, alpha: float = ALPHA,
             by_value.setdefault(_hashable(r.get(param)), r)
         values = sorted(by_value, key=lambda v: (str(type(v)), v if v is not None else ""))
         for v in values[1:]:
-            pair = ABPair(param, by_value[values[0]], by_value[v], label(by_value[v], context_keys))
-            pair.metrics = [m for n, k, lower in AB_METRICS
-                            if (m := _metric(sweep, pair.a, pair.b, n, k, lower, alpha, min_effect))]
+            pair = ABPair(param, by_value[values[0]], by_value[v],
+                          label(by_value[v], context_keys))
+            pair.metrics = [m for metric in AB
+                            if (m := _metric(sweep, pair.a, pair.b, metric.title, metric.name,
+                                             bool(metric.lower_is_better), alpha, min_effect))]
             pairs.append(pair)
     return pairs
 
@@ -284,7 +283,8 @@ def pareto_front(rows: list[Row], latency: str = "infer_ms_p50") -> list[Row]:
 
 
 def throughput_key(rows: list[Row]) -> str:
-    """`e2e_fps` when every candidate has it (files to answers is what gets deployed), else `fps`."""
+    """`e2e_fps` when every candidate has it (files to answers is what gets deployed), else
+    `fps`."""
     return "e2e_fps" if rows and all(r.get("e2e_fps") is not None for r in rows) else "fps"
 
 

@@ -1,4 +1,5 @@
-"""Hydra entry point: compose, run one job, record it, report progress, return the headline.
+"""Hydra entry point: compose, build the typed config once, run or skip the job, record it,
+report progress, return the headline.
 
     python -m sweep                                     # one job, the embedded default
     python -m sweep -m runtime=torch,onnx batch=1,8,32  # a multirun sweep
@@ -6,12 +7,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -19,8 +19,20 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from sweep import state
-from sweep.config import TrackingConfig, register_configs
+from sweep.config import SweepConfig, TrackingConfig, from_container, register_configs, tracking_of
 from sweep.paths import conf_dir
+from sweep.result import (
+    RESULT_FILE,
+    JobResult,
+    config_digest,
+    failed_result,
+    flatten,
+    load_result,
+    read_sweep_file,
+    save_result,
+    write_config,
+)
+from sweep.tracking import create_tracker
 
 log = logging.getLogger("sweep")
 
@@ -28,23 +40,13 @@ register_configs()
 # hydra/launcher=local_gpus runs as many jobs at once as `gpus` lists
 OmegaConf.register_new_resolver("sweep_count", lambda v: len(v) if v else 1, replace=True)
 
-_trackers: dict[tuple[str, str], object] = {}
 
-
-def _tracker(cfg: TrackingConfig):
-    from sweep.tracking import Tracker, tracking_uri
-
-    key = (tracking_uri(cfg), cfg.experiment)
-    if key not in _trackers:
-        _trackers[key] = Tracker(cfg)
-    return _trackers[key]
-
-
-def _log_to_mlflow(result, job_dir: Path, tracking: TrackingConfig, parent_id: str | None) -> None:
+def _log_job(result: JobResult, job_dir: Path, tracking: TrackingConfig,
+             parent_id: str | None) -> None:
     """Log the finished job and note the run id (or the error) in its info; on failure keep
     going (result.json holds everything)."""
     try:
-        run_id = _tracker(tracking).log_job(result.to_json(), job_dir, parent_id)
+        run_id = create_tracker(tracking).log_job(result.to_json(), job_dir, parent_id)
         result.info["mlflow_run_id"] = run_id
         result.info.pop("mlflow_error", None)
     except Exception as e:
@@ -53,7 +55,7 @@ def _log_to_mlflow(result, job_dir: Path, tracking: TrackingConfig, parent_id: s
         result.info["mlflow_error"] = f"{type(e).__name__}: {e}"
 
 
-def _progress(result, sweep_dir: Path | None, skipped: bool = False) -> str:
+def _progress(result: JobResult, sweep_dir: Path | None, skipped: bool = False) -> str:
     m = result.metrics
     if result.status == "ok":
         what = f"ok  {m['infer_ms_per_img']:.3f} ms/img  {m['fps']:,.1f} fps"
@@ -65,9 +67,6 @@ def _progress(result, sweep_dir: Path | None, skipped: bool = False) -> str:
         what = f"skipped, finished before ({what}; force=true re-runs it)"
     if sweep_dir is None:
         return f"{result.job}: {what}"
-    from sweep.callbacks import read_sweep_file
-    from sweep.result import RESULT_FILE
-
     info = read_sweep_file(sweep_dir)
     total, started = info.get("total_jobs"), info.get("started", 0)
     done = sum(1 for p in sweep_dir.glob(f"*/{RESULT_FILE}") if p.stat().st_mtime >= started)
@@ -75,60 +74,62 @@ def _progress(result, sweep_dir: Path | None, skipped: bool = False) -> str:
     return f"[{done}/{total or '?'}] {result.job}: {what}  ({left})"
 
 
-CONTROL_KEYS = ("tracking", "force", "isolation", "timeout_s", "gpus")  # how, not what, to run
-
-
-def config_digest(data: dict) -> str:
-    """Identity of what a job measures: the resolved config without the keys that only say how
-    it is run, so a resumed sweep recognises its finished jobs."""
-    what = {k: v for k, v in data.items() if k not in CONTROL_KEYS}
-    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _finished_before(job_dir: Path, digest: str):
+def _finished_before(job_dir: Path, digest: str) -> JobResult | None:
     """The job folder's complete result for this very config, if there is one."""
-    from sweep.result import JobResult, load_result
-
     saved = load_result(job_dir)
     if saved is None or saved.get("info", {}).get("config_digest") != digest:
         return None
     return JobResult(**saved)
 
 
+def _run(cfg: SweepConfig, job_dir: Path) -> JobResult:
+    if cfg.isolation == "process":
+        from sweep.isolation import run_isolated
+
+        return run_isolated(cfg, job_dir)
+    from sweep.job import run_job
+
+    return run_job(cfg, job_dir)
+
+
+def _resolved(dcfg: DictConfig, job_num: Any) -> dict[str, Any]:
+    data = OmegaConf.to_container(dcfg, resolve=True)
+    if data.get("fault_at") and job_num in data["fault_at"]:  # fault_at={3:segfault}
+        data["fault"] = data["fault_at"][job_num]
+    return data
+
+
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base=None)
 def task(dcfg: DictConfig) -> float | None:
     """One job. Returns fps so that optimising sweepers (Optuna) can maximise it."""
-    from sweep.callbacks import read_sweep_file
-    from sweep.result import RESULT_FILE, save_result
-
     hc = HydraConfig.get()
     job_dir = Path(hc.runtime.output_dir)
     sweep_dir = Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
     job_dir.mkdir(parents=True, exist_ok=True)
-    data = OmegaConf.to_container(dcfg, resolve=True)
-    if data.get("fault_at") and hc.job.get("num") in data["fault_at"]:  # fault_at={3:segfault}
-        data["fault"] = data["fault_at"][hc.job.num]
+    data = _resolved(dcfg, hc.job.get("num"))
     digest = config_digest(data)
-    tracking = TrackingConfig(**data["tracking"])
-    result = None if dcfg.force else _finished_before(job_dir, digest)
+    cfg: SweepConfig | None = None
+    try:
+        cfg = from_container(data)
+    except Exception as e:  # a bad value: a failed job with its reason, the sweep goes on
+        refused = f"{type(e).__name__}: {e}"
+    tracking = cfg.tracking if cfg else tracking_of(data)
+    result = None if cfg and cfg.force else _finished_before(job_dir, digest)
     skipped = result is not None
     if skipped:
         os.utime(job_dir / RESULT_FILE)  # counted as done in this run's progress
     else:
-        (job_dir / "config.yaml").write_text(OmegaConf.to_yaml(data))
-        if dcfg.isolation == "process":
-            from sweep.isolation import run_isolated
-
-            result = run_isolated(data, job_dir, float(dcfg.timeout_s), dcfg.gpus)
+        write_config(job_dir, data)
+        if cfg:
+            result = _run(cfg, job_dir)
         else:
-            from sweep.job import run_from_container
-
-            result = run_from_container(data, job_dir)
+            result = failed_result(flatten(data), refused)
+            save_result(result, job_dir)  # uploaded with the run, as a job's own would be
         result.info["config_digest"] = digest
     logging_now = tracking.enabled and not result.info.get("mlflow_run_id")
     if logging_now:
         parent = read_sweep_file(sweep_dir).get("parent_run_id") if sweep_dir else None
-        _log_to_mlflow(result, job_dir, tracking, parent)
+        _log_job(result, job_dir, tracking, parent)
     if logging_now or not skipped:  # the digest and the MLflow run id join the saved result
         save_result(result, job_dir)
     print(_progress(result, sweep_dir, skipped), flush=True)

@@ -1,12 +1,11 @@
-"""Hydra callback for multiruns: the MLflow parent run, progress counts and the summary.
+"""Hydra callback for multiruns: the tracking parent run, progress counts and the summary.
 
 `on_multirun_*` run on the submitting machine; jobs (possibly elsewhere) find the parent run id
-and the job count in `<sweep dir>/sweep.json`.
+and the job count in the sweep file (`sweep.result.SWEEP_FILE`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -19,10 +18,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweep import state
 from sweep.config import TrackingConfig
+from sweep.report import Options, write_reports
+from sweep.result import REPORT_FILES, read_sweep_file, write_sweep_file
+from sweep.sources import load_dir
+from sweep.tracking import create_tracker
 
 log = logging.getLogger(__name__)
-
-SWEEP_FILE = "sweep.json"
 
 
 def sweep_overrides(config: DictConfig) -> list[str]:
@@ -44,11 +45,9 @@ def count_jobs(overrides: list[str]) -> int:
     return math.prod(by_key.values()) if by_key else 1
 
 
-def read_sweep_file(sweep_dir: Path) -> dict[str, Any]:
-    try:
-        return json.loads((sweep_dir / SWEEP_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
+def _tracking(config: DictConfig) -> TrackingConfig:
+    """The composed config's tracking node, typed by its schema."""
+    return OmegaConf.to_object(config.tracking)
 
 
 class SweepCallback(Callback):
@@ -58,47 +57,40 @@ class SweepCallback(Callback):
         overrides = sweep_overrides(config)
         info: dict[str, Any] = {"started": time.time(), "overrides": overrides,
                                 "total_jobs": count_jobs(overrides), "parent_run_id": None}
-        tracking = TrackingConfig(**OmegaConf.to_container(config.tracking, resolve=True))
+        tracking = _tracking(config)
         before = read_sweep_file(sweep_dir)
         if tracking.enabled:
             try:
-                from sweep.tracking import Tracker
-
-                tracker = Tracker(tracking)
+                tracker = create_tracker(tracking)
                 # a re-run of the same sweep (resume) reopens the parent run it recorded
                 recorded = {k: before.get(k) for k in ("parent_run_id", "tracking_uri")}
-                info["parent_run_id"] = tracker.sweep_parent(sweep_dir, {**info, **recorded})
+                info["parent_run_id"] = tracker.open_sweep(sweep_dir, {**info, **recorded})
                 info["tracking_uri"] = tracker.uri
             except Exception as e:  # results still land in the job folders
                 log.warning("MLflow parent run not created (%s); results stay in %s", e, sweep_dir)
-        (sweep_dir / SWEEP_FILE).write_text(json.dumps(info, indent=2))
+        write_sweep_file(sweep_dir, info)
         print(f"sweep: {info['total_jobs']} jobs -> {sweep_dir}", flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from sweep.report import Options, write_reports
-        from sweep.sources import load_dir
-
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep = load_dir(sweep_dir)
         try:
             write_reports(sweep_dir, sweep, Options(plots=True))
         except Exception:  # the results stay in the job folders; the parent run still finishes
-            log.exception("report not written; rebuild it with python -m sweep.report %s", sweep_dir)
+            log.exception("report not written; rebuild it with python -m sweep.report %s",
+                          sweep_dir)
         rows = sweep.rows
         failed = sum(r["status"] != "ok" for r in rows)
         state.failed_jobs += failed
         info = read_sweep_file(sweep_dir)
         if info.get("parent_run_id"):
             try:
-                from sweep.report import log_report
-                from sweep.tracking import Tracker
-
-                tracker = Tracker(TrackingConfig(**OmegaConf.to_container(config.tracking, resolve=True)))
-                log_report(tracker.client, info["parent_run_id"], sweep_dir)
-                tracker.finish_parent(info["parent_run_id"],
-                                      {"jobs_ok": len(rows) - failed, "jobs_failed": failed,
-                                       "wall_s": time.time() - info["started"]}, [], failed > 0)
+                tracker = create_tracker(_tracking(config))
+                tracker.log_report(info["parent_run_id"], sweep_dir)
+                tracker.finish_sweep(info["parent_run_id"],
+                                     {"jobs_ok": len(rows) - failed, "jobs_failed": failed,
+                                      "wall_s": time.time() - info["started"]}, failed > 0)
             except Exception as e:
                 log.warning("MLflow parent run not finished (%s)", e)
-        print(f"sweep done: {len(rows)} jobs, {failed} failed; summary in {sweep_dir / 'report.md'}",
-              flush=True)
+        print(f"sweep done: {len(rows)} jobs, {failed} failed; "
+              f"summary in {sweep_dir / REPORT_FILES[2]}", flush=True)

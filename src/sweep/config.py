@@ -1,33 +1,26 @@
-"""Typed schemas for the sweep's configuration.
+"""Typed schemas for the sweep's configuration, and the one registry of each config group.
 
 The YAML files under ``conf/`` hold values; these dataclasses hold the shape, the defaults and
 the validation. Hydra composes YAML onto them, ``OmegaConf.to_object`` turns the result into
-a :class:`SweepConfig`, and below that point no code sees a DictConfig.
+a :class:`SweepConfig`, and below that point no code sees a DictConfig. A group whose choices
+are implementations (runtime, pipeline, scenario) has one schema per choice, registered by
+``@choice`` under its ``name``, and the schema names the class that implements it (``impl``).
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 from hydra.core.config_store import ConfigStore
+
+from sweep.errors import config_error
 
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8")
 ISOLATIONS = ("inline", "process")
 FAULTS = ("hang", "segfault", "exit")
 DEVICES = ("auto", "cpu", "cuda")
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot work; the message says what to type instead."""
-
-
-def config_error(key: str, value: Any, allowed: str, hint: str = "") -> ConfigError:
-    """Build the one error format used everywhere: key, value received, what is allowed."""
-    msg = f"{key}={value!r} is not valid: {allowed}."
-    if hint:
-        msg += f" {hint}"
-    return ConfigError(msg)
 
 
 def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -42,28 +35,70 @@ def _positive(key: str, value: Any, minimum: float = 1) -> None:
         raise config_error(key, value, f"must be a number >= {minimum}", f"e.g. {key}={minimum}")
 
 
+# --- groups whose choices are implementations ----------------------------------------------
+
+S = TypeVar("S", bound=type)
+
+
+class Choice:
+    """A schema that names its implementation (``impl``: "module:Class", imported when used).
+    Each family base holds its own ``choices``: the one registry of that config group."""
+
+    impl: ClassVar[str] = ""
+    choices: ClassVar[dict[str, type]]
+
+    @classmethod
+    def implementation(cls) -> type:
+        module, name = cls.impl.split(":")
+        return getattr(importlib.import_module(module), name)
+
+
+def choice(schema: S) -> S:
+    """Register a schema under its `name` default in its family's registry."""
+    schema.choices[schema.name] = schema
+    return schema
+
+
+def choices_of(family: type[Choice]) -> str:
+    return ", ".join(family.choices)
+
+
+def choose(family: type[Choice], key: str, name: Any, **values: Any) -> Any:
+    """The schema of choice `name` of a family, with `values`; a ConfigError for an unknown one."""
+    if name not in family.choices:
+        raise config_error(key, name, f"allowed values are {choices_of(family)}",
+                           f"e.g. {key}={next(iter(family.choices))}")
+    return family.choices[name](**values)
+
+
 # --- runtimes: one schema per runtime, selected by the `runtime` group ---------------------
 
 
 @dataclass
-class RuntimeConfig:
+class RuntimeConfig(Choice):
+    choices: ClassVar[dict[str, type]] = {}
+    impl: ClassVar[str] = "sweep.runtimes.torch_eager:TorchRuntime"
     name: str = "torch"
 
 
+@choice
 @dataclass
 class TorchRuntimeConfig(RuntimeConfig):
     """Eager PyTorch."""
 
+    impl: ClassVar[str] = "sweep.runtimes.torch_eager:TorchRuntime"
     name: str = "torch"
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
+@choice
 @dataclass
 class CompileRuntimeConfig(RuntimeConfig):
     """torch.compile with inductor; `reduce-overhead` adds CUDA graphs."""
 
+    impl: ClassVar[str] = "sweep.runtimes.inductor:CompileRuntime"
     name: str = "compile"
     mode: str = "default"
     fullgraph: bool = False
@@ -80,10 +115,12 @@ ORT_PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
 ORT_OPT_LEVELS = ("disable", "basic", "extended", "all")
 
 
+@choice
 @dataclass
 class OnnxRuntimeConfig(RuntimeConfig):
     """torch.onnx export + ONNX Runtime; the provider follows the device unless set."""
 
+    impl: ClassVar[str] = "sweep.runtimes.ort:OnnxRuntime"
     name: str = "onnx"
     opset: int = 18
     provider: str = "auto"
@@ -102,10 +139,12 @@ class OnnxRuntimeConfig(RuntimeConfig):
         _positive("runtime.calibration_batches", self.calibration_batches, 1)
 
 
+@choice
 @dataclass
 class TrtRuntimeConfig(RuntimeConfig):
     """Torch-TensorRT, dynamo IR."""
 
+    impl: ClassVar[str] = "sweep.runtimes.tensorrt:TensorRTRuntime"
     name: str = "trt"
     workspace_gb: float = 4.0
     optimization_level: int = 3
@@ -170,31 +209,89 @@ class DataConfig:
             check_root(self.root)
 
 
-PIPELINES = ("current", "fast", "gpu")
-# pipeline=gpu in the job's process serialises with eager inference through the GIL; 4 workers
-# were the fastest on the H100 (benchmarks/results/e2e_process_h100_2026-11-24)
-PIPELINE_PROCESSES = {"gpu": 4}
+# --- pipelines: one schema per input pipeline, selected by the `pipeline` group ---------------
 
 
 @dataclass
-class PipelineConfig:
-    """How files become input batches (data=imagefolder): `current` per image on the CPU (PIL),
-    `fast` batched and parallel on the CPU, `gpu` nvJPEG decode and preprocessing on the GPU."""
+class PipelineConfig(Choice):
+    """How files become input batches (data=imagefolder)."""
 
+    choices: ClassVar[dict[str, type]] = {}
     name: str = "current"
     workers: int = 0  # fast: decode threads (0 = one per CPU core); gpu: file readers (0, 1: one)
     prefetch: int = 2  # batches prepared ahead (by a thread, or by each worker process)
     # worker processes preparing the batches, each with its own GIL (0: threads of the job's
-    # process); unset: the pipeline's default, PIPELINE_PROCESSES
-    processes: int | None = None
+    # process)
+    processes: int = 0
 
     def __post_init__(self) -> None:
-        _choice("pipeline", self.name, PIPELINES)
+        _choice("pipeline", self.name, tuple(self.choices))
         _positive("pipeline.workers", self.workers, 0)
         _positive("pipeline.prefetch", self.prefetch, 0)
-        if self.processes is None:
-            self.processes = PIPELINE_PROCESSES.get(self.name, 0)
         _positive("pipeline.processes", self.processes, 0)
+
+
+@choice
+@dataclass
+class CurrentPipelineConfig(PipelineConfig):
+    """Per image on the CPU (PIL), nothing overlapped."""
+
+    impl: ClassVar[str] = "sweep.pipelines.current:CurrentPipeline"
+    name: str = "current"
+
+
+@choice
+@dataclass
+class FastPipelineConfig(PipelineConfig):
+    """Batched and parallel on the CPU, the uint8 batch normalised on the device."""
+
+    impl: ClassVar[str] = "sweep.pipelines.fast:FastPipeline"
+    name: str = "fast"
+
+
+@choice
+@dataclass
+class GpuPipelineConfig(PipelineConfig):
+    """nvJPEG decode and preprocessing on the GPU."""
+
+    impl: ClassVar[str] = "sweep.pipelines.gpu:GpuPipeline"
+    name: str = "gpu"
+    # in the job's process it serialises with eager inference through the GIL (measured:
+    # benchmarks/results/e2e_process_h100_2026-11-24)
+    processes: int = 4
+
+
+def pipeline_config(name: str = "current", **values: Any) -> PipelineConfig:
+    """The schema of `pipeline=name` with `values` (its own defaults for the rest)."""
+    return choose(PipelineConfig, "pipeline", name, **values)
+
+
+# --- scenarios: ways of measuring, selected by the `scenario` group --------------------------
+
+
+@dataclass
+class ScenarioConfig(Choice):
+    """What a job measures once its runtime is prepared and checked. ``impl`` lists the
+    scenario classes it runs, in order; each decides from the job's config whether it applies."""
+
+    choices: ClassVar[dict[str, type]] = {}
+    impls: ClassVar[tuple[str, ...]] = ()
+    name: str = "offline"
+
+    @classmethod
+    def implementations(cls) -> list[type]:
+        return [getattr(importlib.import_module(m), c)
+                for m, c in (impl.split(":") for impl in cls.impls)]
+
+
+@choice
+@dataclass
+class OfflineScenarioConfig(ScenarioConfig):
+    """Batches back to back: pure inference, then files end to end when the data has files."""
+
+    impls: ClassVar[tuple[str, ...]] = ("sweep.scenarios.inference:InferenceScenario",
+                                        "sweep.scenarios.end_to_end:EndToEndScenario")
+    name: str = "offline"
 
 
 @dataclass
@@ -231,21 +328,27 @@ class CheckConfig:
 
 
 @dataclass
-class TrackingConfig:
-    """MLflow; `MLFLOW_TRACKING_URI` wins over `uri` when set."""
+class TrackingConfig(Choice):
+    """Where results are logged; the URI's precedence is `sweep.tracking.resolve_uri`'s."""
 
+    impl: ClassVar[str] = "sweep.tracking.mlflow_store:MlflowTracker"
     enabled: bool = True
     uri: str = "sqlite:///mlflow.db"
     experiment: str = "sweep"
 
 
+# keys that say how a job is run, not what it measures (a resumed sweep ignores them)
+CONTROL_KEYS = ("tracking", "force", "isolation", "timeout_s", "gpus")
+
+
 @dataclass
 class SweepConfig:
-    runtime: Any = None
+    runtime: Any = None  # a RuntimeConfig choice
     model: ModelConfig = field(default_factory=ModelConfig)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    pipeline: Any = None  # a PipelineConfig choice (None: current)
+    scenario: Any = None  # a ScenarioConfig choice (None: offline)
     resolution: int = 224
     batch: int = 1
     precision: str = "fp32"
@@ -264,6 +367,8 @@ class SweepConfig:
     fault_at: dict[int, str] = field(default_factory=dict)  # {job number: fault}, chosen jobs
 
     def __post_init__(self) -> None:
+        self.pipeline = self.pipeline or CurrentPipelineConfig()
+        self.scenario = self.scenario or OfflineScenarioConfig()
         _choice("isolation", self.isolation, ISOLATIONS)
         _positive("timeout_s", self.timeout_s, 0)
         if self.fault is not None:
@@ -274,17 +379,17 @@ class SweepConfig:
         if self.gpus and self.isolation != "process":
             raise config_error("gpus", self.gpus, "each job must see one device, which needs a "
                                "fresh process per job", "Add isolation=process.")
-        if not isinstance(self.runtime, RuntimeConfig):
-            raise config_error(
-                "runtime", self.runtime, f"allowed values are {', '.join(RUNTIME_SCHEMAS)}"
-            )
+        for key, family in (("runtime", RuntimeConfig), ("pipeline", PipelineConfig),
+                            ("scenario", ScenarioConfig)):
+            if not isinstance(getattr(self, key), family):
+                raise config_error(key, getattr(self, key),
+                                   f"allowed values are {choices_of(family)}")
         _positive("batch", self.batch, 1)
         _positive("resolution", self.resolution, 8)
         _choice("precision", self.precision, PRECISIONS)
         if not (self.device in DEVICES or self.device.startswith("cuda:")):
-            raise config_error(
-                "device", self.device, "allowed values are auto, cpu, cuda, cuda:N", "e.g. device=cpu"
-            )
+            raise config_error("device", self.device, "allowed values are auto, cpu, cuda, cuda:N",
+                               "e.g. device=cpu")
         if self.pipeline.name != "current" and self.data.name != "imagefolder":
             raise config_error(
                 "pipeline", self.pipeline.name,
@@ -294,63 +399,48 @@ class SweepConfig:
             raise config_error("pipeline", "gpu", "it decodes on a CUDA device and device=cpu",
                                "Use device=cuda, or pipeline=fast on the CPU.")
 
-    @property
-    def job_name(self) -> str:
-        """Readable name of a job, e.g. ``torch-resnet18-224-b8-fp32``."""
-        runtime = self.runtime.name
-        if getattr(self.runtime, "mode", "default") != "default":  # compile's modes differ a lot
-            runtime += f"-{self.runtime.mode}"
-        parts = [runtime, self.model.name, str(self.resolution), f"b{self.batch}"]
-        parts.append(self.precision)
-        if self.data.name == "imagefolder":
-            parts.append(self.pipeline.name)
-            default = PipelineConfig(name=self.pipeline.name)
-            if self.pipeline.workers != default.workers:
-                parts.append(f"w{self.pipeline.workers}")
-            if self.pipeline.prefetch != default.prefetch:
-                parts.append(f"pf{self.pipeline.prefetch}")
-            if self.pipeline.processes != default.processes:
-                parts.append(f"p{self.pipeline.processes}")
-        if self.flags.channels_last:
-            parts.append("cl")
-        if self.flags.pin_memory:
-            parts.append("pin")
-        if self.flags.gpu_non_blocking:
-            parts.append("nb")
-        return "-".join(parts)
 
-
-RUNTIME_SCHEMAS: dict[str, type[RuntimeConfig]] = {
-    "torch": TorchRuntimeConfig,
-    "compile": CompileRuntimeConfig,
-    "onnx": OnnxRuntimeConfig,
-    "trt": TrtRuntimeConfig,
-}
+RUNTIME_SCHEMAS = RuntimeConfig.choices
+PIPELINE_SCHEMAS = PipelineConfig.choices
+SCENARIO_SCHEMAS = ScenarioConfig.choices
+_CHOSEN = {"runtime": RuntimeConfig, "pipeline": PipelineConfig, "scenario": ScenarioConfig}
 
 
 def from_container(data: dict[str, Any]) -> SweepConfig:
-    """A resolved config (e.g. a job folder's config.yaml) -> SweepConfig, validated as Hydra's
-    composition would: the runtime node gets the schema its name selects."""
+    """A resolved config (Hydra's, or a job folder's config.yaml) -> SweepConfig, validated as
+    Hydra's composition would: each chosen group gets the schema its name selects."""
     from omegaconf import OmegaConf
 
     data = {k: v for k, v in data.items() if k != "hydra"}
-    runtime = data.pop("runtime", None) or {}
-    if runtime.get("name") not in RUNTIME_SCHEMAS:
-        raise config_error("runtime", runtime.get("name"),
-                           f"allowed values are {', '.join(RUNTIME_SCHEMAS)}")
+    chosen = {key: data.pop(key, None) or {} for key in _CHOSEN}
     cfg = OmegaConf.merge(OmegaConf.structured(SweepConfig), data)
-    cfg.runtime = OmegaConf.merge(OmegaConf.structured(RUNTIME_SCHEMAS[runtime["name"]]), runtime)
+    for key, family in _CHOSEN.items():
+        node = chosen[key]
+        name = node.get("name", family.name)
+        if name not in family.choices:
+            raise config_error(key, name, f"allowed values are {choices_of(family)}",
+                               f"e.g. {key}={next(iter(family.choices))}")
+        cfg[key] = OmegaConf.merge(OmegaConf.structured(family.choices[name]), node)
     return OmegaConf.to_object(cfg)
+
+
+def tracking_of(data: dict[str, Any]) -> TrackingConfig:
+    """The tracking part of a resolved config alone: where a job whose config is invalid (so
+    that no SweepConfig exists) is still recorded."""
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.merge(OmegaConf.structured(TrackingConfig), data.get("tracking") or {})
+    return OmegaConf.to_object(node)
 
 
 def register_configs() -> None:
     """Put the schemas in Hydra's ConfigStore; YAML files list them in their defaults."""
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=SweepConfig)
-    for name, schema in RUNTIME_SCHEMAS.items():
-        cs.store(group="schema/runtime", name=name, node=schema)
+    for group, family in _CHOSEN.items():
+        for name, schema in family.choices.items():
+            cs.store(group=f"schema/{group}", name=name, node=schema)
     cs.store(group="schema/model", name="model", node=ModelConfig)
     cs.store(group="schema/hardware", name="hardware", node=HardwareConfig)
     cs.store(group="schema/data", name="data", node=DataConfig)
     cs.store(group="schema/tracking", name="tracking", node=TrackingConfig)
-    cs.store(group="schema/pipeline", name="pipeline", node=PipelineConfig)

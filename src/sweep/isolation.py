@@ -16,12 +16,18 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from sweep.result import RESULT_FILE, JobResult, flatten, load_result, save_result
-
-WORKER_LOG = "worker.log"
-WORKER_PID = "worker.pid"
+from sweep.config import SweepConfig
+from sweep.result import (
+    RESULT_FILE,
+    WORKER_LOG,
+    WORKER_PID,
+    JobResult,
+    failed_result,
+    flatten,
+    load_result,
+    save_result,
+)
 
 
 @contextlib.contextmanager
@@ -69,12 +75,12 @@ def _tail(path: Path, lines: int = 5) -> str:
     return " | ".join(text[-lines:])
 
 
-def run_isolated(data: dict[str, Any], job_dir: Path, timeout_s: float,
-                 gpus: list[int] | None) -> JobResult:
-    """Run the resolved config `data` (already saved as job_dir/config.yaml) in a worker."""
+def run_isolated(cfg: SweepConfig, job_dir: Path) -> JobResult:
+    """Run the job of `cfg` (already saved as job_dir/config.yaml) in a worker process."""
     (job_dir / RESULT_FILE).unlink(missing_ok=True)
     reason = None
-    with gpu_lease(gpus) as gpu:
+    timeout_s = cfg.timeout_s
+    with gpu_lease(cfg.gpus) as gpu:
         env = dict(os.environ)
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(gpu)
@@ -97,9 +103,7 @@ def run_isolated(data: dict[str, Any], job_dir: Path, timeout_s: float,
     else:
         reason = reason or describe_exit(returncode)
         tail = _tail(job_dir / WORKER_LOG)
-        result = JobResult(job=job_dir.name.split("_", 1)[-1], status="failed",
-                           error=reason + (f"; last output: {tail}" if tail else ""),
-                           params=flatten(data))
+        result = failed_result(flatten(cfg), reason + (f"; last output: {tail}" if tail else ""))
     result.info["isolation"] = "process"
     if gpu is not None:
         result.info["assigned_gpu"] = gpu

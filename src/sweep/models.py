@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sweep.config import ConfigError, ModelConfig, config_error
+from sweep.config import ModelConfig
+from sweep.errors import ConfigError, config_error
 
 
 def classification_models() -> list[str]:
@@ -52,25 +53,29 @@ def load_weights(model: nn.Module, cfg: ModelConfig) -> None:
     path = Path(cfg.weights).expanduser()
     if not path.is_file():
         raise config_error("model.weights", cfg.weights, "no such file",
-                           "Give the path of a .pth state dict, or model.weights=null for random weights.")
+                           "Give the path of a .pth state dict, or model.weights=null for "
+                           "random weights.")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         refused = [line.strip() for line in str(e).splitlines() if "GLOBAL" in line]
         if not refused:
-            raise ConfigError(f"model.weights={cfg.weights!r} is not a readable PyTorch file") from e
+            raise ConfigError(
+                f"model.weights={cfg.weights!r} is not a readable PyTorch file") from e
         raise ConfigError(
             f"model.weights={cfg.weights!r} was refused by torch.load(weights_only=True): it holds "
             f"Python objects that could run code when loaded ({refused[0]}). Save only the "
             "tensors: torch.save(model.state_dict(), path)."
         ) from e
     except Exception as e:  # truncated zip, not a torch file at all
-        raise ConfigError(f"model.weights={cfg.weights!r} is not a readable PyTorch file: {e}") from e
+        raise ConfigError(
+            f"model.weights={cfg.weights!r} is not a readable PyTorch file: {e}") from e
     for key in ("state_dict", "model"):  # common checkpoint wrappers
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict):
-        raise ConfigError(f"model.weights={cfg.weights!r} holds a {type(state).__name__}, not a state dict.")
+        raise ConfigError(f"model.weights={cfg.weights!r} holds a {type(state).__name__}, "
+                          "not a state dict.")
     state = {k.removeprefix("module."): v for k, v in state.items()}
     problems = _mismatch(model.state_dict(), state)
     if problems:
@@ -84,7 +89,8 @@ def load_weights(model: nn.Module, cfg: ModelConfig) -> None:
 def _mismatch(expected: dict, given: dict) -> str:
     missing = [k for k in expected if k not in given]
     unexpected = [k for k in given if k not in expected]
-    shapes = [f"{k} {tuple(given[k].shape)} vs {tuple(v.shape)} expected" for k, v in expected.items()
+    shapes = [f"{k} {tuple(given[k].shape)} vs {tuple(v.shape)} expected"
+              for k, v in expected.items()
               if k in given and hasattr(given[k], "shape") and given[k].shape != v.shape]
     parts = []
     if missing:
@@ -93,9 +99,11 @@ def _mismatch(expected: dict, given: dict) -> str:
         parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
     if shapes:
         parts.append("shape mismatch: " + "; ".join(shapes[:3]))
-        head = [s for s in shapes if s.split()[0].endswith(("fc.weight", "classifier.1.weight", "head.weight"))]
+        heads = ("fc.weight", "classifier.1.weight", "head.weight")
+        head = [s for s in shapes if s.split()[0].endswith(heads)]
         if head:
-            parts.append(f"the checkpoint's classifier has {head[0].split('(')[1].split(',')[0]} classes: "
+            classes = head[0].split("(")[1].split(",")[0]
+            parts.append(f"the checkpoint's classifier has {classes} classes: "
                          "set model.num_classes to match")
     return "; ".join(parts)
 

@@ -15,12 +15,15 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from sweep.analysis import ab_pairs, add_speedups, eligible, fmt_value, label, varying_params
+from sweep.metrics import STAGES, axis_label
 from sweep.sources import Sweep
 
 Row = dict[str, Any]
-STAGES = ("decode_ms", "preprocess_ms", "h2d_ms", "infer_ms", "postprocess_ms")
-NAMES = {"resolution": "resolution (px, square)", "batch": "batch", "fps": "FPS (images/s)",
-         "speedup_x": "speedup (x)"}
+PARAM_NAMES = {"resolution": "resolution (px, square)", "batch": "batch"}
+
+
+def _name(key: str) -> str:
+    return PARAM_NAMES.get(key) or axis_label(key)
 
 
 @dataclass
@@ -60,7 +63,7 @@ def plot_metric_vs(sweep: Sweep, x: str, fixed: str, metric: str = "fps",
     """`metric` against `x` at one value of `fixed`, one line per other varying config."""
     rows = [r for r in (eligible(sweep.rows) if rows is None else rows)
             if r.get(metric) is not None and r.get(x) is not None]
-    title = f"{what or NAMES.get(metric, metric)} vs {x}"
+    title = f"{what or _name(metric)} vs {x}"
     if len({r[x] for r in rows}) < 2:
         return None, f"{title}: skipped, the sweep has fewer than two values of {x}"
     value = pick_fixed(rows, x, fixed) if fixed_value is None else fixed_value
@@ -77,7 +80,7 @@ def plot_metric_vs(sweep: Sweep, x: str, fixed: str, metric: str = "fps",
     ax.minorticks_off()
     if metric == "speedup_x":
         ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
-    ax.set(xlabel=NAMES.get(x, x), ylabel=NAMES.get(metric, metric),
+    ax.set(xlabel=_name(x), ylabel=_name(metric),
            title=f"{title} ({fixed} = {value})")
     ax.legend(fontsize="small")
     return fig, f"{title} at {fixed}={value}"

@@ -4,10 +4,11 @@ read from its job folders alone or from MLflow.
     python -m sweep.report multirun/2026-11-23/18-00-00 [--plots] [--max-latency-ms 20]
     python -m sweep.report --experiment sweep [--parent RUN_ID] [--tracking-uri URI] --out DIR
 
-The report holds per-runtime tables in the shape of seed 002 (resolution, batch, ms/image, FPS,
-TFLOPS achieved, TFLOPS peak, util %), the speedup against a baseline runtime, seed 000's
-end-to-end table when pipelines logged it, A/B tables with a noise-aware verdict, the best
-configuration per objective, the Pareto front, failed jobs and jobs with wrong outputs.
+The report holds per-runtime tables (resolution, batch, ms/image, FPS, TFLOPS achieved, TFLOPS
+peak, util %), the speedup against a baseline runtime, the end-to-end table when pipelines
+logged it, A/B tables with a noise-aware verdict, the best configuration per objective, the
+Pareto front, failed jobs and jobs with wrong outputs. The tables keep the shape of the scripts
+this tool replaces (benchmarks/results/README.md says which).
 """
 
 from __future__ import annotations
@@ -17,15 +18,17 @@ import csv
 import json
 import logging
 import math
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sweep import analysis as an
-from sweep.result import RESULT_FILE
-from sweep.sources import Sweep, collect, load_dir, load_experiment, to_row
+from sweep.config import TrackingConfig
+from sweep.metrics import HEADLINE, title
+from sweep.result import PLOTS_DIR, REPORT_FILES, RESULT_FILE
+from sweep.sources import Sweep, collect, load_dir, to_row
+from sweep.tracking import create_tracker
 
 __all__ = ["Options", "collect", "to_row", "write_reports", "render_markdown", "main"]
 
@@ -33,14 +36,6 @@ log = logging.getLogger(__name__)
 
 ID_COLUMNS = ["job_dir", "job", "status", "error", "runtime", "model", "resolution", "batch",
               "precision", "device_used", "hardware_used"]
-HEADLINE = ["infer_ms_per_img", "infer_ms_per_img_ci95_low", "infer_ms_per_img_ci95_high",
-            "infer_ms_p50", "infer_ms_p90", "infer_ms_p99", "infer_cv_pct", "fps", "speedup_x",
-            "gpu_busy_pct", "gflop_per_img", "tflops", "tflops_peak", "util_pct", "e2e_ms_per_img",
-            "e2e_fps", "accuracy_top1_pct", "pipeline_agreement_pct", "unreadable_files", "correct",
-            "max_abs_err", "agreement_top1_pct", "export_s", "first_infer_ms", "host_rss_peak_mb",
-            "gpu_mem_peak_mb"]
-REPORT_FILES = ("summary.csv", "summary.json", "report.md")
-PLOTS_DIR = "plots"
 
 
 @dataclass
@@ -100,18 +95,20 @@ def _display(r: dict[str, Any], keys: list[str]) -> dict[str, Any]:
     return d
 
 
-SEED_002 = [("_res", "resolution"), ("batch", "batch"), ("infer_ms_per_img", "ms/image"),
-            ("fps", "FPS"), ("tflops", "TFLOPS achieved"), ("tflops_peak", "TFLOPS peak"),
-            ("util_pct", "util %")]
+def _cols(*names: str) -> list[tuple[str, str]]:
+    return [(n, title(n)) for n in names]
+
+
+RUNTIME_TABLE = [("_res", "resolution"), ("batch", "batch"), ("infer_ms_per_img", "ms/image"),
+                 *_cols("fps", "tflops", "tflops_peak", "util_pct")]
 
 
 def section_runtimes(sweep: Sweep, opts: Options, matched: int) -> list[str]:
-    """Seed 002: one table per runtime, plus speedup, p50 per batch, CV and a note."""
+    """One table per runtime, plus speedup, p50 per batch, CV and a note."""
     ctx = [p for p in an.varying_params(sweep) if p not in ("runtime", "resolution", "batch")]
     speedup = [("speedup_x", f"speedup vs {opts.baseline} (x)")] if matched else []
-    cols = [(c, c) for c in ctx] + SEED_002 + speedup + [
-        ("infer_ms_p50", "p50 ms/batch"), ("infer_cv_pct", "CV %"),
-        ("gpu_busy_pct", "GPU busy %"), ("_note", "note")]
+    cols = [(c, c) for c in ctx] + RUNTIME_TABLE + speedup + [
+        *_cols("infer_ms_p50", "infer_cv_pct", "gpu_busy_pct"), ("_note", "note")]
     out = []
     for runtime in sorted({str(r.get("runtime")) for r in sweep.ok()}):
         sub = sorted((r for r in sweep.ok() if str(r.get("runtime")) == runtime), key=_by_config)
@@ -121,7 +118,7 @@ def section_runtimes(sweep: Sweep, opts: Options, matched: int) -> list[str]:
 
 
 def section_speedup(sweep: Sweep, opts: Options, matched: int) -> list[str]:
-    """Seed 002's table 4: each runtime against the baseline job with all other params equal."""
+    """Each runtime against the baseline job with all other params equal."""
     head = [f"## Speedup vs {opts.baseline}", ""]
     runtimes = {r.get("runtime") for r in sweep.ok()}
     if opts.baseline not in runtimes:
@@ -156,20 +153,20 @@ AGREEMENT_WARN_PCT = 99.0  # below this, a pipeline's preprocessing differs from
 
 
 def section_e2e(sweep: Sweep) -> list[str]:
-    """Seed 000: runtime, pipeline, flags, inference and end-to-end ms/image, accuracy."""
+    """Runtime, pipeline, flags, inference and end-to-end ms/image, accuracy."""
     rows = [r for r in sweep.ok() if r.get("e2e_ms_per_img") is not None]
     if not rows:
         return []
     first = ["runtime", "precision"] + (["pipeline"] if "pipeline" in sweep.params else [])
     ctx = [p for p in an.varying_params(sweep) if p not in first]
     cols = [(k, k) for k in first + ctx] + [
-        ("infer_ms_per_img", "inference ms/image"), ("e2e_ms_per_img", "E2E ms/image"),
-        ("accuracy_top1_pct", "accuracy %"), ("pipeline_agreement_pct", "agrees with current %"),
-        ("unreadable_files", "unreadable files"), ("_note", "note")]
+        ("infer_ms_per_img", "inference ms/image"),
+        *_cols("e2e_ms_per_img", "accuracy_top1_pct", "pipeline_agreement_pct",
+               "unreadable_files"), ("_note", "note")]
     rows.sort(key=lambda r: tuple(str(r.get(k)) for k in first + ctx))
     out = ["## End to end", "", markdown_table([_display(r, []) for r in rows], cols), ""]
     drift = [r for r in rows if (r.get("pipeline_agreement_pct") or 100.0) < AGREEMENT_WARN_PCT]
-    if drift:  # seed 000's gpu pipeline lost 7% accuracy unnoticed: say it
+    if drift:  # a preprocessing difference is easy to miss in accuracy alone: say it
         out += ["Preprocessing changes predictions: " + "; ".join(
             f"{r['job']} agrees with pipeline=current on {r['pipeline_agreement_pct']:.1f}% of "
             "the images" for r in drift) + ".", ""]
@@ -243,9 +240,10 @@ def section_problems(sweep: Sweep) -> list[str]:
     out = []
     wrong = [r for r in sweep.ok() if an.is_wrong(r)]
     if wrong:
-        cols = [("job_dir", "job"), ("max_abs_err", "max abs err"),
-                ("agreement_top1_pct", "top-1 agreement %"), ("correctness", "reason")]
-        out += ["## Outputs wrong (excluded from best and A/B)", "", markdown_table(wrong, cols), ""]
+        cols = [("job_dir", "job"), *_cols("max_abs_err", "agreement_top1_pct"),
+                ("correctness", "reason")]
+        out += ["## Outputs wrong (excluded from best and A/B)", "",
+                markdown_table(wrong, cols), ""]
     failed = [r for r in sweep.rows if r.get("status") != "ok"]
     if failed:
         out += ["## Failed jobs", "",
@@ -348,31 +346,24 @@ def write_reports(out_dir: Path, sweep: Sweep | list | None = None,
     return [csv_path, json_path, md_path] + [p.path for p in plots if p.path is not None]
 
 
-# --- MLflow ----------------------------------------------------------------------------------
+# --- the tracking store ------------------------------------------------------------------
 
 
-def log_report(client: Any, run_id: str, out_dir: Path) -> None:
-    """Log the report files and plots as artifacts of `run_id`; tag it with the recommendation."""
-    out_dir = Path(out_dir)
-    for name in REPORT_FILES:
-        if (out_dir / name).exists():
-            client.log_artifact(run_id, str(out_dir / name))
-    if (out_dir / PLOTS_DIR).is_dir():
-        client.log_artifacts(run_id, str(out_dir / PLOTS_DIR), artifact_path=PLOTS_DIR)
-    try:
-        summary = json.loads((out_dir / "summary.json").read_text())
-        client.set_tag(run_id, "sweep.recommendation", str(summary["recommendation"])[:5000])
-    except (OSError, ValueError, KeyError):
-        pass
+def _tracker(sweep: Sweep, explicit_uri: str | None, experiment: str | None = None):
+    """The store a sweep was read from or recorded, or the one --tracking-uri names."""
+    experiment = experiment or next(
+        (str(r["tracking.experiment"]) for r in sweep.rows if r.get("tracking.experiment")),
+        TrackingConfig.experiment)
+    configured = next((str(r["tracking.uri"]) for r in sweep.rows if r.get("tracking.uri")),
+                      None)
+    cfg = TrackingConfig(uri=configured or TrackingConfig.uri, experiment=experiment)
+    return create_tracker(cfg, explicit_uri, sweep.tracking_uri)
 
 
 def _log_to_parent(sweep: Sweep, out_dir: Path, uri: str | None) -> str:
-    from mlflow.tracking import MlflowClient
-
     if not sweep.parent_run_id:
         raise SystemExit(f"no MLflow parent run recorded for {sweep.source} (sweep.json)")
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or sweep.tracking_uri
-    log_report(MlflowClient(tracking_uri=uri), sweep.parent_run_id, out_dir)
+    _tracker(sweep, uri).log_report(sweep.parent_run_id, out_dir)
     return sweep.parent_run_id
 
 
@@ -419,9 +410,10 @@ def _load(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[Sw
     if (args.sweep_dir is None) == (args.experiment is None):
         parser.error("give a multirun folder or --experiment NAME (one of them)")
     if args.experiment:
-        uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
         try:
-            sweep = load_experiment(args.experiment, args.parent, uri)
+            tracker = create_tracker(TrackingConfig(experiment=args.experiment),
+                                     args.tracking_uri)
+            sweep = tracker.load_sweep(args.parent)
         except LookupError as e:
             parser.error(str(e))
         return sweep, args.out or Path(f"report-{sweep.parent_run_id}")

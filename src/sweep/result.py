@@ -1,8 +1,18 @@
-"""A job's result record and how it is written: no torch here, so reports and the parent of an
-isolated job stay light."""
+"""Every file a sweep keeps on disk, and the names it gives: a job's result record, its samples,
+config and error, the sweep file, the report's file names, how jobs and sweeps are named, and
+the digest that lets a resumed sweep recognise its finished jobs. No torch here, so reports and
+the parent of an isolated job stay light.
+
+A sweep folder (`multirun/<date>/<time>/`) holds `sweep.json` (written when the multirun starts:
+its overrides, job count, MLflow parent run), one folder per job, and the report files. A job
+folder holds `result.json` (written last, atomically: its presence means the job finished),
+`samples.json`, `config.yaml`, and `error.txt` / `worker.log` when they apply.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -13,10 +23,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sweep.config import CONTROL_KEYS, PIPELINE_SCHEMAS
+
 log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
 SAMPLES_FILE = "samples.json"
+CONFIG_FILE = "config.yaml"
+ERROR_FILE = "error.txt"
+WORKER_LOG = "worker.log"  # isolation=process: the worker's stdout and stderr
+WORKER_PID = "worker.pid"
+JOB_ARTIFACTS = (RESULT_FILE, SAMPLES_FILE, CONFIG_FILE, ERROR_FILE, "job.log")
+SWEEP_FILE = "sweep.json"
+REPORT_FILES = ("summary.csv", "summary.json", "report.md")
+PLOTS_DIR = "plots"
 
 
 @dataclass
@@ -95,3 +115,105 @@ def load_result(job_dir: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if data.get("status") in ("ok", "failed") else None
+
+
+def write_samples(job_dir: Path, samples: dict[str, Any]) -> None:
+    write_json_atomic(job_dir / SAMPLES_FILE, samples)
+
+
+def read_samples(path: Path) -> list[float] | None:
+    """The per-call times (ms per batch) of a samples.json, or None when absent or unreadable."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    samples = data.get("samples_ms") if isinstance(data, dict) else None
+    return [float(s) for s in samples] if samples else None
+
+
+def write_config(job_dir: Path, data: dict[str, Any]) -> None:
+    """The job's resolved config as config.yaml (what isolation=process's worker runs)."""
+    from omegaconf import OmegaConf
+
+    (job_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(data))
+
+
+def read_config(job_dir: Path) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.load(job_dir / CONFIG_FILE), resolve=True)
+
+
+def write_error(job_dir: Path, text: str) -> None:
+    (job_dir / ERROR_FILE).write_text(text)
+
+
+def config_digest(data: dict[str, Any]) -> str:
+    """Identity of what a job measures: the resolved config without the keys that only say how
+    it is run, so a resumed sweep recognises its finished jobs."""
+    what = {k: v for k, v in data.items() if k not in CONTROL_KEYS}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# --- names ----------------------------------------------------------------------------------
+
+_PIPELINE_OPTIONS = (("workers", "w"), ("prefetch", "pf"), ("processes", "p"))
+_FLAGS = (("channels_last", "cl"), ("pin_memory", "pin"), ("gpu_non_blocking", "nb"))
+
+
+def job_name(params: dict[str, Any]) -> str:
+    """Readable name of a job from its flat params (`flatten`), e.g. ``torch-resnet18-224-b8-fp32``;
+    the same rule for a job that finished and one whose config was refused."""
+    runtime = str(params.get("runtime"))
+    if params.get("runtime.mode", "default") not in (None, "default"):  # compile's modes differ
+        runtime += f"-{params['runtime.mode']}"
+    parts = [runtime, str(params.get("model")), str(params.get("resolution")),
+             f"b{params.get('batch')}", str(params.get("precision"))]
+    if params.get("data") == "imagefolder":
+        parts.append(str(params.get("pipeline")))
+        schema = PIPELINE_SCHEMAS.get(params.get("pipeline"))
+        defaults = {f.name: f.default for f in dataclasses.fields(schema)} if schema else {}
+        for key, short in _PIPELINE_OPTIONS:
+            value = params.get(f"pipeline.{key}")
+            if value is not None and key in defaults and value != defaults[key]:
+                parts.append(f"{short}{value}")
+    parts += [short for key, short in _FLAGS if params.get(f"flags.{key}") is True]
+    return "-".join(parts)
+
+
+def job_order(name: str) -> tuple[int, str]:
+    """Hydra's job number first (`12_torch-...`), then the name."""
+    head = name.split("_", 1)[0]
+    return (int(head) if head.isdigit() else 1 << 30, name)
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """The job folders of a sweep that hold a result.json, in Hydra's job order."""
+    found = [p for p in Path(sweep_dir).iterdir() if (p / RESULT_FILE).is_file()]
+    return sorted(found, key=lambda p: job_order(p.name))
+
+
+def sweep_name(sweep_dir: Path) -> str:
+    """multirun/<date>/<time> -> sweep-<date>_<time> (the parent run's name)."""
+    sweep_dir = Path(sweep_dir)
+    return f"sweep-{sweep_dir.parent.name}_{sweep_dir.name}"
+
+
+def failed_result(params: dict[str, Any], error: str) -> JobResult:
+    """The record of a job that could not run, named by the same rule as one that did."""
+    return JobResult(job=job_name(params), status="failed", error=error, params=params)
+
+
+# --- the sweep file -------------------------------------------------------------------------
+
+
+def read_sweep_file(sweep_dir: Path) -> dict[str, Any]:
+    """What the multirun recorded when it started (empty when there is no readable file)."""
+    try:
+        return json.loads((Path(sweep_dir) / SWEEP_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def write_sweep_file(sweep_dir: Path, info: dict[str, Any]) -> None:
+    write_json_atomic(Path(sweep_dir) / SWEEP_FILE, info)

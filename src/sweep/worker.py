@@ -6,15 +6,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from sweep.config import from_container
+from sweep.job import run_job
+from sweep.result import read_config
 
 
 def main(argv: list[str]) -> int:
-    from sweep.job import run_from_container
-
     job_dir = Path(argv[0])
-    data = OmegaConf.to_container(OmegaConf.load(job_dir / "config.yaml"), resolve=True)
-    result = run_from_container(data, job_dir)
+    # the parent validated this config before it started the worker
+    result = run_job(from_container(read_config(job_dir)), job_dir)
     return 0 if result.status == "ok" else 1
 
 

@@ -3,9 +3,8 @@
 Every sample is kept. On CUDA each call is bracketed by CUDA events recorded on the current
 stream, and the host never lets the GPU run dry because of the timing itself: calls are issued in
 chunks, and the host waits for chunk k (and reads its events) only after chunk k+1 is queued
-behind it; the warmup's calls are not waited for either. (Waiting for each chunk before issuing
-the next leaves the GPU idle while the host reads events and issues the next call; at 0.2 ms
-per call that cost torch.compile resnet18 bs1 a tenth of its throughput on the H100.) On the CPU
+behind it; the warmup's calls are not waited for either (waiting for each chunk first idles the
+GPU at every chunk boundary: benchmarks/results/h100_runtimes_2026-11-24). On the CPU
 the wall clock is read around each call. Python's garbage collector is paused while timing, as
 `timeit` does, so that a collection of the sweep's own objects is not charged to the runtime.
 
@@ -136,7 +135,8 @@ def gpu_only_ms(fn: Callable[[], object], device: torch.device, repeats: int = 3
         fn()
         host_s = time.perf_counter() - t0  # an upper bound on issuing one call
         _sync(device)
-        rate = getattr(torch.cuda.get_device_properties(device), "clock_rate", 0) or 2_000_000  # kHz
+        props = torch.cuda.get_device_properties(device)
+        rate = getattr(props, "clock_rate", 0) or 2_000_000  # kHz
         cycles = int(min(max(4 * host_s, 0.02), 2.0) * rate * 1e3)
         for _ in range(repeats):
             torch.cuda._sleep(cycles)  # the GPU is busy while the host issues the call

@@ -1,4 +1,4 @@
-"""`pipeline=current`: seed 000's baseline, one image at a time on the CPU, nothing overlapped.
+"""`pipeline=current`: the baseline, one image at a time on the CPU, nothing overlapped.
 
 Per image: PIL decode, PIL resize, normalise; then the batch is stacked (into page-locked memory
 with flags.pin_memory on a GPU job) and copied to the device."""

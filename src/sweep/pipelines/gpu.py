@@ -6,11 +6,9 @@ nvJPEG should not decode is decoded on the CPU, with PIL (PNG and other formats,
 CMYK JPEGs, 12-bit, lossless or arithmetic-coded JPEGs), and counted in `stats.cpu_fallbacks`
 with its reason. The JPEGs of the batch are decoded together by
 `torchvision.io.decode_jpeg(list, device='cuda')`; should the batch fail, each file is retried
-alone and one that still fails is decoded on the CPU (counted). torchvision
-(0.19 to at least 0.26) decodes on the GPU with one process-wide decoder behind a mutex:
-concurrent `decode_jpeg` calls from several threads ran one after another on the H100 (a
-`pipeline.decoders` option that split the batch over 1, 2 or 4 threads measured the same decode
-time, 0.26-0.27 ms/img, and was removed).
+alone and one that still fails is decoded on the CPU (counted). torchvision decodes on the GPU
+with one process-wide decoder behind a mutex, so threads calling `decode_jpeg` side by side
+gain nothing (measured: benchmarks/results/README.md, "Figures moved out of the code").
 
 Resize and normalisation run on the GPU over the whole batch: images of the same size are
 stacked and resized by one antialiased `interpolate` (one call per distinct size: one per batch
@@ -40,13 +38,13 @@ from pathlib import Path
 import torch
 
 from sweep.config import PipelineConfig
+from sweep.errors import UnsupportedError
 from sweep.pipelines.base import (
     Pipeline,
     PipelineContext,
     normalize_batch,
     prefetch,
 )
-from sweep.runtimes.base import UnsupportedError
 
 _SOF = {m for m in range(0xC0, 0xD0)} - {0xC4, 0xC8, 0xCC}  # start-of-frame markers
 _NVJPEG_SOF = {0xC0: "baseline", 0xC1: "extended sequential", 0xC2: "progressive"}
@@ -100,9 +98,9 @@ def group_by_size(shapes: Sequence[Sequence[int]]) -> dict[tuple[int, int], list
 
 def resize_levels(images: Sequence[torch.Tensor], resolution: int) -> torch.Tensor:
     """uint8 [3, H, W] images of any sizes, on one device -> float32 [B, 3, R, R] holding the
-    resized uint8 levels (integers 0..255, as floats, ready to be normalised). The images of each size are stacked and resized by one antialiased
-    interpolate call; as interpolate treats each image and channel on its own, the result is
-    that of resizing each image alone."""
+    resized uint8 levels (integers 0..255, as floats, ready to be normalised). The images of each
+    size are stacked and resized by one antialiased interpolate call; as interpolate treats each
+    image and channel on its own, the result is that of resizing each image alone."""
     r = resolution
     groups = group_by_size([img.shape for img in images])
     out: torch.Tensor | None = None
@@ -140,7 +138,7 @@ class GpuPipeline(Pipeline):
                 "on a machine with an NVIDIA GPU.")
         super().__init__(cfg, ctx)
         # files are read one after another by default: a pool's hand-offs cost more than reading
-        # a cached file (H100 host: 3.2 ms for 32 files of 71 kB through 8 threads)
+        # a cached file (measured: benchmarks/results/README.md)
         self.ahead = ThreadPoolExecutor(1, thread_name_prefix="sweep-read-ahead")
         self.readers = (None if cfg.workers <= 1
                         else ThreadPoolExecutor(cfg.workers, thread_name_prefix="sweep-read"))

@@ -2,12 +2,10 @@
 
 Threads share one GIL. Eager PyTorch inference gives it up and takes it back around every
 operator, so a pipeline thread that needs it a few times per batch makes the inference wait,
-and the other way round: on the H100, a background thread doing nothing but one GPU resize and a
-synchronise per iteration slowed eager resnet18 (bs32, fp16) from 2.2 to 4.0 ms per batch, and
-nvJPEG decoding beside it ran the two one after the other (`probe_overlap.txt` in
-benchmarks/results/e2e_process_h100_2026-11-24). In processes of its own the pipeline has their
-GILs, as a DataLoader's worker processes do; with two or more, batches are prepared side by side
-(batch i by worker i mod N), each worker with its own nvJPEG decoder.
+and the other way round (measured: benchmarks/results/e2e_process_h100_2026-11-24). In
+processes of its own the pipeline has their GILs, as a DataLoader's worker processes do; with
+two or more, batches are prepared side by side (batch i by worker i mod N), each worker with its
+own nvJPEG decoder.
 
 The job's process allocates each worker a ring of input slots once ([B, 3, R, R] in the
 runtime's dtype and memory format, on the job's device; in shared memory on the CPU) and hands
@@ -26,12 +24,8 @@ host: `ready[slot]` is recorded by the worker after its copy and waited on by th
 before it writes the slot again. A slot is sent out again only after it was used, so a worker
 runs at most as many batches ahead as it has slots.
 
-Measured on the H100 (resnet18 256 bs32 fp16, eager): end to end 0.229 ms/img with the pipeline in
-threads of the job's process, 0.131 / 0.129 / 0.123 with 2 / 3 / 4 workers. Workers do not make
-the GPU work free: each is a CUDA context of its own, and the GPU time-slices between contexts
-(with CUDA graphs, whose inference takes little host time, 2 or 3 workers end to end took 3.0 ms
-a batch, while the workers alone delivered a batch every 1.8-2.1 ms and the inference alone took
-1.2 ms).
+Workers do not make the GPU work free: each is a CUDA context of its own, and the GPU
+time-slices between contexts (figures with and without workers: the same results folder).
 
 The instrumented pass (`decode`, `preprocess`, `to_device`) runs in the job's process, on the
 same pipeline, as it does without a worker.
@@ -244,10 +238,8 @@ class ProcessPipeline(Pipeline):
 def serve(orders: Any, results: Any, cfg: PipelineConfig, ctx: PipelineContext,
           slots: list[torch.Tensor], ready: list[Any], free: list[Any]) -> None:
     """The worker process: build the pipeline, then fill slots for each stream of chunks."""
-    from sweep.pipelines import create_pipeline
-
     try:
-        pipe = create_pipeline(cfg, ctx)
+        pipe = cfg.implementation()(cfg, ctx)  # the inner pipeline: cfg.processes is 0 here
     except BaseException as e:  # noqa: BLE001 - sent to the job, raised there
         _send_error(results, e)
         return

@@ -1,29 +1,30 @@
-"""Runtimes by name. Each lives in its own module, imported only when a job asks for it."""
+"""Runtimes: each lives in its own module, named by its schema in sweep.config (`impl`) and
+imported only when a job asks for it."""
 
 from __future__ import annotations
 
-import importlib
+import torch
 
 from sweep.config import RuntimeConfig
-from sweep.runtimes.base import JobContext, Prepared, Runtime, UnsupportedError
+from sweep.errors import UnsupportedError
+from sweep.runtimes.base import JobContext, Prepared, Runtime
 
-RUNTIMES = {
-    "torch": "sweep.runtimes.torch_eager:TorchRuntime",
-    "onnx": "sweep.runtimes.ort:OnnxRuntime",
-    "compile": "sweep.runtimes.inductor:CompileRuntime",
-    "trt": "sweep.runtimes.tensorrt:TensorRTRuntime",
-}
-
-__all__ = ["JobContext", "Prepared", "Runtime", "UnsupportedError", "create_runtime", "RUNTIMES"]
+__all__ = ["JobContext", "Prepared", "Runtime", "UnsupportedError", "check_supported",
+           "create_runtime", "runtime_class"]
 
 
-def runtime_class(name: str) -> type[Runtime]:
-    module, cls = RUNTIMES[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+def runtime_class(cfg: RuntimeConfig | type[RuntimeConfig]) -> type[Runtime]:
+    """The class that implements a runtime schema."""
+    return cfg.implementation()
+
+
+def check_supported(cfg: RuntimeConfig, device: torch.device, precision: str) -> None:
+    """Raise UnsupportedError when the runtime cannot run `precision` on `device`."""
+    runtime_class(cfg).check_supported(device, precision)
 
 
 def create_runtime(cfg: RuntimeConfig, ctx: JobContext) -> Runtime:
     """The runtime for `cfg`, after checking it can run the job's precision on its device."""
-    cls = runtime_class(cfg.name)
-    cls.check_supported(ctx)
+    cls = runtime_class(cfg)
+    cls.check_supported(ctx.device, ctx.precision)
     return cls(cfg, ctx)

@@ -10,10 +10,7 @@ import torch
 from torch import nn
 
 from sweep.config import RuntimeConfig
-
-
-class UnsupportedError(RuntimeError):
-    """This runtime cannot do what the job asks (precision, device, missing library)."""
+from sweep.errors import UnsupportedError
 
 
 @dataclass
@@ -26,7 +23,7 @@ class JobContext:
     resolution: int
     channels_last: bool
     cache: object  # sweep.cache.ArtifactCache
-    cache_key_parts: dict[str, str] = field(default_factory=dict)  # model identity for the cache
+    model_identity: dict[str, str] = field(default_factory=dict)  # the weights, for the cache
 
 
 @dataclass
@@ -54,13 +51,13 @@ class Runtime(ABC):
         self.ctx = ctx
 
     @classmethod
-    def check_supported(cls, ctx: JobContext) -> None:
+    def check_supported(cls, device: torch.device, precision: str) -> None:
         """Fail at once, before any export, when the precision cannot run on this device."""
-        ok = cls.supported.get(ctx.device.type, ())
-        if ctx.precision not in ok:
+        ok = cls.supported.get(device.type, ())
+        if precision not in ok:
             where = [f"{d}: {', '.join(p)}" for d, p in cls.supported.items()]
             raise UnsupportedError(
-                f"runtime={cls.name} cannot run precision={ctx.precision} on {ctx.device.type}; "
+                f"runtime={cls.name} cannot run precision={precision} on {device.type}; "
                 f"it supports {'; '.join(where)}."
             )
 

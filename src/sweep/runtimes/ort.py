@@ -87,7 +87,7 @@ def provider_options(name: str, cfg: OnnxRuntimeConfig, precision: str, device_i
     fp32 means TF32 off, so fp32 turns the CUDA provider's `use_tf32` off; every other precision
     leaves it on (its default). It must: with `use_tf32=0` ONNX Runtime's cuDNN-frontend
     convolutions deselect every tensor-core engine whatever the data type, so an fp16 model runs
-    on CUDA cores (on the H100, resnet18 256 bs32 fp16: 3,600 img/s instead of ~23,000). An fp16
+    on CUDA cores, several times slower (benchmarks/results/README.md). An fp16
     model has no fp32 convolutions or matmuls for TF32 to touch; in an int8 QDQ model the
     convolutions between the Q/DQ nodes are fp32 and do run in TF32 (reported in the job's info).
     """
@@ -286,7 +286,7 @@ class OnnxRuntime(Runtime):
         ctx, cfg = self.ctx, self.cfg
         half = ctx.precision == "fp16"
         # One export serves fp32, tf32 and int8: tf32 is a provider option.
-        parts = {**ctx.cache_key_parts, "resolution": ctx.resolution,
+        parts = {**ctx.model_identity, "resolution": ctx.resolution,
                  "dtype": "fp16" if half else "fp32", "opset": cfg.opset,
                  "torch": torch.__version__, "onnxruntime": ort.__version__,
                  "exporter": EXPORTER}
@@ -297,7 +297,7 @@ class OnnxRuntime(Runtime):
             t0 = time.perf_counter()
             used = export_onnx(m, x, folder / MODEL_FILE, cfg.opset)
             log.info("exported %s to ONNX with the %s exporter in %.1f s",
-                     ctx.cache_key_parts.get("arch", "model"), used, time.perf_counter() - t0)
+                     ctx.model_identity.get("arch", "model"), used, time.perf_counter() - t0)
             (folder / META_FILE).write_text(json.dumps({"exporter": used}))
 
         def export() -> tuple[Path, str]:

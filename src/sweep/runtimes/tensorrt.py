@@ -114,7 +114,7 @@ def cache_parts(cfg: TrtRuntimeConfig, ctx: JobContext, env: dict[str, str]) -> 
     """Everything that determines the engine: model, shape, precision, builder options,
     library versions and the GPU (`env`, from `build_env`)."""
     parts: dict[str, object] = {
-        **ctx.cache_key_parts,
+        **ctx.model_identity,
         "runtime": "trt",
         "shape": list(input_shape(ctx)),
         "input_dtype": str(DTYPES[ctx.precision]),
@@ -160,29 +160,30 @@ class TensorRTRuntime(Runtime):
     supported = {"cuda": ("fp32", "tf32", "fp16", "bf16", "int8")}
 
     @classmethod
-    def check_supported(cls, ctx: JobContext) -> None:
+    def check_supported(cls, device: torch.device, precision: str) -> None:
         """Fail at once: no GPU, no Torch-TensorRT (or ModelOpt for int8), or a precision
         TensorRT does not run. Every problem found is named in one message."""
         problems = []
-        if ctx.device.type != "cuda":
+        if device.type != "cuda":
             problems.append(f"runtime=trt needs an NVIDIA GPU, and this job's device is "
-                            f"{ctx.device.type} (use runtime=torch, compile or onnx on the CPU)")
+                            f"{device.type} (use runtime=torch, compile or onnx on the CPU)")
         try:
             import_torch_tensorrt()
-            if ctx.precision == "int8":
+            if precision == "int8":
                 import_modelopt_quantization()
         except UnsupportedError as e:
             problems.append(str(e).rstrip("."))
         if problems:
             raise UnsupportedError("; ".join(problems) + ".")
-        super().check_supported(ctx)
+        super().check_supported(device, precision)
 
     @property
     def input_memory_format(self) -> torch.memory_format:
         return torch.contiguous_format  # the engine's input binding is linear NCHW
 
     def prepare(self, model: nn.Module, example: torch.Tensor) -> Prepared:
-        self.check_supported(self.ctx)  # also when called without create_runtime
+        # also when called without create_runtime
+        self.check_supported(self.ctx.device, self.ctx.precision)
         torch_tensorrt = import_torch_tensorrt()
         device = compile_settings(self.cfg, self.ctx)["device"]
         if self.ctx.precision == "bf16" and torch.cuda.get_device_capability(device) < (8, 0):

@@ -38,13 +38,17 @@ from typing import Any
 
 import torch
 
-from sweep.config import PipelineConfig, SweepConfig
+from sweep.config import CurrentPipelineConfig, SweepConfig
 from sweep.data import ImageSet, scan
+from sweep.metrics import STAGES as METRIC_STAGES
+from sweep.pipelines import create_pipeline
 from sweep.pipelines.base import PREPROCESSING, Pipeline, PipelineContext
+from sweep.pipelines.current import CurrentPipeline
+from sweep.scenarios.base import Measurement, Scenario, Workload
 
 log = logging.getLogger(__name__)
 
-STAGES = ("decode", "preprocess", "h2d", "infer", "postprocess")
+STAGES = tuple(s.removesuffix("_ms") for s in METRIC_STAGES)  # decode, ..., postprocess
 STAGE_TIMING = ("separate instrumented pass, synchronised between stages; e2e_ms_per_img and "
                 "e2e_fps from an uninstrumented run")
 MAX_EXAMPLES = 5
@@ -179,12 +183,9 @@ def measure_end_to_end(cfg: SweepConfig, runtime: Any,
                        device: torch.device) -> tuple[dict[str, float], dict[str, Any]]:
     """End-to-end metrics and facts of `cfg.pipeline` over `cfg.data` through the prepared
     `runtime` on `device` (see the module docstring)."""
-    from sweep.pipelines import create_pipeline
-    from sweep.pipelines.current import CurrentPipeline
-
     ctx = _context(cfg, runtime, device)
     pipe = create_pipeline(cfg.pipeline, ctx)  # pipeline=gpu on a CPU fails here, before work
-    ref = pipe if pipe.name == "current" else CurrentPipeline(PipelineConfig(), ctx)
+    ref = pipe if pipe.name == "current" else CurrentPipeline(CurrentPipelineConfig(), ctx)
     try:
         return _measure(cfg, runtime, device, pipe, ref)
     finally:
@@ -247,3 +248,17 @@ def _measure(cfg: SweepConfig, runtime: Any, device: torch.device, pipe: Pipelin
     if device.type != "cuda" and (cfg.flags.pin_memory or cfg.flags.gpu_non_blocking):
         info["flags_note"] = "pin_memory and gpu_non_blocking have no effect on cpu (no copy)"
     return metrics, info
+
+
+class EndToEndScenario(Scenario):
+    """Files to top-1 through the job's pipeline, when the data has files."""
+
+    name = "end_to_end"
+
+    @classmethod
+    def applies(cls, cfg: SweepConfig) -> bool:
+        return cfg.data.name == "imagefolder"
+
+    def run(self, work: Workload) -> Measurement:
+        metrics, info = measure_end_to_end(work.cfg, work.runtime, work.device)
+        return Measurement(metrics, info)

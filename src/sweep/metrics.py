@@ -1,0 +1,101 @@
+"""The metric vocabulary: every number a job, a sweep or a report names, with its unit, which
+way is better and whether it is a headline column. Scenarios emit these names, the summary puts
+the headline ones first in this order, the A/B tables and plots take their labels from here, and
+a test checks that every metric a job writes is listed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    unit: str
+    lower_is_better: bool | None  # None: neither (a count, a setting)
+    headline: bool = False  # a summary column shown before the others, in this order
+    label: str = ""  # how tables and plots name it; the name itself when empty
+    ab: bool = False  # compared in the A/B tables
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name
+
+
+def _m(name: str, unit: str, lower: bool | None, headline: bool = False, label: str = "",
+       ab: bool = False) -> Metric:
+    return Metric(name, unit, lower, headline, label, ab)
+
+
+METRICS: tuple[Metric, ...] = (
+    # the headline columns, in the order the summary shows them
+    _m("infer_ms_per_img", "ms", True, True, "infer ms/image", ab=True),
+    _m("infer_ms_per_img_ci95_low", "ms", True, True),
+    _m("infer_ms_per_img_ci95_high", "ms", True, True),
+    _m("infer_ms_p50", "ms", True, True, "p50 ms/batch"),
+    _m("infer_ms_p90", "ms", True, True, "p90 ms/batch"),
+    _m("infer_ms_p99", "ms", True, True, "p99 ms/batch"),
+    _m("infer_cv_pct", "%", True, True, "CV %"),
+    _m("fps", "images/s", False, True, "FPS", ab=True),
+    _m("speedup_x", "x", False, True, "speedup"),  # derived by the report
+    _m("gpu_busy_pct", "%", False, True, "GPU busy %"),
+    _m("gflop_per_img", "GFLOP", None, True),
+    _m("tflops", "TFLOPS", False, True, "TFLOPS achieved"),
+    _m("tflops_peak", "TFLOPS", None, True, "TFLOPS peak"),
+    _m("util_pct", "%", False, True, "util %"),
+    _m("e2e_ms_per_img", "ms", True, True, "E2E ms/image", ab=True),
+    _m("e2e_fps", "images/s", False, True, "E2E FPS"),
+    _m("accuracy_top1_pct", "%", False, True, "accuracy %", ab=True),
+    _m("pipeline_agreement_pct", "%", False, True, "agrees with current %"),
+    _m("unreadable_files", "files", True, True, "unreadable files"),
+    _m("correct", "bool", False, True),
+    _m("max_abs_err", "logit", True, True, "max abs err"),
+    _m("agreement_top1_pct", "%", False, True, "top-1 agreement %"),
+    _m("export_s", "s", True, True),
+    _m("first_infer_ms", "ms", True, True),
+    _m("host_rss_peak_mb", "MB", True, True),
+    _m("gpu_mem_peak_mb", "MB", True, True),
+    # pure inference, the rest
+    _m("infer_ms_mean", "ms", True),
+    _m("infer_ms_min", "ms", True),
+    _m("infer_iters", "calls", None),
+    _m("gpu_ms_per_call", "ms", True),
+    _m("gpu_mem_used_mb", "MB", True),
+    # correctness against PyTorch fp32
+    _m("rel_err", "x logit std", True),
+    _m("decisive_pct", "%", None),
+    _m("check_samples", "images", None),
+    # end to end, per image, from the instrumented pass
+    _m("decode_ms", "ms", True, label="decode"),
+    _m("preprocess_ms", "ms", True, label="preprocess"),
+    _m("h2d_ms", "ms", True, label="h2d"),
+    _m("infer_ms", "ms", True, label="infer"),
+    _m("postprocess_ms", "ms", True, label="postprocess"),
+    _m("data_images", "images", None),
+    _m("cpu_decode_fallbacks", "files", True),
+    # a sweep's parent run
+    _m("jobs_ok", "jobs", None),
+    _m("jobs_failed", "jobs", True),
+    _m("wall_s", "s", True),
+)
+
+BY_NAME = {m.name: m for m in METRICS}
+HEADLINE = [m.name for m in METRICS if m.headline]
+AB = [m for m in METRICS if m.ab]
+STAGES = ("decode_ms", "preprocess_ms", "h2d_ms", "infer_ms", "postprocess_ms")
+
+
+def title(name: str) -> str:
+    """How a table or a plot names metric `name`."""
+    return BY_NAME[name].title if name in BY_NAME else name
+
+
+def axis_label(name: str) -> str:
+    """`FPS (images/s)`: a plot axis for metric `name`."""
+    m = BY_NAME.get(name)
+    return f"{m.title} ({m.unit})" if m else name
+
+
+def unknown(names: object) -> list[str]:
+    """The names among `names` that the vocabulary does not list."""
+    return sorted(n for n in names if n not in BY_NAME)  # type: ignore[attr-defined]

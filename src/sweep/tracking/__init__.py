@@ -1,0 +1,78 @@
+"""Tracking stores behind one small interface (`Tracker`, tracking/base.py), the one resolver of
+the tracking URI, and the upload of a sweep that ran while its store was unreachable.
+
+The URI's precedence, everywhere: an explicit one (`--tracking-uri`), then the environment's
+`MLFLOW_TRACKING_URI`, then the one the sweep recorded in its sweep file (reports and uploads of
+a finished sweep), then the config's `tracking.uri`, then `sqlite:///mlflow.db`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sweep.config import TrackingConfig
+from sweep.result import (
+    JobResult,
+    job_dirs,
+    load_result,
+    read_sweep_file,
+    save_result,
+    write_sweep_file,
+)
+from sweep.tracking.base import Tracker
+
+__all__ = ["DEFAULT_URI", "Tracker", "create_tracker", "resolve_uri", "upload_sweep"]
+
+DEFAULT_URI = TrackingConfig.uri
+_open: dict[tuple[str, str, str], Tracker] = {}
+
+
+def resolve_uri(explicit: str | None = None, recorded: str | None = None,
+                configured: str | None = None) -> str:
+    """The tracking URI to use (precedence in the module docstring)."""
+    return (explicit or os.environ.get("MLFLOW_TRACKING_URI") or recorded or configured
+            or DEFAULT_URI)
+
+
+def create_tracker(cfg: TrackingConfig, explicit_uri: str | None = None,
+                   recorded_uri: str | None = None) -> Tracker:
+    """The store `cfg` names, at the resolved URI; one per store and experiment in a process
+    (jobs of the basic launcher share it)."""
+    uri = resolve_uri(explicit_uri, recorded_uri, cfg.uri)
+    key = (type(cfg).impl, uri, cfg.experiment)
+    if key not in _open:
+        _open[key] = cfg.implementation()(cfg, uri)
+    return _open[key]
+
+
+def upload_sweep(sweep_dir: Path, uri: str | None = None) -> tuple[int, int, str]:
+    """Log a sweep's job folders after the fact (the store was down, or it is a new one): each
+    job once, by its uid, under the sweep's parent run (created if the store lacks it).
+    Returns (uploaded, already there, parent run id)."""
+    info = read_sweep_file(sweep_dir)
+    jobs = [(d, load_result(d)) for d in job_dirs(sweep_dir)]
+    jobs = [(d, r) for d, r in jobs if r is not None]
+    if not jobs:
+        raise LookupError(f"no finished job under {sweep_dir}")
+    params = jobs[0][1]["params"]
+    cfg = TrackingConfig(uri=params.get("tracking.uri", DEFAULT_URI),
+                         experiment=params.get("tracking.experiment", TrackingConfig.experiment))
+    tracker = create_tracker(cfg, uri, info.get("tracking_uri"))
+    parent = tracker.open_sweep(sweep_dir, info)
+    info.update(parent_run_id=parent, tracking_uri=tracker.uri)
+    write_sweep_file(sweep_dir, info)
+    uploaded = already = 0
+    for job_dir, data in jobs:
+        result = JobResult(**data)
+        if tracker.has_job(result.uid):
+            already += 1
+        else:
+            uploaded += 1
+        result.info["mlflow_run_id"] = tracker.log_job(result.to_json(), job_dir, parent)
+        result.info.pop("mlflow_error", None)
+        save_result(result, job_dir)
+    failed = sum(r["status"] != "ok" for _, r in jobs)
+    tracker.finish_sweep(parent, {"jobs_ok": len(jobs) - failed, "jobs_failed": failed},
+                         failed > 0)
+    return uploaded, already, parent

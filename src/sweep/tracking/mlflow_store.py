@@ -1,0 +1,221 @@
+"""MLflow: one parent run per multirun, one child run per job. The only module that imports mlflow.
+
+Everything goes through MlflowClient with explicit run ids, never the fluent API's global
+"active run" or tracking URI, so jobs that share a process (the basic launcher) cannot log into
+each other.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from sweep.config import TrackingConfig
+from sweep.result import (
+    JOB_ARTIFACTS,
+    PLOTS_DIR,
+    REPORT_FILES,
+    SAMPLES_FILE,
+    read_samples,
+    redact,
+    sweep_name,
+)
+from sweep.sources import Sweep, sweep_from_runs
+from sweep.tracking.base import Tracker
+
+# MLflow 3's UI otherwise opens an experiment on its GenAI traces overview, not the runs table
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# never log values of environment variables whose names look like secrets
+SECRET = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.I)
+PAGE = 1000  # runs per search page
+
+
+def param_key(key: str) -> str:
+    """An override's key as MLflow accepts it: `+fault_at` -> `fault_at` (Hydra's +/++/~
+    prefixes dropped, other characters MLflow refuses replaced by _)."""
+    return re.sub(r"[^\w\-. :/]", "_", key.lstrip("+~"))
+
+
+class MlflowTracker(Tracker):
+    def __init__(self, cfg: TrackingConfig, uri: str) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri
+        self.experiment = cfg.experiment
+        self.client = MlflowClient(tracking_uri=uri)
+        self.experiment_id = self._experiment(cfg.experiment)
+
+    def _experiment(self, name: str) -> str:
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        try:
+            return self.client.create_experiment(name, tags=EXPERIMENT_KIND)
+        except Exception:  # created meanwhile by a parallel job
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
+
+    # --- the sweep's parent run -----------------------------------------------------------
+
+    def open_sweep(self, sweep_dir: Path, info: dict[str, Any]) -> str:
+        before = info.get("parent_run_id")
+        if before and info.get("tracking_uri") == self.uri and self._reopen(before):
+            return before
+        params = {k: redact(v) for k, _, v in
+                  (o.partition("=") for o in info.get("overrides", []) if "=" in o)}
+        tags = {"sweep.dir": str(Path(sweep_dir).resolve()), "sweep.role": "parent"}
+        if info.get("total_jobs"):
+            tags["sweep.total_jobs"] = str(info["total_jobs"])
+        run = self.client.create_run(self.experiment_id, run_name=sweep_name(sweep_dir),
+                                     tags=tags)
+        self._log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    def _reopen(self, run_id: str) -> bool:
+        """Reopen the parent run of a resumed sweep; False when it is not in this store."""
+        try:
+            self.client.update_run(run_id, status="RUNNING")
+            return True
+        except Exception:
+            return False
+
+    def finish_sweep(self, parent_id: str, metrics: dict[str, float], failed: bool) -> None:
+        self._log_metrics(parent_id, metrics)
+        self.client.set_terminated(parent_id, "FAILED" if failed else "FINISHED")
+
+    def log_report(self, parent_id: str, out_dir: Path) -> None:
+        """Also tags the parent run with the recommendation of summary.json."""
+        import json
+
+        out_dir = Path(out_dir)
+        for name in REPORT_FILES:
+            if (out_dir / name).exists():
+                self.client.log_artifact(parent_id, str(out_dir / name))
+        if (out_dir / PLOTS_DIR).is_dir():
+            self.client.log_artifacts(parent_id, str(out_dir / PLOTS_DIR), artifact_path=PLOTS_DIR)
+        try:
+            summary = json.loads((out_dir / REPORT_FILES[1]).read_text())
+            self.client.set_tag(parent_id, "sweep.recommendation",
+                                str(summary["recommendation"])[:5000])
+        except (OSError, ValueError, KeyError):
+            pass
+
+    # --- jobs -----------------------------------------------------------------------------
+
+    def _find_job(self, uid: str) -> str | None:
+        runs = self.client.search_runs([self.experiment_id],
+                                       filter_string=f"tags.`sweep.job_uid` = '{uid}'",
+                                       max_results=1)
+        return runs[0].info.run_id if runs else None
+
+    def has_job(self, uid: str) -> bool:
+        return self._find_job(uid) is not None
+
+    def log_job(self, result: dict[str, Any], job_dir: Path, parent_id: str | None) -> str:
+        """Params, metrics, environment tags and artifacts; a job (by its uid) logged before
+        keeps its run, and nothing is logged twice."""
+        if existing := self._find_job(result["uid"]):
+            return existing
+        tags = {f"env.{k}": v for k, v in result["env"].items()}
+        tags.update({f"info.{k}": str(v)[:5000] for k, v in result["info"].items()})
+        tags.update({"sweep.role": "job", "sweep.status": result["status"],
+                     "sweep.job_uid": result["uid"],
+                     "sweep.job_dir": str(job_dir.resolve())})
+        if result["error"]:
+            tags["sweep.error"] = result["error"][:5000]
+        if parent_id:
+            tags["mlflow.parentRunId"] = parent_id
+        run = self.client.create_run(self.experiment_id, run_name=result["job"], tags=tags,
+                                     start_time=int(result["started"] * 1000))
+        run_id = run.info.run_id
+        self._log_params(run_id, result["params"])
+        self._log_metrics(run_id, result["metrics"])
+        for name in JOB_ARTIFACTS:
+            if (job_dir / name).exists():
+                self.client.log_artifact(run_id, str(job_dir / name))
+        hydra_dir = job_dir / ".hydra"
+        if hydra_dir.is_dir():
+            self.client.log_artifacts(run_id, str(hydra_dir), artifact_path="hydra")
+        end = int((result["started"] + result["duration_s"]) * 1000)
+        self.client.set_terminated(run_id, "FINISHED" if result["status"] == "ok" else "FAILED",
+                                   end_time=end)
+        return run_id
+
+    def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(param_key(k), str(v)[:6000]) for k, v in params.items()
+                 if not SECRET.search(k)]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i:i + 100])
+
+    def _log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, 0) for k, v in metrics.items()
+                 if v is not None and math.isfinite(float(v))]
+        for i in range(0, len(items), 500):
+            self.client.log_batch(run_id, metrics=items[i:i + 500])
+
+    # --- reading a sweep back -------------------------------------------------------------
+
+    def _search(self, filter_string: str, **kwargs: Any) -> list:
+        runs, token = [], None
+        while True:
+            page = self.client.search_runs([self.experiment_id], filter_string=filter_string,
+                                           max_results=PAGE, page_token=token, **kwargs)
+            runs.extend(page)
+            token = page.token
+            if not token or kwargs.get("order_by"):
+                return runs
+
+    def latest_parent_id(self) -> str:
+        """The run id of the experiment's most recent sweep (parent run)."""
+        runs = self.client.search_runs([self.experiment_id],
+                                       filter_string="tags.`sweep.role` = 'parent'",
+                                       order_by=["attributes.start_time DESC"], max_results=1)
+        if not runs:
+            raise LookupError(f"experiment {self.experiment!r} holds no sweep (no run tagged "
+                              "sweep.role=parent); run one with python -m sweep -m ...")
+        return runs[0].info.run_id
+
+    def load_sweep(self, parent_id: str | None = None, with_samples: bool = True) -> Sweep:
+        parent_id = parent_id or self.latest_parent_id()
+        parent = self.client.get_run(parent_id)
+        runs = self._search(f"tags.`mlflow.parentRunId` = '{parent_id}'")
+        records = [_record(r) for r in runs]
+        samples = {}
+        if with_samples:
+            for r in runs:
+                if r.data.tags.get("sweep.status") == "ok":
+                    s = self._samples(r.info.run_id)
+                    if s is not None:
+                        samples[r.info.run_id] = s
+        sweep = sweep_from_runs(records, parent.info.run_name or parent_id, samples, self.uri)
+        sweep.parent_run_id = parent_id
+        return sweep
+
+    def _samples(self, run_id: str) -> list[float] | None:
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                path = self.client.download_artifacts(run_id, SAMPLES_FILE, tmp)
+            except Exception:  # no samples (a failed job): nothing to test
+                return None
+            return read_samples(Path(path))
+
+
+def _record(run: Any) -> dict[str, Any]:
+    """A run in the flat shape of mlflow.search_runs' DataFrame records."""
+    out: dict[str, Any] = {"run_id": run.info.run_id,
+                           "tags.mlflow.runName": run.info.run_name}
+    out.update({f"params.{k}": v for k, v in run.data.params.items()})
+    out.update({f"tags.{k}": v for k, v in run.data.tags.items()})
+    out.update({f"metrics.{k}": v for k, v in run.data.metrics.items()})
+    return out
