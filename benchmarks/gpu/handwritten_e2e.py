@@ -10,7 +10,7 @@ nvJPEG path can do on this machine:
 
     python3 benchmarks/gpu/handwritten_e2e.py [--files DIR] [--write DIR]
 
---files DIR: use the first 64 JPEGs under DIR instead (e.g. a set from `python -m sweep.data
+--files DIR: use the first 64 JPEGs under DIR instead (e.g. a set from `python -m sweep.demo_data
 generate`, to compare on the very files a sweep reads); --write DIR: also save the generated
 files as an image folder (DIR/0_probe/NNN.jpg) for `data=imagefolder data.root=DIR`.
 """
