@@ -6,7 +6,7 @@
 # (handwritten.py eager) twice, ABAB, in one call. Part `e2e`: pipeline=gpu (4 workers) and
 # fast end to end on 256 generated 512x512 JPEGs, beside handwritten_e2e.py on the same files.
 # Results: $OUT (or results/).
-#   bash benchmarks/gpu/verify_redesign.sh tests runtimes e2e
+#   DEADLINE=590 bash benchmarks/gpu/verify_redesign.sh runtimes e2e tests
 set -uo pipefail
 source benchmarks/gpu/setup_device.sh
 out=${OUT:-results}
@@ -15,7 +15,8 @@ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,power.limit --format=cs
 for part in "$@"; do
 case $part in
   tests)
-    timeout 420 python3 -m pytest -q -p no:cacheprovider -rs tests/test_pipelines.py \
+    left=$(( ${DEADLINE:-600} - SECONDS - 20 ))  # DEADLINE: seconds this whole call may take
+    timeout $(( left < 420 ? left : 420 )) python3 -m pytest -q -p no:cacheprovider -rs tests/test_pipelines.py \
       tests/test_measure.py tests/test_accuracy.py tests/test_runtime_compile.py 2>&1 \
       | tail -25 | tee "$out/pytest.txt" ;;
   runtimes)
