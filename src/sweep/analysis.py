@@ -331,3 +331,21 @@ def recommend(sweep: Sweep, latency: str = "infer_ms_p50",
         best.get("runtime") != baseline else ""
     return (f"Deploy `{deploy_label(sweep, best)}`: the highest {what} ({best[key]:,.1f}){bound}"
             f"{speed}, at {best[latency]:.3g} ms {lat}{_lead(sweep, best, key)}.")
+
+
+def recommend_slo(sweep: Sweep, slo_ms: float) -> str:
+    """One sentence: the configuration that serves the most requests per second under the SLO
+    its jobs searched with (scenario=server scenario.slo_ms)."""
+    rows = [r for r in eligible(sweep.rows) if r.get("max_qps_at_slo") is not None
+            and r.get("scenario.slo_ms") is not None and float(r["scenario.slo_ms"]) == slo_ms]
+    if not rows:
+        return (f"No job of this sweep searched under scenario.slo_ms={slo_ms:g} with outputs "
+                f"that pass the check: run python -m sweep -m scenario=server "
+                f"scenario.slo_ms={slo_ms:g} ... to find the highest rate under it.")
+    best = _top(rows, "max_qps_at_slo", True)
+    q = best.get("scenario.slo_percentile", 99.0)
+    lat = best.get(f"latency_ms_p{q:g}".replace(".", "")) or best.get("latency_ms_p99")
+    at = f" at p{q:g} {lat:.3g} ms" if lat is not None else ""
+    offline = f"; offline {best['fps']:,.0f} img/s" if best.get("fps") else ""
+    return (f"Deploy `{deploy_label(sweep, best)}`: {best['max_qps_at_slo']:,.1f} qps{at} "
+            f"(SLO p{q:g} <= {slo_ms:g} ms){offline}.")

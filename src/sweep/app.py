@@ -8,6 +8,7 @@ report progress, return the headline.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -100,8 +101,8 @@ def _resolved(dcfg: DictConfig, job_num: Any) -> dict[str, Any]:
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base=None)
-def task(dcfg: DictConfig) -> float | None:
-    """One job. Returns fps so that optimising sweepers (Optuna) can maximise it."""
+def task(dcfg: DictConfig) -> float:
+    """One job. Returns its objective, for optimising sweepers (Optuna)."""
     hc = HydraConfig.get()
     job_dir = Path(hc.runtime.output_dir)
     sweep_dir = Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
@@ -137,8 +138,19 @@ def task(dcfg: DictConfig) -> float | None:
         state.failed_jobs += 1 if sweep_dir is None else 0  # multiruns count at the end
         if sweep_dir is None:
             print(f"error: {result.error}", file=sys.stderr)
-        return None
-    return result.metrics["fps"]
+    return objective(result)
+
+
+def objective(result: JobResult) -> float:
+    """What optimising sweepers (hydra/sweeper=optuna) maximise: `max_qps_at_slo` when the job
+    searched under an SLO, else `fps`; NaN, which Optuna records as a failed trial, for a job
+    that failed, has wrong outputs or met no SLO."""
+    m = result.metrics
+    if result.status != "ok" or m.get("correct") == 0:
+        return math.nan
+    slo = result.params.get("scenario.slo_ms") is not None
+    value = m.get("max_qps_at_slo") if slo else m.get("fps")
+    return float(value) if value is not None else math.nan
 
 
 def main() -> None:

@@ -55,8 +55,10 @@ class SweepCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         overrides = sweep_overrides(config)
+        trials = OmegaConf.select(config, "hydra.sweeper.n_trials")  # an optimising sweeper
         info: dict[str, Any] = {"started": time.time(), "overrides": overrides,
-                                "total_jobs": count_jobs(overrides), "parent_run_id": None}
+                                "total_jobs": trials or count_jobs(overrides),
+                                "parent_run_id": None}
         tracking = _tracking(config)
         before = read_sweep_file(sweep_dir)
         if tracking.enabled:

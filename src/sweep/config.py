@@ -295,6 +295,77 @@ class OfflineScenarioConfig(ScenarioConfig):
 
 
 @dataclass
+class LoadScenarioConfig(ScenarioConfig):
+    """Requests of one image each, served by a dynamic batcher in front of the runtime (built for
+    `batch`: a partly filled batch is padded). Pure inference runs first, for the offline figure
+    beside the serving one. A request is a ready tensor (data=synthetic) or a file through the
+    job's pipeline (data=imagefolder: decode and preprocessing inside the latency)."""
+
+    impls: ClassVar[tuple[str, ...]] = ("sweep.scenarios.inference:InferenceScenario",)
+    duration_s: float = 2.0  # each measured load step lasts this long (and min_requests)
+    min_requests: int = 200
+    max_queue_delay_ms: float = 0.0  # the batcher waits this long for a batch to fill
+    # the load cannot be taken once the oldest waiting request has waited this long
+    overload_ms: float = 1000.0
+    slo_ms: float | None = None  # search the highest rate whose latency percentile meets it
+    slo_percentile: float = 99.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _positive("scenario.duration_s", self.duration_s, 0.05)
+        _positive("scenario.min_requests", self.min_requests, 1)
+        _positive("scenario.max_queue_delay_ms", self.max_queue_delay_ms, 0)
+        _positive("scenario.overload_ms", self.overload_ms, 1)
+        if self.slo_ms is not None:
+            _positive("scenario.slo_ms", self.slo_ms, 0.001)
+        if not 50 <= self.slo_percentile < 100:
+            raise config_error("scenario.slo_percentile", self.slo_percentile,
+                               "must be at least 50 and below 100",
+                               "e.g. scenario.slo_percentile=99")
+
+
+@choice
+@dataclass
+class SingleStreamScenarioConfig(LoadScenarioConfig):
+    """One request at a time, the next sent when the previous one answers."""
+
+    impls: ClassVar[tuple[str, ...]] = (*LoadScenarioConfig.impls,
+                                        "sweep.scenarios.single_stream:SingleStreamScenario")
+    name: str = "single_stream"
+
+
+@choice
+@dataclass
+class ServerScenarioConfig(LoadScenarioConfig):
+    """Poisson arrivals at `target_qps` (or, with `slo_ms`, the highest rate that meets it)."""
+
+    impls: ClassVar[tuple[str, ...]] = (*LoadScenarioConfig.impls,
+                                        "sweep.scenarios.server:ServerScenario")
+    name: str = "server"
+    target_qps: float | None = None  # None: the offline throughput of the runtime, measured
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.target_qps is not None:
+            _positive("scenario.target_qps", self.target_qps, 0.001)
+
+
+@choice
+@dataclass
+class ConcurrencyScenarioConfig(LoadScenarioConfig):
+    """`clients` closed loops, each sending its next request when its last one answers."""
+
+    impls: ClassVar[tuple[str, ...]] = (*LoadScenarioConfig.impls,
+                                        "sweep.scenarios.concurrency:ConcurrencyScenario")
+    name: str = "concurrency"
+    clients: int = 4
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive("scenario.clients", self.clients, 1)
+
+
+@dataclass
 class FlagsConfig:
     channels_last: bool = False
     pin_memory: bool = False

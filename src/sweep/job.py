@@ -147,11 +147,13 @@ def _run(cfg: SweepConfig, job_dir: Path, result: JobResult) -> None:
                               gflop_per_img=gflop)
         work = Workload(cfg=cfg, device=device, runtime=runtime, x=x, gflop_per_img=gflop,
                         hardware=hw)
+        samples: dict = {}
         for scenario in scenarios_for(cfg):
             measured = scenario.run(work)
             result.metrics.update(measured.metrics)
             result.info.update(measured.info)
             if measured.samples is not None:
-                write_samples(job_dir, measured.samples)
+                samples.update(measured.samples)
+                write_samples(job_dir, samples)  # what is measured so far survives a failure
     finally:
         runtime.close()

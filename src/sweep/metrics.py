@@ -55,6 +55,10 @@ METRICS: tuple[Metric, ...] = (
     _m("first_infer_ms", "ms", True, True),
     _m("host_rss_peak_mb", "MB", True, True),
     _m("gpu_mem_peak_mb", "MB", True, True),
+    _m("max_qps_at_slo", "requests/s", False, True, "max qps at SLO"),
+    _m("server_qps", "requests/s", False, True, "served qps"),
+    _m("latency_ms_p50", "ms", True, True, "p50 latency ms"),
+    _m("latency_ms_p99", "ms", True, True, "p99 latency ms"),
     # pure inference, the rest
     _m("infer_ms_mean", "ms", True),
     _m("infer_ms_min", "ms", True),
@@ -73,6 +77,20 @@ METRICS: tuple[Metric, ...] = (
     _m("postprocess_ms", "ms", True, label="postprocess"),
     _m("data_images", "images", None),
     _m("cpu_decode_fallbacks", "files", True),
+    # serving: per request, arrival to top-1 on the host
+    _m("latency_ms_p50_ci95_low", "ms", True),
+    _m("latency_ms_p50_ci95_high", "ms", True),
+    _m("latency_ms_p90", "ms", True, label="p90 latency ms"),
+    _m("latency_ms_p90_ci95_low", "ms", True),
+    _m("latency_ms_p90_ci95_high", "ms", True),
+    _m("latency_ms_p99_ci95_low", "ms", True),
+    _m("latency_ms_p99_ci95_high", "ms", True),
+    _m("latency_ms_p999", "ms", True, label="p99.9 latency ms"),
+    _m("latency_ms_p999_ci95_low", "ms", True),
+    _m("latency_ms_p999_ci95_high", "ms", True),
+    _m("queue_ms_p50", "ms", True, label="p50 queueing ms"),
+    _m("batch_fill_pct", "%", False, label="batch fill %"),
+    _m("requests", "requests", None),
     # a sweep's parent run
     _m("jobs_ok", "jobs", None),
     _m("jobs_failed", "jobs", True),
@@ -82,6 +100,8 @@ METRICS: tuple[Metric, ...] = (
 BY_NAME = {m.name: m for m in METRICS}
 HEADLINE = [m.name for m in METRICS if m.headline]
 AB = [m for m in METRICS if m.ab]
+LATENCY_PERCENTILES = {"latency_ms_p50": 50.0, "latency_ms_p90": 90.0, "latency_ms_p99": 99.0,
+                       "latency_ms_p999": 99.9}
 STAGES = ("decode_ms", "preprocess_ms", "h2d_ms", "infer_ms", "postprocess_ms")
 
 

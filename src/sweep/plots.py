@@ -172,6 +172,39 @@ def _width(names: list[str]) -> float:
     return 5.0 + 0.065 * max(len(line) for n in names for line in n.split("\n"))
 
 
+def plot_latency_vs_load(sweep: Sweep) -> tuple[Figure | None, str]:
+    """p50 and p99 latency against the offered rate, one line pair per serving job with a
+    curve of two or more load steps; the SLO, where searched, as a horizontal line."""
+    import json
+
+    curves = []
+    for r in eligible(sweep.rows):
+        try:
+            steps = json.loads(r.get("load_curve") or "[]")
+        except (TypeError, ValueError):
+            continue
+        steps = sorted((s for s in steps if s.get("offered_qps") and s.get("p99_ms")),
+                       key=lambda s: s["offered_qps"])
+        if len(steps) >= 2:
+            curves.append((r, steps))
+    if not curves:
+        return None, "latency vs load: skipped, no serving job measured two or more loads"
+    fig, ax = _figure()
+    keys = varying_params(sweep)
+    for r, steps in curves:
+        name = label(r, keys) if keys else r.get("job", "")
+        x = [s["offered_qps"] for s in steps]
+        line = ax.plot(x, [s["p99_ms"] for s in steps], marker="o", label=f"{name} p99")[0]
+        ax.plot(x, [s["p50_ms"] for s in steps], marker=".", linestyle="--",
+                color=line.get_color(), label=f"{name} p50")
+        if r.get("scenario.slo_ms"):
+            ax.axhline(float(r["scenario.slo_ms"]), color=line.get_color(), linestyle=":")
+    ax.set(xlabel="offered load (requests/s)", ylabel="latency (ms)",
+           title="latency vs load (dotted: the SLO)")
+    ax.legend(fontsize="small")
+    return fig, "latency vs load: p50 and p99 per offered rate"
+
+
 def all_plots(sweep: Sweep, baseline: str = "torch", ab: list[str] = (),
               batch: int | None = None, resolution: int | None = None) -> list[tuple[str, Any]]:
     """(file stem, (figure, note)) for every plot of the report, in order."""
@@ -180,6 +213,8 @@ def all_plots(sweep: Sweep, baseline: str = "torch", ab: list[str] = (),
            ("speedup_vs_batch", plot_speedup_vs(sweep, "batch", baseline, resolution)),
            ("speedup_vs_resolution", plot_speedup_vs(sweep, "resolution", baseline, batch)),
            ("e2e_stages", plot_stages(sweep))]
+    if any(r.get("load_curve") for r in sweep.rows):
+        out.append(("latency_vs_load", plot_latency_vs_load(sweep)))
     out += [(f"ab_{p.replace('.', '_')}", plot_ab(sweep, p)) for p in ab]
     return out
 

@@ -46,6 +46,7 @@ class Options:
     ab: list[str] = field(default_factory=list)
     latency: str = "infer_ms_p50"
     max_latency_ms: float | None = None
+    slo_ms: float | None = None  # recommend under this SLO (jobs that searched with it)
     alpha: float = 0.05
     min_effect_pct: float = 1.0
     plots: bool = False
@@ -152,6 +153,31 @@ def _runtime_name(row: dict[str, Any], options: list[str]) -> str:
 AGREEMENT_WARN_PCT = 99.0  # below this, a pipeline's preprocessing differs from `current`
 
 
+def section_serving(sweep: Sweep) -> list[str]:
+    """Serving scenarios: requests per second and per-request latency, and the highest rate
+    under each SLO searched."""
+    rows = [r for r in sweep.ok() if r.get("scenario") not in (None, "offline")]
+    if not rows:
+        return []
+    first = ["scenario"]
+    ctx = [p for p in an.varying_params(sweep) if p not in first]
+    cols = [(k, k) for k in first + ctx] + _cols(
+        "server_qps", "latency_ms_p50", "latency_ms_p99", "latency_ms_p999", "queue_ms_p50",
+        "batch_fill_pct", "max_qps_at_slo", "fps") + [("_note", "note")]
+    shown = [_display(r, []) | {"_note": r.get("overloaded") or r.get("slo_result") or
+                                _display(r, [])["_note"]} for r in rows]
+    out = ["## Serving", "", "Latency per request, from its arrival to its top-1 on the host, "
+           "queueing included; fps is the same job's offline figure.", "",
+           markdown_table(shown, cols), ""]
+    slo = sorted((r for r in rows if r.get("max_qps_at_slo") is not None),
+                 key=lambda r: -r["max_qps_at_slo"])
+    if slo:
+        out += ["## Highest qps under SLO", "", markdown_table(
+            [_display(r, ctx) for r in slo],
+            [("_config", "configuration"), ("slo", "SLO"), *_cols("max_qps_at_slo", "fps")]), ""]
+    return out
+
+
 def section_e2e(sweep: Sweep) -> list[str]:
     """Runtime, pipeline, flags, inference and end-to-end ms/image, accuracy."""
     rows = [r for r in sweep.ok() if r.get("e2e_ms_per_img") is not None]
@@ -212,11 +238,16 @@ def section_ab(sweep: Sweep, opts: Options) -> list[str]:
     return out
 
 
+def recommendation(sweep: Sweep, opts: Options) -> str:
+    if opts.slo_ms is not None:
+        return an.recommend_slo(sweep, opts.slo_ms)
+    return an.recommend(sweep, opts.latency, opts.max_latency_ms, opts.baseline)
+
+
 def section_decision(sweep: Sweep, opts: Options, matched: int) -> list[str]:
     """The recommendation, the winner of each objective and the Pareto front."""
     lat = an.latency_name(opts.latency)
-    out = ["## Recommendation", "",
-           an.recommend(sweep, opts.latency, opts.max_latency_ms, opts.baseline), ""]
+    out = ["## Recommendation", "", recommendation(sweep, opts), ""]
     keys = an.varying_params(sweep)
     best = [{**_display(b.row, keys), "objective": b.objective} if b.row else
             {"objective": b.objective, "_config": "none qualifies"}
@@ -278,7 +309,8 @@ def render_markdown(sweep: Sweep, opts: Options | None = None, plots: list | Non
         out += ["Utilisation is against: " + "; ".join(basis) + ".", ""]
     if ok:
         out += section_decision(sweep, opts, matched) + section_runtimes(sweep, opts, matched)
-        out += section_speedup(sweep, opts, matched) + section_e2e(sweep) + section_ab(sweep, opts)
+        out += section_speedup(sweep, opts, matched) + section_e2e(sweep)
+        out += section_serving(sweep) + section_ab(sweep, opts)
     out += section_problems(sweep) + section_plots(plots or [])
     return "\n".join(out)
 
@@ -303,8 +335,7 @@ def summary_json(sweep: Sweep, opts: Options) -> dict[str, Any]:
     best = an.best_configs(sweep, opts.latency, opts.max_latency_ms)
     return {"sweep_dir": sweep.source, "name": sweep.name, "parent_run_id": sweep.parent_run_id,
             "params": sweep.params, "baseline": opts.baseline, "latency": opts.latency,
-            "recommendation": an.recommend(sweep, opts.latency, opts.max_latency_ms,
-                                           opts.baseline),
+            "recommendation": recommendation(sweep, opts),
             "best": {b.objective: b.row["job_dir"] if b.row else None for b in best},
             "pareto_front": [r["job_dir"] for r in an.pareto_front(sweep.rows, opts.latency)],
             "ab": _ab_json(sweep, opts), "jobs": sweep.rows}
@@ -386,6 +417,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--latency", choices=["p50", "p90", "p99"], default="p50",
                    help="latency percentile (per batch call) for 'best' and the Pareto front")
     p.add_argument("--max-latency-ms", type=float, help="latency bound for the best FPS")
+    p.add_argument("--slo-ms", type=float, help="recommend the most qps under this SLO (jobs "
+                   "that ran scenario=server scenario.slo_ms=the same)")
     p.add_argument("--min-effect-pct", type=float, default=1.0,
                    help="smaller A/B differences count as no real difference")
     p.add_argument("--plots", action="store_true", help="also write plots/*.png")
@@ -401,7 +434,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _options(args: argparse.Namespace) -> Options:
     return Options(baseline=args.baseline, ab=args.ab, latency=f"infer_ms_{args.latency}",
-                   max_latency_ms=args.max_latency_ms, min_effect_pct=args.min_effect_pct,
+                   max_latency_ms=args.max_latency_ms, slo_ms=args.slo_ms,
+                   min_effect_pct=args.min_effect_pct,
                    plots=args.plots, plot_batch=args.plot_batch,
                    plot_resolution=args.plot_resolution)
 
@@ -442,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         print(path)
     failed = sum(r["status"] != "ok" for r in sweep.rows)
     print(f"{len(sweep.rows)} jobs, {failed} failed")
-    print(an.recommend(sweep, opts.latency, opts.max_latency_ms, opts.baseline))
+    print(recommendation(sweep, opts))
     if args.log_to_parent:
         print(f"logged to MLflow parent run {_log_to_parent(sweep, out_dir, args.tracking_uri)}")
     return 0

@@ -158,6 +158,8 @@ def config_digest(data: dict[str, Any]) -> str:
 # --- names ----------------------------------------------------------------------------------
 
 _PIPELINE_OPTIONS = (("workers", "w"), ("prefetch", "pf"), ("processes", "p"))
+_SCENARIO_OPTIONS = (("scenario.clients", "c"), ("scenario.target_qps", "q"),
+                     ("scenario.slo_ms", "slo"), ("scenario.max_queue_delay_ms", "d"))
 _FLAGS = (("channels_last", "cl"), ("pin_memory", "pin"), ("gpu_non_blocking", "nb"))
 
 
@@ -178,6 +180,11 @@ def job_name(params: dict[str, Any]) -> str:
             if value is not None and key in defaults and value != defaults[key]:
                 parts.append(f"{short}{value}")
     parts += [short for key, short in _FLAGS if params.get(f"flags.{key}") is True]
+    if params.get("scenario") not in (None, "offline"):
+        parts.append(str(params["scenario"]))
+        parts += [f"{short}{params[key]:g}" if isinstance(params.get(key), float)
+                  else f"{short}{params[key]}" for key, short in _SCENARIO_OPTIONS
+                  if params.get(key) not in (None, 0, 0.0)]
     return "-".join(parts)
 
 

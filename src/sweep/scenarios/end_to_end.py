@@ -171,7 +171,7 @@ def _examples(reasons: dict[Path, str], images: ImageSet) -> str:
     return "; ".join(shown) + (f" (+{more} more)" if more > 0 else "")
 
 
-def _context(cfg: SweepConfig, runtime: Any, device: torch.device) -> PipelineContext:
+def pipeline_context(cfg: SweepConfig, runtime: Any, device: torch.device) -> PipelineContext:
     on_gpu = device.type == "cuda"
     return PipelineContext(device=device, batch=cfg.batch, resolution=cfg.resolution,
                            dtype=runtime.input_dtype, memory_format=runtime.input_memory_format,
@@ -183,7 +183,7 @@ def measure_end_to_end(cfg: SweepConfig, runtime: Any,
                        device: torch.device) -> tuple[dict[str, float], dict[str, Any]]:
     """End-to-end metrics and facts of `cfg.pipeline` over `cfg.data` through the prepared
     `runtime` on `device` (see the module docstring)."""
-    ctx = _context(cfg, runtime, device)
+    ctx = pipeline_context(cfg, runtime, device)
     pipe = create_pipeline(cfg.pipeline, ctx)  # pipeline=gpu on a CPU fails here, before work
     ref = pipe if pipe.name == "current" else CurrentPipeline(CurrentPipelineConfig(), ctx)
     try:

@@ -1,0 +1,343 @@
+"""What the serving scenarios share: requests of one image each, a dynamic batcher in front of the
+prepared runtime, open-loop (Poisson) and closed-loop (clients) load, latency percentiles with
+order-statistic confidence bounds, overload detection and the search for the highest rate that
+meets a latency objective.
+
+One thread serves, as one model instance of an inference server does: it admits the requests
+that have arrived, runs a batch when `batch` of them wait, when the oldest has waited
+`max_queue_delay_ms`, or when no other request can arrive before it answers, and otherwise sleeps
+until the next arrival or deadline. A request's latency runs from its arrival to its top-1 on
+the host, queueing included. The runtime stays built for its one batch size: a batch of fewer
+requests is padded by repeating them, and the padding's results are dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from sweep.accuracy import synthetic_images
+from sweep.config import LoadScenarioConfig
+from sweep.metrics import LATENCY_PERCENTILES
+from sweep.scenarios.base import Workload
+from sweep.scenarios.end_to_end import fill, pipeline_context, top1
+
+PADDING = ("padded: the runtime is built for batch={batch}; a batch of fewer requests repeats "
+           "them and drops the extra results")
+SPIN_S = 5e-4  # sleeps end this early and the rest is spun, for sub-millisecond wake-ups
+
+
+@dataclass
+class Request:
+    arrival: float  # seconds from the start of the run
+    payload: int  # which input
+    start: float = math.nan  # its batch started
+    done: float = math.nan  # its top-1 was on the host
+
+
+@dataclass
+class LoadRun:
+    """One run at one load: every finished request, the batch sizes run, and whether it had to
+    stop because the queue grew without bound."""
+
+    offered_qps: float | None  # None: closed loop
+    requests: list[Request] = field(default_factory=list)
+    fills: list[int] = field(default_factory=list)
+    overloaded: bool = False
+    span_s: float = 0.0
+
+    def latencies_ms(self) -> np.ndarray:
+        return np.array([1e3 * (r.done - r.arrival) for r in self.requests])
+
+
+class BatchRunner:
+    """Runs the payloads of a list of requests as one batch through the runtime to top-1 on the
+    host: synthetic tensors stacked and copied, or files through the pipeline's stages."""
+
+    def __init__(self, work: Workload, pool: int = 64) -> None:
+        cfg = work.cfg
+        self.batch, self.runtime, self.device = cfg.batch, work.runtime, work.device
+        self.pipe = None
+        if cfg.data.name == "imagefolder":
+            from sweep.data import scan
+
+            # stages inline on the serving thread: a request is decoded when it is served
+            inline = replace(cfg.pipeline, processes=0, prefetch=0)
+            self.pipe = inline.implementation()(inline, pipeline_context(cfg, work.runtime,
+                                                                                 work.device))
+            self.paths = [p for p, _ in scan(cfg.data.root, cfg.data.max_images).items]
+            self.size = len(self.paths)
+        else:
+            self.images = synthetic_images(max(pool, self.batch), cfg.resolution,
+                                           cfg.data.seed * 1000 + 7)
+            self.size = len(self.images)
+
+    def __call__(self, payloads: Sequence[int]) -> None:
+        picked = fill(list(payloads), self.batch)
+        if self.pipe is not None:
+            x = self.pipe.to_device(self.pipe.preprocess(self.pipe.decode(
+                [self.paths[i] for i in picked])))
+        else:
+            x = self.images[picked].to(self.device, self.runtime.input_dtype)
+            x = x.contiguous(memory_format=self.runtime.input_memory_format)
+        top1(self.runtime.infer(x))  # to the host: the batch is done
+
+    def close(self) -> None:
+        if self.pipe is not None:
+            self.pipe.close()
+
+
+def _sleep_until(deadline: float, clock: Callable[[], float]) -> None:
+    left = deadline - clock()
+    if left > SPIN_S:
+        time.sleep(left - SPIN_S)
+    while clock() < deadline:
+        pass
+
+
+def poisson_arrivals(qps: float, n: int, seed: int) -> np.ndarray:
+    """`n` arrival times (s) of a Poisson process of rate `qps`: exponential gaps."""
+    rng = np.random.default_rng(seed)
+    return np.cumsum(rng.exponential(1.0 / qps, n))
+
+
+def run_load(runner: Callable[[Sequence[int]], None], batch: int, *, payloads: int,
+             delay_s: float, overload_s: float, arrivals: np.ndarray | None = None,
+             clients: int | None = None, duration_s: float = 0.0, min_requests: int = 0,
+             clock: Callable[[], float] = time.perf_counter) -> LoadRun:
+    """Serve open-loop `arrivals` (seconds), or `clients` closed loops until both `duration_s`
+    and `min_requests`; stop early, overloaded, once the oldest waiting request has waited
+    `overload_s`."""
+    closed = arrivals is None
+    run = LoadRun(None if closed else len(arrivals) / float(arrivals[-1]))
+    queue: deque[Request] = deque()
+    issued = 0
+    if closed:
+        queue.extend(Request(0.0, i % payloads) for i in range(clients or 1))
+        issued = clients or 1
+    t0 = clock()
+    while True:
+        now = clock() - t0
+        if not closed:
+            while issued < len(arrivals) and arrivals[issued] <= now:
+                queue.append(Request(float(arrivals[issued]), issued % payloads))
+                issued += 1
+        if queue and now - queue[0].arrival > overload_s:
+            run.overloaded = True
+            break
+        more = (issued < len(arrivals)) if not closed else False  # can one arrive meanwhile?
+        if queue and (len(queue) >= batch or now - queue[0].arrival >= delay_s or not more):
+            take = [queue.popleft() for _ in range(min(batch, len(queue)))]
+            start = clock() - t0
+            runner([r.payload for r in take])
+            end = clock() - t0
+            for r in take:
+                r.start, r.done = start, end
+            run.requests.extend(take)
+            run.fills.append(len(take))
+            if closed and (end < duration_s or issued < min_requests):
+                queue.extend(Request(end, (issued + k) % payloads) for k in range(len(take)))
+                issued += len(take)
+            continue
+        if not queue and not more:
+            break
+        wake = queue[0].arrival + delay_s if queue else math.inf
+        if more:
+            wake = min(wake, float(arrivals[issued]))
+        _sleep_until(t0 + wake, clock)
+    if run.requests:
+        run.span_s = max(r.done for r in run.requests) - min(r.arrival for r in run.requests)
+    return run
+
+
+# --- statistics --------------------------------------------------------------------------------
+
+
+def percentile_bounds(sorted_ms: np.ndarray, q: float) -> tuple[float, float | None, float | None]:
+    """The q-th percentile and its 95% distribution-free bounds from order statistics: ranks
+    from the binomial(n, q/100) quantiles, as LoadGen's early stopping does. A bound that would
+    need more samples than there are is None."""
+    from scipy.stats import binom
+
+    n = len(sorted_ms)
+    point = float(np.percentile(sorted_ms, q))
+    lo_rank = int(binom.ppf(0.025, n, q / 100))  # 1-based rank of the lower bound
+    hi_rank = int(binom.ppf(0.975, n, q / 100)) + 1
+    low = float(sorted_ms[lo_rank - 1]) if lo_rank >= 1 else None
+    high = float(sorted_ms[hi_rank - 1]) if hi_rank <= n else None
+    return point, low, high
+
+
+def requests_for_bound(q: float) -> int:
+    """The fewest requests for which the q-th percentile has an upper 95% bound."""
+    from scipy.stats import binom
+
+    n = 10
+    while int(binom.ppf(0.975, n, q / 100)) + 1 > n:
+        n = math.ceil(n * 1.1)
+    return n
+
+
+def load_metrics(run: LoadRun, batch: int) -> dict[str, float]:
+    """The serving metrics of one run (none of the latency ones when it was overloaded)."""
+    if run.overloaded or not run.requests:
+        return {}
+    lat = np.sort(run.latencies_ms())
+    out: dict[str, float] = {"server_qps": len(run.requests) / run.span_s if run.span_s else
+                             math.nan, "requests": float(len(run.requests))}
+    for name, q in LATENCY_PERCENTILES.items():
+        point, low, high = percentile_bounds(lat, q)
+        out[name] = point
+        if low is not None:
+            out[f"{name}_ci95_low"] = low
+        if high is not None:
+            out[f"{name}_ci95_high"] = high
+    queued = np.array([1e3 * (r.start - r.arrival) for r in run.requests])
+    out["queue_ms_p50"] = float(np.percentile(queued, 50))
+    out["batch_fill_pct"] = 100.0 * float(np.mean(run.fills)) / batch
+    return out
+
+
+def step_record(run: LoadRun, batch: int) -> dict[str, Any]:
+    """One point of the latency-vs-load curve."""
+    m = load_metrics(run, batch)
+    return {"offered_qps": run.offered_qps, "server_qps": m.get("server_qps"),
+            "p50_ms": m.get("latency_ms_p50"), "p99_ms": m.get("latency_ms_p99"),
+            "overloaded": run.overloaded}
+
+
+def samples_of(run: LoadRun) -> dict[str, Any]:
+    """Every request of the run, for the samples artifact."""
+    return {"unit": "seconds from the run's start; latency and queueing in ms",
+            "arrival_s": [r.arrival for r in run.requests],
+            "latency_ms": [1e3 * (r.done - r.arrival) for r in run.requests],
+            "queue_ms": [1e3 * (r.start - r.arrival) for r in run.requests],
+            "overloaded": run.overloaded}
+
+
+# --- driving a scenario --------------------------------------------------------------------------
+
+
+class Load:
+    """The load runs of one job: its runner, its batch, its scenario's options."""
+
+    def __init__(self, runner: Callable[[Sequence[int]], None], batch: int, payloads: int,
+                 cfg: LoadScenarioConfig) -> None:
+        self.runner, self.batch, self.payloads, self.cfg = runner, batch, payloads, cfg
+        self.steps: list[dict[str, Any]] = []
+
+    def capacity_qps(self, calls: int = 5) -> float:
+        """Requests per second when full batches run back to back (after one warm call)."""
+        full = list(range(self.batch))
+        self.runner(full)
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            self.runner(full)
+        return calls * self.batch / (time.perf_counter() - t0)
+
+    def _count(self, qps: float, need: int = 0) -> int:
+        return max(self.cfg.min_requests, need, math.ceil(qps * self.cfg.duration_s))
+
+    def open(self, qps: float, need: int = 0, seed_offset: int = 0) -> LoadRun:
+        arrivals = poisson_arrivals(qps, self._count(qps, need), self.cfg.seed + seed_offset)
+        run = run_load(self.runner, self.batch, payloads=self.payloads,
+                       delay_s=self.cfg.max_queue_delay_ms / 1e3,
+                       overload_s=self.cfg.overload_ms / 1e3, arrivals=arrivals)
+        self.steps.append(step_record(run, self.batch))
+        return run
+
+    def closed(self, clients: int) -> LoadRun:
+        run = run_load(self.runner, self.batch, payloads=self.payloads,
+                       delay_s=self.cfg.max_queue_delay_ms / 1e3,
+                       overload_s=self.cfg.overload_ms / 1e3, clients=clients,
+                       duration_s=self.cfg.duration_s, min_requests=self.cfg.min_requests)
+        self.steps.append(step_record(run, self.batch))
+        return run
+
+    def meets(self, run: LoadRun) -> bool:
+        """The SLO holds when the upper 95% bound of the latency percentile is within it."""
+        if run.overloaded or not run.requests:
+            return False
+        _, _, high = percentile_bounds(np.sort(run.latencies_ms()), self.cfg.slo_percentile)
+        return high is not None and high <= self.cfg.slo_ms
+
+    def search(self, capacity: float, rel_tol: float = 0.05,
+               max_steps: int = 12) -> tuple[float | None, LoadRun | None]:
+        """The highest offered rate whose runs meet the SLO: bracket from half the capacity up or
+        down, then bisect (geometrically) until the bracket is `rel_tol` wide. Each step is long
+        enough for the percentile's upper bound to exist. Returns the rate and its run; None
+        when no rate meets it: a failing run that hardly queued says the service time alone
+        misses the SLO, and lower rates would only take longer to say so."""
+        need = requests_for_bound(self.cfg.slo_percentile)
+        lo: tuple[float, LoadRun] | None = None
+        hi: float | None = None
+        qps, steps, last = 0.5 * capacity, 0, None
+        while steps < max_steps:  # bracket
+            last = self.open(qps, need, steps)
+            steps += 1
+            if self.meets(last):
+                lo = (qps, last)
+                if hi is not None or qps > 2 * capacity:
+                    break
+                qps *= 1.5
+                continue
+            hi = qps
+            if lo is not None or (not last.overloaded and self._service_bound(last)):
+                break
+            qps /= 2
+            if need / qps > 20 * max(self.cfg.duration_s, 1.0):  # a step would take too long
+                break
+        while lo and hi and steps < max_steps and (hi - lo[0]) / lo[0] > rel_tol:  # bisect
+            mid = math.sqrt(lo[0] * hi)
+            run = self.open(mid, need, steps)
+            steps += 1
+            if self.meets(run):
+                lo = (mid, run)
+            else:
+                hi = mid
+        return lo if lo else (None, last)
+
+    def _service_bound(self, run: LoadRun) -> bool:
+        """Whether the run's latency is mostly service, not queueing (median wait < 10%)."""
+        lat = run.latencies_ms()
+        queued = np.array([1e3 * (r.start - r.arrival) for r in run.requests])
+        return bool(len(lat)) and float(np.median(queued)) < 0.1 * float(np.median(lat))
+
+
+def serve_measurement(work: Workload, action: Callable[[Load], tuple[LoadRun | None,
+                                                                     dict[str, Any],
+                                                                     dict[str, float]]]):
+    """Run `action` on this job's Load; its final run becomes the Measurement: metrics (with
+    the action's own), facts (padding, what a request is, the load curve) and every request of
+    that run in the samples."""
+    from sweep.scenarios.base import Measurement
+
+    cfg = work.cfg
+    runner = BatchRunner(work)
+    try:
+        load = Load(runner, cfg.batch, runner.size, cfg.scenario)
+        run, info, extra = action(load)
+    finally:
+        runner.close()
+    out = Measurement(load_metrics(run, cfg.batch) if run else {}, info)
+    out.metrics.update(extra)
+    out.info["batching"] = PADDING.format(batch=cfg.batch)
+    out.info["request"] = ("a file through pipeline=" + cfg.pipeline.name + "'s stages on the "
+                           "serving thread (decode and preprocessing in the latency)"
+                           if cfg.data.name == "imagefolder" else
+                           "a ready synthetic image on the host, copied with its batch")
+    out.info["load_curve"] = json.dumps(load.steps)
+    if run is not None:
+        out.samples = {"requests": samples_of(run)}
+        if run.overloaded:
+            out.info["overloaded"] = (f"overloaded at {run.offered_qps:,.1f} qps: the oldest "
+                                      f"request waited over {cfg.scenario.overload_ms:g} ms, "
+                                      "so no latency is reported")
+    return out

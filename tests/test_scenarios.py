@@ -1,0 +1,163 @@
+"""Serving scenarios: Poisson arrivals, the dynamic batcher, overload, the SLO search, and each
+scenario through a real multirun; the Optuna sweeper over them."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import numpy as np
+import pytest
+from conftest import QUICK, only_sweep_dir, run_cli
+from scipy import stats
+
+from sweep.config import ServerScenarioConfig
+from sweep.demo_data import generate
+from sweep.scenarios.load import (
+    Load,
+    load_metrics,
+    percentile_bounds,
+    poisson_arrivals,
+    requests_for_bound,
+    run_load,
+)
+
+
+def sleeper(ms: float, calls: list | None = None):
+    """A runtime stub with a known service time per batch."""
+    def run(payloads):
+        if calls is not None:
+            calls.append(len(payloads))
+        time.sleep(ms / 1e3)
+    return run
+
+
+def test_poisson_arrivals_have_the_rate_and_exponential_gaps():
+    qps, n = 400.0, 4000
+    arrivals = poisson_arrivals(qps, n, seed=3)
+    gaps = np.diff(np.concatenate([[0.0], arrivals]))
+    assert stats.kstest(gaps, "expon", args=(0, 1 / qps)).pvalue > 0.01
+    # arrivals in the first 5 s: Poisson(qps * 5), within 4 standard deviations
+    count = int(np.sum(arrivals <= 5.0))
+    assert abs(count - qps * 5) < 4 * math.sqrt(qps * 5)
+
+
+def test_a_served_run_admits_requests_at_their_arrival_times():
+    arrivals = poisson_arrivals(300.0, 300, seed=1)
+    run = run_load(sleeper(0.1), 4, payloads=8, delay_s=0.0, overload_s=1.0, arrivals=arrivals)
+    assert not run.overloaded and len(run.requests) == 300
+    got = np.array(sorted(r.arrival for r in run.requests))
+    assert np.allclose(got, arrivals)
+    gaps = np.diff(np.concatenate([[0.0], got]))
+    assert stats.kstest(gaps, "expon", args=(0, 1 / 300.0)).pvalue > 0.01
+    assert all(r.arrival <= r.start <= r.done for r in run.requests)  # latency includes waiting
+
+
+def test_the_batcher_fills_batches_up_to_batch_and_waits_at_most_the_delay():
+    calls: list[int] = []
+    arrivals = np.linspace(0.001, 0.2, 200)  # 1000 qps, 1 ms apart
+    run = run_load(sleeper(0.2, calls), 8, payloads=8, delay_s=0.004, overload_s=1.0,
+                   arrivals=arrivals)
+    assert max(calls) <= 8 and sum(calls) == 200
+    assert np.mean(calls) > 3  # requests were grouped
+    waits = [r.start - r.arrival for r in run.requests]
+    assert max(waits) < 0.004 + 0.05  # the delay, plus one batch's service, plus a loaded host
+    m = load_metrics(run, 8)
+    assert 0 < m["batch_fill_pct"] <= 100 and m["server_qps"] > 0
+
+
+def test_single_stream_sends_one_request_at_a_time():
+    calls: list[int] = []
+    run = run_load(sleeper(1.0, calls), 4, payloads=4, delay_s=0.0, overload_s=1.0, clients=1,
+                   duration_s=0.05, min_requests=20)
+    assert set(calls) == {1} and len(run.requests) >= 20
+    lat = run.latencies_ms()
+    assert np.median(lat) >= 1.0  # each request waits its own service, no queue
+    assert np.median([1e3 * (r.start - r.arrival) for r in run.requests]) < 1.0
+
+
+def test_an_overload_ends_early_and_reports_no_latency():
+    arrivals = poisson_arrivals(2000.0, 4000, seed=0)  # 2 s of load on a 100-per-second server
+    t0 = time.perf_counter()
+    run = run_load(sleeper(10.0), 1, payloads=4, delay_s=0.0, overload_s=0.1, arrivals=arrivals)
+    assert run.overloaded and time.perf_counter() - t0 < 1.5
+    assert load_metrics(run, 1) == {}
+
+
+def test_percentile_bounds_bracket_the_percentile_and_need_enough_samples():
+    rng = np.random.default_rng(0)
+    x = np.sort(rng.uniform(0, 100, 5000))
+    point, low, high = percentile_bounds(x, 99.0)
+    assert low <= point <= high and low < 99.0 < high
+    assert percentile_bounds(x[:100], 99.0)[2] is None  # 100 samples cannot bound a p99 above
+    n = requests_for_bound(99.0)
+    assert percentile_bounds(x[:n], 99.0)[2] is not None
+    assert percentile_bounds(x[:n - 10], 99.0)[2] is None
+
+
+def test_slo_search_converges_to_the_rate_the_service_time_allows():
+    """Service 4 ms per request (batch 1): at most ~250 requests/s; with a p99 objective of
+    100 ms the highest rate that meets it lies just below that capacity."""
+    cfg = ServerScenarioConfig(slo_ms=100.0, duration_s=0.2, min_requests=50, overload_ms=500)
+    load = Load(sleeper(4.0), 1, 4, cfg)
+    capacity = load.capacity_qps()
+    rate, run = load.search(capacity)
+    assert rate is not None and run is not None and load.meets(run)
+    assert 0.6 * capacity <= rate <= 1.05 * capacity, (rate, capacity, load.steps)
+    assert len(load.steps) <= 12
+
+
+def test_slo_search_says_none_meets_when_the_service_alone_misses_it():
+    cfg = ServerScenarioConfig(slo_ms=2.0, duration_s=0.2, min_requests=50)
+    load = Load(sleeper(5.0), 1, 4, cfg)
+    t0 = time.perf_counter()
+    rate, _ = load.search(load.capacity_qps())
+    assert rate is None and time.perf_counter() - t0 < 30
+
+
+@pytest.mark.slow
+def test_every_scenario_through_a_multirun(tmp_path, cache_dir):
+    generate(tmp_path / "demo", classes=2, per_class=4)
+    # ++: the first composition, before the sweep, has the default scenario=offline
+    serve = ["++scenario.duration_s=0.2", "++scenario.min_requests=30", "batch=2"]
+    proc = run_cli(["-m", "scenario=single_stream,concurrency,server", "data=synthetic,imagefolder",
+                    "data.root=demo", "tracking.experiment=serve", *serve, *QUICK], tmp_path,
+                   cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep_dir = only_sweep_dir(tmp_path)
+    results = sorted(sweep_dir.glob("*/result.json"))
+    assert len(results) == 6
+    for path in results:
+        r = json.loads(path.read_text())
+        m, info = r["metrics"], r["info"]
+        assert r["status"] == "ok", r["error"]
+        assert r["params"]["scenario"] in ("single_stream", "concurrency", "server")
+        assert m["fps"] > 0  # the offline figure beside the serving one
+        assert m["server_qps"] > 0 and m["latency_ms_p50"] <= m["latency_ms_p99"]
+        assert m["latency_ms_p50_ci95_low"] <= m["latency_ms_p50"] <= m["latency_ms_p50_ci95_high"]
+        assert "padded" in info["batching"] and json.loads(info["load_curve"])
+        samples = json.loads((path.parent / "samples.json").read_text())
+        assert len(samples["requests"]["latency_ms"]) == m["requests"]
+        assert samples["samples_ms"]  # the offline calls are kept too
+        if r["params"]["data"] == "imagefolder":
+            assert "decode and preprocessing in the latency" in info["request"]
+    report = (sweep_dir / "report.md").read_text()
+    assert "## Serving" in report
+
+
+@pytest.mark.slow
+def test_optuna_searches_batch_and_queue_delay_for_the_highest_qps_at_slo(tmp_path, cache_dir):
+    proc = run_cli(["-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=3",
+                    "hydra.sweeper.direction=maximize", "hydra.sweeper.sampler.seed=1",
+                    "batch=choice(1,2)", "scenario.max_queue_delay_ms=choice(0,2)",
+                    "scenario=server", "scenario.slo_ms=500", "scenario.duration_s=0.2",
+                    "scenario.min_requests=30", "tracking.experiment=optuna", *QUICK],
+                   tmp_path, cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep_dir = only_sweep_dir(tmp_path)
+    best = (sweep_dir / "optimization_results.yaml").read_text()
+    assert "best_params" in best and "best_value" in best
+    results = [json.loads(p.read_text()) for p in sweep_dir.glob("*/result.json")]
+    assert len(results) == 3 and all("max_qps_at_slo" in r["metrics"] for r in results)
+    assert "[3/3]" in proc.stdout  # progress counts the trials, not the search space
