@@ -11,8 +11,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sweep import rounds
 from sweep.metrics import AB
-from sweep.significance import ALPHA, MIN_EFFECT_PCT, Comparison, compare
+from sweep.significance import ALPHA, MIN_EFFECT_PCT, Comparison, compare, compare_rounds
 from sweep.sources import Sweep
 
 Row = dict[str, Any]
@@ -178,13 +179,47 @@ def _metric(sweep: Sweep, a: Row, b: Row, name: str, key: str, lower: bool,
         return None
     delta = 100 * (vb / va - 1) if va and vb is not None else None
     m = ABMetric(name, va, vb, delta, lower, note="single value: not tested")
-    if key == "infer_ms_per_img":
+    if (by_round := _by_round(a, b, key)) is not None:  # measured in rounds: paired by round
+        m.test = compare_rounds(*by_round, alpha, min_effect)
+    elif key == "infer_ms_per_img":
         sa, sb = _per_image(sweep, a), _per_image(sweep, b)
         if sa and sb:
             m.test = compare(sa, sb, alpha, min_effect)
         else:
             m.note = "no raw samples: not tested"
     return m
+
+
+def _by_round(a: Row, b: Row, key: str) -> tuple[list[float], list[float]] | None:
+    """Both jobs' values of `key` in the rounds both finished, when there are two or more."""
+    ra, rb = rounds.values_of(a), rounds.values_of(b)
+    if ra is None or rb is None:
+        return None
+    va, vb = rounds.paired(ra, rb, key)
+    return (va, vb) if len(va) >= 2 else None
+
+
+def noise_basis(sweep: Sweep) -> str:
+    """Which variation the verdicts of this sweep rest on, in words."""
+    counts = {len(v["rounds"]) for r in sweep.ok() if (v := rounds.values_of(r))}
+    if counts:
+        n = min(counts)
+        return (f"Verdicts rest on the variation between rounds ({n} or more rounds, each pair "
+                "of jobs compared round by round), so the machine's drift between jobs is in "
+                "them.")
+    return ("Verdicts rest on each job's own timing samples (one round): drift of the machine "
+            "between jobs is not in them; measure in rounds (bench.rounds=3) to include it.")
+
+
+def unsteady(row: Row, limit_pct: float | None = None) -> str:
+    """Why a job's figure is too unsteady to call a lead beyond noise ('' when it is not)."""
+    limit = limit_pct if limit_pct is not None else row.get("bench.stable_cv_pct") or 5.0
+    cv = row.get("infer_cv_pct")
+    if isinstance(cv, int | float) and cv > limit:
+        return f"its timing CV is {cv:.0f}% (> {limit:g}%)"
+    if row.get("throttle") not in (None, "", "[]", []):
+        return f"it throttled ({row['throttle']})"
+    return ""
 
 
 def ab_pairs(sweep: Sweep, param: str, alpha: float = ALPHA,
@@ -296,6 +331,16 @@ def _lead(sweep: Sweep, best: Row, key: str) -> str:
     second = max(rest, key=lambda r: r[key])
     gain = f"{100 * (best[key] / second[key] - 1):.1f}% {FPS_NAMES[key]}"
     name = label(second, varying_params(sweep))
+    if (by_round := _by_round(second, best, key)) is not None:
+        t = compare_rounds(*by_round)
+        return (f"; its {gain} lead over the runner-up `{name}` holds round by round "
+                f"({t.n_a} rounds, p={t.p_value:.2g})" if t.real else
+                f"; its {gain} lead over `{name}` is within the variation between rounds "
+                f"({t.n_a} rounds), so either will do")
+    for row, who in ((best, "the winner"), (second, f"`{name}`")):
+        if why := unsteady(row):
+            return (f"; its {gain} lead over `{name}` cannot be told from noise: {who} was "
+                    f"unsteady ({why}); measure in rounds (bench.rounds=3) on a quiet machine")
     sa, sb = _per_image(sweep, second), _per_image(sweep, best)
     if key != "fps" or not (sa and sb):
         return f"; it leads `{name}` by {gain} (no raw samples to test that)"

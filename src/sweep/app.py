@@ -66,8 +66,15 @@ def _progress(result: JobResult, sweep_dir: Path | None, skipped: bool = False) 
         what = f"FAILED  {result.error}"
     if skipped:
         what = f"skipped, finished before ({what}; force=true re-runs it)"
+    if notes := result.info.get("stability"):
+        what += "  THROTTLED" if result.info.get("throttle") else "  UNSTEADY"
+        what += f" ({len(notes)} note(s) in the report)"
     if sweep_dir is None:
         return f"{result.job}: {what}"
+    if planned := result.info.get("rounds_planned"):  # in rounds: which round, of how many
+        done = len(result.info.get("rounds_done", []))
+        return f"[round {result.params.get('bench.round')}/{planned}] {result.job}: {what}  " \
+               f"({done} round(s) of this job done)"
     info = read_sweep_file(sweep_dir)
     total, started = info.get("total_jobs"), info.get("started", 0)
     done = sum(1 for p in sweep_dir.glob(f"*/{RESULT_FILE}") if p.stat().st_mtime >= started)
@@ -93,6 +100,31 @@ def _run(cfg: SweepConfig, job_dir: Path) -> JobResult:
     return run_job(cfg, job_dir)
 
 
+def _without_round(data: dict[str, Any]) -> dict[str, Any]:
+    bench = {k: v for k, v in (data.get("bench") or {}).items() if k != "round"}
+    return {**data, "bench": bench}
+
+
+def _run_round(cfg: SweepConfig, job_dir: Path, data: dict[str, Any],
+               digest: str) -> tuple[JobResult, bool]:
+    """One round of a job measured in rounds: run it unless this round is done, record it, and
+    return the job's result over its rounds so far (and whether this round was skipped)."""
+    from sweep import rounds
+
+    number = cfg.bench.round
+    if not cfg.force and number in rounds.done(job_dir, digest):
+        saved = load_result(job_dir)
+        if saved is not None and saved.get("info", {}).get("config_digest") == digest:
+            return JobResult(**saved), True
+    write_config(job_dir, data)
+    latest = _run(cfg, job_dir)
+    latest.info["config_digest"] = digest
+    records = rounds.record(job_dir, number, digest, latest)
+    result = rounds.combine(latest, records, cfg.bench.rounds)
+    save_result(result, job_dir)
+    return result, False
+
+
 def _resolved(dcfg: DictConfig, job_num: Any) -> dict[str, Any]:
     data = OmegaConf.to_container(dcfg, resolve=True)
     if data.get("fault_at") and job_num in data["fault_at"]:  # fault_at={3:segfault}
@@ -108,26 +140,33 @@ def task(dcfg: DictConfig) -> float:
     sweep_dir = Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
     job_dir.mkdir(parents=True, exist_ok=True)
     data = _resolved(dcfg, hc.job.get("num"))
-    digest = config_digest(data)
+    digest = config_digest(_without_round(data))  # every round of a job measures one config
     cfg: SweepConfig | None = None
     try:
         cfg = from_container(data)
     except Exception as e:  # a bad value: a failed job with its reason, the sweep goes on
         refused = f"{type(e).__name__}: {e}"
     tracking = cfg.tracking if cfg else tracking_of(data)
-    result = None if cfg and cfg.force else _finished_before(job_dir, digest)
-    skipped = result is not None
-    if skipped:
-        os.utime(job_dir / RESULT_FILE)  # counted as done in this run's progress
+    in_rounds = cfg is not None and cfg.bench.round > 0
+    if in_rounds:
+        result, skipped = _run_round(cfg, job_dir, data, digest)
     else:
-        write_config(job_dir, data)
-        if cfg:
-            result = _run(cfg, job_dir)
+        result = None if cfg and cfg.force else _finished_before(job_dir, digest)
+        skipped = result is not None
+        if skipped:
+            os.utime(job_dir / RESULT_FILE)  # counted as done in this run's progress
         else:
-            result = failed_result(flatten(data), refused)
-            save_result(result, job_dir)  # uploaded with the run, as a job's own would be
-        result.info["config_digest"] = digest
-    logging_now = tracking.enabled and not result.info.get("mlflow_run_id")
+            write_config(job_dir, data)
+            if cfg:
+                result = _run(cfg, job_dir)
+            else:
+                result = failed_result(flatten(data), refused)
+                save_result(result, job_dir)  # uploaded with the run, as a job's own would be
+            result.info["config_digest"] = digest
+    # in rounds, the job is logged once, with all its rounds, after the last one
+    last_round = not in_rounds or len(result.info.get("rounds_done", [])) + len(
+        result.info.get("rounds_failed", {})) >= cfg.bench.rounds
+    logging_now = tracking.enabled and not result.info.get("mlflow_run_id") and last_round
     if logging_now:
         parent = read_sweep_file(sweep_dir).get("parent_run_id") if sweep_dir else None
         _log_job(result, job_dir, tracking, parent)

@@ -370,20 +370,37 @@ class FlagsConfig:
     channels_last: bool = False
     pin_memory: bool = False
     gpu_non_blocking: bool = False
+    # cuDNN's autotuner (torch.backends.cudnn.benchmark): off as PyTorch's default, on in a
+    # careful hand-written loop (timm's benchmark.py); a flag so a sweep can A/B it
+    cudnn_benchmark: bool = False
 
 
 @dataclass
 class BenchConfig:
-    """Warm up, then time until both `min_iters` and `min_seconds` are reached."""
+    """Warm up, then time until both `min_iters` and `min_seconds` are reached. With `rounds` > 1
+    a multirun measures every job that many times, each round in a new shuffled job order
+    (`sweep.rounds`); `round` is which one a job is measuring, set by the sweeper."""
 
     warmup: int = 5
     min_iters: int = 20
     min_seconds: float = 1.0
+    rounds: int = 1
+    round: int = 0  # 0: not in rounds; 1..rounds: set by the rounds sweeper
+    telemetry: bool = True  # NVML on a GPU, RAPL on a CPU, across the timed span
+    telemetry_interval_ms: float = 100.0
+    stable_cv_pct: float = 5.0  # a timing CV above this adds a stability note (trtexec: 1%)
 
     def __post_init__(self) -> None:
         _positive("bench.warmup", self.warmup, 0)
         _positive("bench.min_iters", self.min_iters, 1)
         _positive("bench.min_seconds", self.min_seconds, 0)
+        _positive("bench.rounds", self.rounds, 1)
+        _positive("bench.round", self.round, 0)
+        if self.round > self.rounds:
+            raise config_error("bench.round", self.round, f"1..bench.rounds={self.rounds}",
+                               "leave bench.round to the sweeper")
+        _positive("bench.telemetry_interval_ms", self.telemetry_interval_ms, 1)
+        _positive("bench.stable_cv_pct", self.stable_cv_pct, 0)
 
 
 @dataclass

@@ -112,7 +112,10 @@ def _check(cfg: SweepConfig, runtime: Runtime, reference: torch.Tensor, inputs: 
 
 def _run(cfg: SweepConfig, job_dir: Path, result: JobResult) -> None:
     device = resolve_device(cfg.device)
-    result.env = environment(str(device))
+    # the cached environment plus what this job chose (tags: A/B of the autotuner)
+    result.env = {**environment(str(device)),
+                  "cudnn_benchmark": str(cfg.flags.cudnn_benchmark).lower()}
+    torch.backends.cudnn.benchmark = cfg.flags.cudnn_benchmark  # per job: inline jobs share it
     hw = resolve_hardware(cfg.hardware, device_name(str(device)), device.type == "cuda")
     result.info.update(hardware_used=hw.name, hardware_description=hw.description,
                        device_used=str(device))

@@ -31,6 +31,13 @@ LATENCY_PERCENTILES = {"latency_ms_p50": 50.0, "latency_ms_p90": 90.0, "latency_
                        "latency_ms_p999": 99.9}
 
 
+# measured in rounds (bench.rounds > 1): these keep their per-round values and get a
+# between-round 95% CI, `<name>_rounds_ci95_low/_high` (sweep.rounds)
+_ROUND_UNITS = {"infer_ms_per_img": "ms", "fps": "images/s", "infer_ms_p50": "ms",
+                "e2e_ms_per_img": "ms", "e2e_fps": "images/s", "server_qps": "requests/s",
+                "max_qps_at_slo": "requests/s", "latency_ms_p99": "ms", "energy_j_per_img": "J"}
+ROUND_METRICS = tuple(_ROUND_UNITS)
+
 METRICS: tuple[Metric, ...] = (
     # the headline columns, in the order the summary shows them
     _m("infer_ms_per_img", "ms", True, True, "infer ms/image", ab=True),
@@ -63,6 +70,19 @@ METRICS: tuple[Metric, ...] = (
     _m("server_qps", "requests/s", False, True, "served qps"),
     _m("latency_ms_p50", "ms", True, True, "p50 latency ms"),
     _m("latency_ms_p99", "ms", True, True, "p99 latency ms"),
+    _m("energy_j_per_img", "J", True, True, "J/image", ab=True),
+    _m("gpu_power_w", "W", None, True, "GPU W"),
+    _m("cpu_energy_j_per_img", "J", True, True, "CPU J/image"),
+    _m("rounds", "rounds", None, True),
+    # telemetry across the timed span (NVML on a GPU, RAPL on a CPU)
+    _m("img_per_j", "images/J", False, label="images/J"),
+    _m("gpu_power_w_max", "W", None),
+    _m("gpu_sm_clock_mhz", "MHz", None, label="SM clock MHz"),
+    _m("gpu_sm_clock_mhz_min", "MHz", None),
+    _m("gpu_sm_clock_mhz_max", "MHz", None),
+    _m("gpu_mem_clock_mhz", "MHz", None),
+    _m("gpu_temp_c", "C", None, label="GPU max C"),
+    _m("gpu_util_pct", "%", None, label="NVML util %"),
     # pure inference, the rest
     _m("infer_ms_mean", "ms", True),
     _m("infer_ms_min", "ms", True),
@@ -89,6 +109,8 @@ METRICS: tuple[Metric, ...] = (
     _m("queue_ms_p50", "ms", True, label="p50 queueing ms"),
     _m("batch_fill_pct", "%", False, label="batch fill %"),
     _m("requests", "requests", None),
+    *(_m(f"{name}_rounds_ci95_{side}", unit, None) for name, unit in _ROUND_UNITS.items()
+      for side in ("low", "high")),
     # a sweep's parent run
     _m("jobs_ok", "jobs", None),
     _m("jobs_failed", "jobs", True),

@@ -92,7 +92,14 @@ def _display(r: dict[str, Any], keys: list[str]) -> dict[str, Any]:
     d = dict(r)
     d["_res"] = f"{r['resolution']}x{r['resolution']}" if r.get("resolution") else None
     d["_config"] = an.label(r, keys) if keys else ""
-    d["_note"] = "OUTPUTS WRONG" if an.is_wrong(r) else ""
+    notes = ["OUTPUTS WRONG"] if an.is_wrong(r) else []
+    if why := an.unsteady(r):
+        notes.append(f"unsteady: {why}")
+    if r.get("rounds"):
+        notes.append(f"median of {r['rounds']:.0f} rounds")
+    d["_note"] = "; ".join(notes)
+    d["_fps_rounds"] = (f"{r['fps_rounds_ci95_low']:,.1f} .. {r['fps_rounds_ci95_high']:,.1f}"
+                        if r.get("fps_rounds_ci95_low") is not None else None)
     return d
 
 
@@ -101,7 +108,8 @@ def _cols(*names: str) -> list[tuple[str, str]]:
 
 
 RUNTIME_TABLE = [("_res", "resolution"), ("batch", "batch"), ("infer_ms_per_img", "ms/image"),
-                 *_cols("fps", "tflops", "tflops_peak", "util_pct")]
+                 *_cols("fps"), ("_fps_rounds", "FPS 95% CI between rounds"),
+                 *_cols("energy_j_per_img", "tflops", "tflops_peak", "util_pct")]
 
 
 def section_runtimes(sweep: Sweep, opts: Options, matched: int) -> list[str]:
@@ -112,10 +120,16 @@ def section_runtimes(sweep: Sweep, opts: Options, matched: int) -> list[str]:
         *_cols("infer_ms_p50", "infer_cv_pct", "gpu_busy_pct"), ("_note", "note")]
     out = []
     for runtime in sorted({str(r.get("runtime")) for r in sweep.ok()}):
-        sub = sorted((r for r in sweep.ok() if str(r.get("runtime")) == runtime), key=_by_config)
-        out += [f"## runtime={runtime}", "",
-                markdown_table([_display(r, []) for r in sub], cols), ""]
+        sub = [_display(r, []) for r in sorted(
+            (r for r in sweep.ok() if str(r.get("runtime")) == runtime), key=_by_config)]
+        shown = [c for c in cols if c[0] not in OPTIONAL or any(r.get(c[0]) is not None
+                                                                  for r in sub)]
+        out += [f"## runtime={runtime}", "", markdown_table(sub, shown), ""]
     return out
+
+
+# columns shown only where a job has them (rounds, energy)
+OPTIONAL = {"_fps_rounds", "energy_j_per_img"}
 
 
 def section_speedup(sweep: Sweep, opts: Options, matched: int) -> list[str]:
@@ -205,6 +219,11 @@ AB_NOTE = ("Pairs differ in this param alone. delta = (B - A) / A of the mean; t
            "|delta| >= {effect:g}%; neither test, or a smaller delta, is no real difference; "
            "one test without the other is inconclusive. Other metrics are single values per "
            "job: their delta is shown, not tested.")
+AB_NOTE_ROUNDS = ("Pairs differ in this param alone. delta = (B - A) / A; measured in rounds, "
+                  "every metric kept per round is tested on the ratio B/A of each round, which "
+                  "cancels a drift that moves both jobs of a round alike: a real difference "
+                  "needs a paired t-test on the log ratios with p < {alpha:g} and |delta| >= "
+                  "{effect:g}%; the CI is the t interval of that ratio.")
 
 
 def _ab_rows(pairs: list[an.ABPair]) -> list[dict[str, Any]]:
@@ -222,19 +241,24 @@ def _ab_rows(pairs: list[an.ABPair]) -> list[dict[str, Any]]:
 
 def section_ab(sweep: Sweep, opts: Options) -> list[str]:
     """One table per A/B param, with a sentence that sums it up."""
-    out = []
+    out, by_round = [], False
     for param in an.ab_params(sweep, opts.ab):
         pairs = an.ab_pairs(sweep, param, opts.alpha, opts.min_effect_pct)
         out += [f"## A/B: {param}", "", an.ab_summary(param, pairs), ""]
         if not pairs:
             continue
         a_name = an.fmt_value(pairs[0].a.get(param))
+        rounds = any(m.test and m.test.basis == "rounds" for p in pairs for m in p.metrics)
+        by_round = by_round or rounds
+        test = "p (paired by round)" if rounds else "p (U test)"
         cols = [("config", "configuration"), ("metric", "metric"), ("a", f"A: {param}={a_name}"),
                 ("b", "B"), ("delta", "delta %"), ("ci", "95% CI of delta %"),
-                ("p", "p (U test)"), ("verdict", "verdict")]
+                ("p", test), ("verdict", "verdict")]
         out += [markdown_table(_ab_rows(pairs), cols), ""]
     if out:
-        out += [AB_NOTE.format(alpha=opts.alpha, effect=opts.min_effect_pct), ""]
+        note = AB_NOTE_ROUNDS if by_round else AB_NOTE
+        out += [an.noise_basis(sweep), "",
+                note.format(alpha=opts.alpha, effect=opts.min_effect_pct), ""]
     return out
 
 

@@ -29,11 +29,12 @@ log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
 SAMPLES_FILE = "samples.json"
+ROUNDS_FILE = "rounds.json"  # bench.rounds > 1: one record per round (sweep.rounds)
 CONFIG_FILE = "config.yaml"
 ERROR_FILE = "error.txt"
 WORKER_LOG = "worker.log"  # isolation=process: the worker's stdout and stderr
 WORKER_PID = "worker.pid"
-JOB_ARTIFACTS = (RESULT_FILE, SAMPLES_FILE, CONFIG_FILE, ERROR_FILE, "job.log")
+JOB_ARTIFACTS = (RESULT_FILE, SAMPLES_FILE, ROUNDS_FILE, CONFIG_FILE, ERROR_FILE, "job.log")
 SWEEP_FILE = "sweep.json"
 REPORT_FILES = ("summary.csv", "summary.json", "report.md")
 PLOTS_DIR = "plots"
@@ -121,6 +122,20 @@ def write_samples(job_dir: Path, samples: dict[str, Any]) -> None:
     write_json_atomic(job_dir / SAMPLES_FILE, samples)
 
 
+def read_rounds(job_dir: Path) -> list[dict[str, Any]]:
+    """The round records of a job folder (empty when there are none or they are unreadable)."""
+    try:
+        data = json.loads((Path(job_dir) / ROUNDS_FILE).read_text())
+    except (OSError, ValueError):
+        return []
+    return [r for r in data if isinstance(r, dict) and "round" in r] if isinstance(data, list) \
+        else []
+
+
+def write_rounds(job_dir: Path, records: list[dict[str, Any]]) -> None:
+    write_json_atomic(Path(job_dir) / ROUNDS_FILE, records)
+
+
 def read_samples(path: Path) -> list[float] | None:
     """The per-call times (ms per batch) of a samples.json, or None when absent or unreadable."""
     try:
@@ -160,7 +175,8 @@ def config_digest(data: dict[str, Any]) -> str:
 _PIPELINE_OPTIONS = (("workers", "w"), ("prefetch", "pf"), ("processes", "p"))
 _SCENARIO_OPTIONS = (("scenario.clients", "c"), ("scenario.target_qps", "q"),
                      ("scenario.slo_ms", "slo"), ("scenario.max_queue_delay_ms", "d"))
-_FLAGS = (("channels_last", "cl"), ("pin_memory", "pin"), ("gpu_non_blocking", "nb"))
+_FLAGS = (("channels_last", "cl"), ("pin_memory", "pin"), ("gpu_non_blocking", "nb"),
+          ("cudnn_benchmark", "cudnn"))
 
 
 def job_name(params: dict[str, Any]) -> str:

@@ -1,4 +1,5 @@
-"""Is B really different from A? Two independent sets of timing samples, no scipy.
+"""Is B really different from A? Two independent sets of timing samples, or, when the jobs
+were measured in rounds, their values paired by round.
 
 Two checks look at the samples: the Mann-Whitney U rank test (exact when small and untied,
 normal approximation with tie correction otherwise) and a percentile-bootstrap 95% CI of the
@@ -7,6 +8,11 @@ relative difference of means. A difference is real when both say so and it is at
 matters); there is no real difference when neither says so or when it is smaller than that; when
 they disagree (a few outliers move the mean but not the ranks, or the reverse) it is
 inconclusive. With too few samples for the rank test ever to reach `alpha`, it says so.
+
+Samples from within one job say nothing of the machine's drift between jobs (clocks, other
+load), which can be far larger than a job's own spread. Measured in rounds (`bench.rounds`),
+each round holds both jobs, so `compare_rounds` tests the per-round ratio B/A: a drift that
+moves both jobs of a round alike cancels in it (a paired t-test on log ratios).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ class Comparison:
     ci_high_pct: float
     p_value: float
     verdict: str  # "different" | "no real difference" | "inconclusive" | "too few samples"
+    basis: str = "samples"  # "samples": within-job timing samples; "rounds": paired by round
 
     @property
     def real(self) -> bool:
@@ -138,3 +145,31 @@ def _verdict(p: float, low: float, high: float, delta: float, smallest_p: float,
     if abs(delta) < min_effect_pct or not (ranks or means):
         return "no real difference"
     return "different" if ranks and means else "inconclusive"
+
+
+def compare_rounds(a: list[float], b: list[float], alpha: float = ALPHA,
+                   min_effect_pct: float = MIN_EFFECT_PCT) -> Comparison:
+    """B against A from values paired by round (a[i] and b[i] measured in round i): a t-test and
+    a t CI of the mean log ratio log(b/a). Different when p < alpha and the effect is at least
+    `min_effect_pct`; fewer than two rounds are too few."""
+    from scipy import stats
+
+    xa, xb = np.asarray(a, float), np.asarray(b, float)
+    n = len(xa)
+    mean_a, mean_b = float(xa.mean()), float(xb.mean())
+    if n < 2:
+        return Comparison(n, n, mean_a, mean_b, 100 * (mean_b / mean_a - 1), math.nan, math.nan,
+                          math.nan, "too few samples", "rounds")
+    d = np.log(xb / xa)
+    mean, sd = float(d.mean()), float(d.std(ddof=1))
+    if sd == 0:
+        p, half = (0.0 if mean != 0 else 1.0), 0.0
+    else:
+        se = sd / math.sqrt(n)
+        p = float(2 * stats.t.sf(abs(mean) / se, n - 1))
+        half = float(stats.t.ppf(0.975, n - 1)) * se
+    delta = 100 * (math.exp(mean) - 1)
+    low, high = 100 * (math.exp(mean - half) - 1), 100 * (math.exp(mean + half) - 1)
+    real = p < alpha and abs(delta) >= min_effect_pct
+    return Comparison(n, n, mean_a, mean_b, delta, low, high, p,
+                      "different" if real else "no real difference", "rounds")

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -61,14 +62,29 @@ def time_first_call(fn: Callable[[], object], device: torch.device) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
+class Span(Protocol):
+    """Told when the timed calls begin and end (telemetry reads its counters across them)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 def time_calls(fn: Callable[[], object], device: torch.device, warmup: int, min_iters: int,
-               min_seconds: float) -> Timing:
+               min_seconds: float, span: Span | None = None) -> Timing:
     with _gc_paused():
         for _ in range(warmup):
             fn()
-        if device.type == "cuda":
-            return _time_cuda(fn, device, min_iters, min_seconds)
-        return _time_wall(fn, min_iters, min_seconds)
+        if span is not None:
+            _sync(device)  # the warmup's queued work is not charged to the span
+            span.start()
+        try:
+            if device.type == "cuda":
+                return _time_cuda(fn, device, min_iters, min_seconds)
+            return _time_wall(fn, min_iters, min_seconds)
+        finally:
+            if span is not None:
+                span.stop()  # after the last call has finished (both loops end synchronised)
 
 
 def _time_wall(fn: Callable[[], object], min_iters: int, min_seconds: float) -> Timing:

@@ -9,6 +9,7 @@ import time
 from sweep.hardware import peak_tflops
 from sweep.measure.memory import gpu_mem_peak_mb, gpu_mem_used_mb, host_rss_peak_mb
 from sweep.measure.stats import latency_stats
+from sweep.measure.telemetry import Telemetry
 from sweep.measure.timing import gpu_only_ms, time_calls
 from sweep.scenarios.base import Measurement, Scenario, Workload
 
@@ -19,6 +20,31 @@ HOST_BOUND = (
     "runtime.mode=reduce-overhead, or runtime=onnx runtime.cuda_graph=true)")
 
 
+CLOCK_RANGE_PCT = 5.0  # an SM clock range wider than this share of its mean is drift
+
+
+def stability_notes(m: dict[str, float], info: dict, cv_limit_pct: float) -> list[str]:
+    """What makes this job's figure unsteady, each with what to do about it (as trtexec
+    advises): a high timing CV, a wide SM clock range, a throttle reason seen."""
+    notes = []
+    cv = m.get("infer_cv_pct")
+    if cv is not None and cv > cv_limit_pct:
+        notes.append(f"timing CV {cv:.1f}% > {cv_limit_pct:g}%: lock the GPU clocks "
+                     "(nvidia-smi -lgc), use CUDA graphs, quiet the host, or measure in rounds "
+                     "(bench.rounds=3)")
+    low, high, mean = (m.get(k) for k in ("gpu_sm_clock_mhz_min", "gpu_sm_clock_mhz_max",
+                                          "gpu_sm_clock_mhz"))
+    if low is not None and high is not None and mean:
+        spread = 100 * (high - low) / mean
+        if spread > CLOCK_RANGE_PCT:
+            notes.append(f"SM clock ranged {low:.0f}-{high:.0f} MHz ({spread:.0f}% of its mean): "
+                         "lock the clocks (nvidia-smi -lgc) or measure in rounds")
+    if info.get("throttle"):
+        notes.append(f"throttled ({', '.join(info['throttle'])}): the figure is below what "
+                     "this GPU gives unthrottled; check cooling and the power limit")
+    return notes
+
+
 class InferenceScenario(Scenario):
     name = "inference"
 
@@ -26,11 +52,17 @@ class InferenceScenario(Scenario):
         cfg, device, runtime, x = work.cfg, work.device, work.runtime, work.x
         out = Measurement()
         t_bench = time.perf_counter()
+        tel = Telemetry(device, cfg.bench.telemetry, cfg.bench.telemetry_interval_ms / 1e3)
         timing = time_calls(lambda: runtime.infer(x), device, cfg.bench.warmup,
-                            cfg.bench.min_iters, cfg.bench.min_seconds)
+                            cfg.bench.min_iters, cfg.bench.min_seconds, span=tel)
         out.info["bench_s"] = time.perf_counter() - t_bench  # warmup + timed calls
         m = out.metrics
         m.update(latency_stats(timing.samples_ms, cfg.batch, timing.span_s))
+        measured, facts = tel.result(timing.iters * cfg.batch)
+        m.update(measured)
+        out.info.update(facts)
+        if notes := stability_notes(m, out.info, cfg.bench.stable_cv_pct):
+            out.info["stability"] = notes
         gpu_ms = gpu_only_ms(lambda: runtime.infer(x), device)
         if gpu_ms is not None:  # how much of a call's time the GPU is working
             busy = min(100.0, 100 * gpu_ms / m["infer_ms_p50"])

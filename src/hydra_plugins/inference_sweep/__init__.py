@@ -1,0 +1,1 @@
+"""Hydra plugins of inference-sweep (Hydra discovers plugins only in this namespace)."""
