@@ -112,15 +112,18 @@ def _run_round(cfg: SweepConfig, job_dir: Path, data: dict[str, Any],
     from sweep import rounds
 
     number = cfg.bench.round
-    if not cfg.force and number in rounds.done(job_dir, digest):
-        saved = load_result(job_dir)
-        if saved is not None and saved.get("info", {}).get("config_digest") == digest:
-            return JobResult(**saved), True
+    saved = load_result(job_dir)
+    if saved is not None and saved.get("info", {}).get("config_digest") != digest:
+        saved = None
+    if saved is not None and not cfg.force and number in rounds.done(job_dir, digest):
+        return JobResult(**saved), True
     write_config(job_dir, data)
     latest = _run(cfg, job_dir)
     latest.info["config_digest"] = digest
     records = rounds.record(job_dir, number, digest, latest)
     result = rounds.combine(latest, records, cfg.bench.rounds)
+    if saved is not None:  # one job, one uid over its rounds: logged to MLflow once
+        result.uid = saved["uid"]
     save_result(result, job_dir)
     return result, False
 
