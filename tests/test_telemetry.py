@@ -201,3 +201,20 @@ def test_rapl_absent_or_unreadable_says_why(tmp_path):
     cpu.stop()
     m, info = cpu.result(10)
     assert m == {} and "not readable" in info["cpu_energy"]
+
+
+def test_the_energy_plot_draws_the_pareto_front(tmp_path):
+    from sweep.plots import energy_front, write_plots
+    from sweep.sources import Sweep
+
+    rows = [{"job_dir": f"{i}_j", "job": f"j{i}", "status": "ok", "correct": 1,
+             "runtime": rt, "batch": b, "fps": fps, "energy_j_per_img": e,
+             "fps_rounds_ci95_low": fps * 0.9, "fps_rounds_ci95_high": fps * 1.1}
+            for i, (rt, b, fps, e) in enumerate([("torch", 1, 500.0, 0.9), ("torch", 32, 9000.0,
+                                                  0.05), ("onnx", 1, 700.0, 0.6),
+                                                 ("onnx", 32, 8000.0, 0.08)])]
+    front = energy_front(rows)
+    assert [r["job"] for r in front] == ["j1"]  # most FPS for the least energy
+    plots = {p.name: p for p in write_plots(Sweep("s", rows, ["runtime", "batch"]), tmp_path)}
+    assert plots["fps_vs_energy"].path.is_file()
+    assert plots["fps_vs_batch"].path.is_file()  # with the rounds' error bars

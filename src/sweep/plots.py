@@ -72,7 +72,14 @@ def plot_metric_vs(sweep: Sweep, x: str, fixed: str, metric: str = "fps",
         return None, f"{title}: skipped, fewer than two values of {x} at {fixed}={value}"
     fig, ax = _figure()
     for name, line in _lines(sweep, rows, x, fixed).items():
-        ax.plot([r[x] for r in line], [r[metric] for r in line], marker="o", label=name)
+        drawn = ax.plot([r[x] for r in line], [r[metric] for r in line], marker="o",
+                        label=name)[0]
+        low, high = f"{metric}_rounds_ci95_low", f"{metric}_rounds_ci95_high"
+        if all(r.get(low) is not None for r in line):  # measured in rounds: their spread
+            ax.errorbar([r[x] for r in line], [r[metric] for r in line],
+                        yerr=[[max(r[metric] - r[low], 0) for r in line],
+                              [max(r[high] - r[metric], 0) for r in line]],
+                        fmt="none", capsize=3, color=drawn.get_color())
     xs = sorted({r[x] for r in rows})
     if x == "batch":
         ax.set_xscale("log", base=2)
@@ -205,6 +212,34 @@ def plot_latency_vs_load(sweep: Sweep) -> tuple[Figure | None, str]:
     return fig, "latency vs load: p50 and p99 per offered rate"
 
 
+def energy_front(rows: list[Row]) -> list[Row]:
+    """Jobs no other job beats on both energy per image (lower) and FPS (higher)."""
+    front: list[Row] = []
+    for r in sorted(rows, key=lambda r: (r["energy_j_per_img"], -r["fps"])):
+        if not front or r["fps"] > front[-1]["fps"]:
+            front.append(r)
+    return front
+
+
+def plot_fps_vs_energy(sweep: Sweep) -> tuple[Figure | None, str]:
+    """FPS against energy per image, one point per job, the Pareto front joined."""
+    rows = [r for r in eligible(sweep.rows)
+            if r.get("energy_j_per_img") is not None and r.get("fps") is not None]
+    if len(rows) < 2:
+        return None, "FPS vs energy: skipped, fewer than two jobs with energy_j_per_img"
+    fig, ax = _figure()
+    keys = varying_params(sweep)
+    for r in rows:
+        ax.scatter(r["energy_j_per_img"], r["fps"], label=label(r, keys) if keys else r["job"])
+    front = energy_front(rows)
+    ax.plot([r["energy_j_per_img"] for r in front], [r["fps"] for r in front], color="grey",
+            linestyle="--", linewidth=0.8, label="Pareto front")
+    ax.set(xlabel=_name("energy_j_per_img"), ylabel=_name("fps"),
+           title="FPS vs energy per image (up and left is better)")
+    ax.legend(fontsize="small")
+    return fig, "FPS vs energy per image, with the Pareto front"
+
+
 def all_plots(sweep: Sweep, baseline: str = "torch", ab: list[str] = (),
               batch: int | None = None, resolution: int | None = None) -> list[tuple[str, Any]]:
     """(file stem, (figure, note)) for every plot of the report, in order."""
@@ -213,6 +248,8 @@ def all_plots(sweep: Sweep, baseline: str = "torch", ab: list[str] = (),
            ("speedup_vs_batch", plot_speedup_vs(sweep, "batch", baseline, resolution)),
            ("speedup_vs_resolution", plot_speedup_vs(sweep, "resolution", baseline, batch)),
            ("e2e_stages", plot_stages(sweep))]
+    if any(r.get("energy_j_per_img") is not None for r in sweep.rows):
+        out.append(("fps_vs_energy", plot_fps_vs_energy(sweep)))
     if any(r.get("load_curve") for r in sweep.rows):
         out.append(("latency_vs_load", plot_latency_vs_load(sweep)))
     out += [(f"ab_{p.replace('.', '_')}", plot_ab(sweep, p)) for p in ab]
