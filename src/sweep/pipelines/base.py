@@ -170,6 +170,12 @@ class Pipeline(ABC):
         for paths in chunks:
             yield self.to_device(self.preprocess(self.decode(paths)))
 
+    def decoded(self, chunks: Iterable[Sequence[Path]]) -> Iterator[Any]:
+        """Decode alone, one result per chunk, as the pipeline would run it: what the
+        end-to-end scenario times for the decode ceiling."""
+        for paths in chunks:
+            yield self.decode(paths)
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release threads and streams."""
 
