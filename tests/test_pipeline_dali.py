@@ -255,7 +255,7 @@ def test_nvimgcodec_decodes_a_batch_to_planar_rgb_and_marks_what_it_cannot(tmp_p
     images = decoder.decode([read_file(str(p)) for p in paths])
     assert images[1] is None
     for path, img in zip(paths[::2], images[::2], strict=True):
-        ref = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).permute(2, 0, 1)
+        ref = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)
         assert img.dtype == torch.uint8 and img.shape == ref.shape
         assert (img.int() - ref.int()).abs().max() <= 2  # IDCTs may round differently
 

@@ -146,6 +146,7 @@ class Pipeline(ABC):
     """A way of turning files into input batches."""
 
     name: ClassVar[str]
+    stage_note: ClassVar[str] = ""  # what its stage timings cover, where that is not plain
 
     def __init__(self, cfg: PipelineConfig, ctx: PipelineContext) -> None:
         self.cfg = cfg

@@ -98,14 +98,13 @@ class _Graph:
             self._open = False
 
     def once(self, item: Any) -> Any:
-        out = None
-        for out in self.stream([item]):
-            pass
+        (out,) = self.stream([item])  # runs the stream to its end: DALI is reset for the next
         return out
 
 
 class DaliPipeline(Pipeline):
     name = "dali"
+    stage_note = STAGE_SPLIT
 
     def __init__(self, cfg: PipelineConfig, ctx: PipelineContext) -> None:
         dali = import_dali()

@@ -303,10 +303,8 @@ def _measure(cfg: SweepConfig, runtime: Any, device: torch.device, pipe: Pipelin
                                        cfg.bench.min_seconds, device, metrics["e2e_fps"])
     metrics.update(ceilings)
     info.update(bound)
-    if pipe.name == "dali":
-        from sweep.pipelines.dali import STAGE_SPLIT
-
-        info["stage_split"] = STAGE_SPLIT
+    if pipe.stage_note:
+        info["stage_split"] = pipe.stage_note
     if pipe.name == "gpu":
         fallbacks = pipe.stats.cpu_fallbacks
         metrics["cpu_decode_fallbacks"] = float(len(fallbacks))
