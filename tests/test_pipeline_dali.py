@@ -267,3 +267,31 @@ def test_nvimgcodec_not_installed_says_what_to_install(monkeypatch):
     with pytest.raises(UnsupportedError) as e:
         NvImageCodecDecoder("hw", 0)
     assert "nvidia-nvimgcodec-cu13" in str(e.value) and ".[gpu]" in str(e.value)
+
+
+# --- on a GPU (skipped here: not run on this machine) -------------------------------------------
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the mixed decoder needs CUDA")
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_dali_on_the_gpu_agrees_with_current_and_stays_on_the_device(trained, memory_format):
+    root, weights = trained
+    device = torch.device("cuda")
+    ctx = JobContext(device=device, precision="fp16", batch=BATCH, resolution=RES,
+                     channels_last=memory_format == torch.channels_last, cache=None)
+    rt = create_runtime(TorchRuntimeConfig(), ctx)
+    rt.prepare(build_model(ModelConfig(weights=str(weights), num_classes=4)),
+               torch.zeros(BATCH, 3, RES, RES))
+    try:
+        pctx = PipelineContext(device=device, batch=BATCH, resolution=RES, dtype=rt.input_dtype,
+                               memory_format=rt.input_memory_format)
+        with closing(create_pipeline(pipeline_config("dali"), pctx)) as dali:
+            (x,) = list(dali.batches([files(root)[:BATCH]]))
+        assert x.device.type == "cuda" and x.dtype == rt.input_dtype
+        assert x.is_contiguous(memory_format=rt.input_memory_format)
+        cfg = job_config(root, "dali", weights)
+        cfg.device = "cuda"
+        metrics, info = measure_end_to_end(cfg, rt, device)
+    finally:
+        rt.close()
+    assert metrics["pipeline_agreement_pct"] >= 99
+    assert info["bound_by"] in ("decode", "inference", "host")
