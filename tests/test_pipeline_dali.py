@@ -33,7 +33,13 @@ from sweep.pipelines import create_pipeline
 from sweep.pipelines.base import PipelineContext
 from sweep.pipelines.current import CurrentPipeline
 from sweep.runtimes import JobContext, UnsupportedError, create_runtime
-from sweep.scenarios.end_to_end import BOUND_PCT, STAGES, bound_by, measure_end_to_end
+from sweep.scenarios.end_to_end import (
+    BOUND_PCT,
+    STAGES,
+    bound_by,
+    measure_ceilings,
+    measure_end_to_end,
+)
 
 pytest.importorskip("nvidia.dali", reason="pipeline=dali needs nvidia-dali-cuda130 ('.[dali]')")
 
@@ -295,3 +301,18 @@ def test_dali_on_the_gpu_agrees_with_current_and_stays_on_the_device(trained, me
         rt.close()
     assert metrics["pipeline_agreement_pct"] >= 99
     assert info["bound_by"] in ("decode", "inference", "host")
+
+
+def test_a_ceiling_is_the_faster_of_its_run_and_the_instrumented_pass(trained, runtime):
+    """The instrumented pass's figures bound the ceilings from below: given a stage pass that
+    (as if measured on an idle host) found decoding and inference far faster than any run
+    here can, the ceilings are those figures."""
+    root, _ = trained
+    paths = files(root)
+    with closing(CurrentPipeline(pipeline_config(), context())) as pipe:
+        metrics, info = measure_ceilings(pipe, runtime, paths, BATCH, 3, 0.01,
+                                         torch.device("cpu"), 10.0,
+                                         {"decode_ms": 1e-6, "infer_ms": 2e-6})
+    assert metrics["decode_ceiling_fps"] == pytest.approx(1e9)
+    assert metrics["infer_ceiling_fps"] == pytest.approx(5e8)
+    assert info["bound_by"] == "host"  # 10 img/s is nowhere near either
