@@ -10,7 +10,8 @@ its own (the instrumented pass times them one by one):
                                      the runtime's dtype and layout
 
 and `batches(chunks)`, the uninstrumented path, which composes them as the pipeline is meant to
-run (one after another, or prefetched in a background thread).
+run (one after another, or prefetched in a background thread); `decoded(chunks)` runs decode
+alone that way (the end-to-end scenario's decode ceiling).
 
 Preprocessing is the same everywhere, so pipelines agree on predictions: decode to RGB (PIL's
 `convert("RGB")` for grayscale, palette, RGBA and CMYK files), resize to resolution x resolution
