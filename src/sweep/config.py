@@ -249,6 +249,10 @@ class FastPipelineConfig(PipelineConfig):
     name: str = "fast"
 
 
+GPU_DECODERS = ("torchvision", "nvimgcodec")
+NVIMGCODEC_BACKENDS = ("hw", "gpu", "hybrid")
+
+
 @choice
 @dataclass
 class GpuPipelineConfig(PipelineConfig):
@@ -259,6 +263,35 @@ class GpuPipelineConfig(PipelineConfig):
     # in the job's process it serialises with eager inference through the GIL (measured:
     # benchmarks/results/e2e_process_h100_2026-11-24)
     processes: int = 4
+    decoder: str = "torchvision"  # torchvision's nvJPEG, or nvImageCodec's decoder
+    backend: str = "hw"  # nvimgcodec: hw (the hardware JPEG engine), gpu (CUDA), hybrid
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _choice("pipeline.decoder", self.decoder, GPU_DECODERS)
+        _choice("pipeline.backend", self.backend, NVIMGCODEC_BACKENDS)
+
+
+@choice
+@dataclass
+class DaliPipelineConfig(PipelineConfig):
+    """NVIDIA DALI: read, decode (the mixed decoder on a GPU, DALI's CPU backend on a CPU),
+    resize and normalise in one graph; `workers` are DALI's threads, `prefetch` its queue."""
+
+    impl: ClassVar[str] = "sweep.pipelines.dali:DaliPipeline"
+    name: str = "dali"
+    hw_decoder_load: float = 0.65  # share of the JPEGs for the hardware decoder (DALI's default)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 <= self.hw_decoder_load <= 1:
+            raise config_error("pipeline.hw_decoder_load", self.hw_decoder_load,
+                               "must be between 0 and 1", "e.g. pipeline.hw_decoder_load=0.65")
+        if self.processes:
+            raise config_error("pipeline.processes", self.processes,
+                               "DALI runs its own threads and prefetch queue; worker processes "
+                               "are for pipeline=fast and pipeline=gpu",
+                               "Use pipeline.processes=0 with pipeline=dali.")
 
 
 def pipeline_config(name: str = "current", **values: Any) -> PipelineConfig:

@@ -193,7 +193,8 @@ def section_serving(sweep: Sweep) -> list[str]:
 
 
 def section_e2e(sweep: Sweep) -> list[str]:
-    """Runtime, pipeline, flags, inference and end-to-end ms/image, accuracy."""
+    """Runtime, pipeline, flags, inference and end-to-end ms/image, accuracy, and what bounds
+    the end-to-end run (decode, inference or host) against its ceilings."""
     rows = [r for r in sweep.ok() if r.get("e2e_ms_per_img") is not None]
     if not rows:
         return []
@@ -202,7 +203,10 @@ def section_e2e(sweep: Sweep) -> list[str]:
     cols = [(k, k) for k in first + ctx] + [
         ("infer_ms_per_img", "inference ms/image"),
         *_cols("e2e_ms_per_img", "accuracy_top1_pct", "pipeline_agreement_pct",
-               "unreadable_files"), ("_note", "note")]
+               "unreadable_files")]
+    if any(r.get("bound_by") for r in rows):  # jobs measured with their ceilings
+        cols += [*_cols("e2e_vs_ceiling_pct"), ("bound_by", "bound by")]
+    cols.append(("_note", "note"))
     rows.sort(key=lambda r: tuple(str(r.get(k)) for k in first + ctx))
     out = ["## End to end", "", markdown_table([_display(r, []) for r in rows], cols), ""]
     drift = [r for r in rows if (r.get("pipeline_agreement_pct") or 100.0) < AGREEMENT_WARN_PCT]

@@ -10,7 +10,8 @@ its own (the instrumented pass times them one by one):
                                      the runtime's dtype and layout
 
 and `batches(chunks)`, the uninstrumented path, which composes them as the pipeline is meant to
-run (one after another, or prefetched in a background thread).
+run (one after another, or prefetched in a background thread); `decoded(chunks)` runs decode
+alone that way (the end-to-end scenario's decode ceiling).
 
 Preprocessing is the same everywhere, so pipelines agree on predictions: decode to RGB (PIL's
 `convert("RGB")` for grayscale, palette, RGBA and CMYK files), resize to resolution x resolution
@@ -146,6 +147,7 @@ class Pipeline(ABC):
     """A way of turning files into input batches."""
 
     name: ClassVar[str]
+    stage_note: ClassVar[str] = ""  # what its stage timings cover, where that is not plain
 
     def __init__(self, cfg: PipelineConfig, ctx: PipelineContext) -> None:
         self.cfg = cfg
@@ -169,6 +171,12 @@ class Pipeline(ABC):
         """The uninstrumented path: one input batch per chunk of paths, in order."""
         for paths in chunks:
             yield self.to_device(self.preprocess(self.decode(paths)))
+
+    def decoded(self, chunks: Iterable[Sequence[Path]]) -> Iterator[Any]:
+        """Decode alone, one result per chunk, as the pipeline would run it: what the
+        end-to-end scenario times for the decode ceiling."""
+        for paths in chunks:
+            yield self.decode(paths)
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release threads and streams."""

@@ -18,7 +18,16 @@
    to about `e2e_ms_per_img`; for `fast` and `gpu` the uninstrumented run overlaps stages, so
    their sum may exceed it. Where the normalisation falls differs: `current` normalises in
    `preprocess` on the CPU; `fast` copies a uint8 batch and normalises it on the device, both in
-   `h2d`; `gpu` normalises on the GPU in `preprocess`, leaving `h2d` next to nothing.
+   `h2d`; `gpu` normalises on the GPU in `preprocess`, leaving `h2d` next to nothing; `dali`
+   runs each stage as a DALI graph of its own (dali.py says what that split hides);
+5. the ceilings, in the same process on the same files, the same stopping rule: decode alone
+   (`pipe.decoded`, as the pipeline runs it) gives `decode_ceiling_fps`; the runtime alone,
+   back to back on one batch of the pipeline's output, `infer_ceiling_fps` (each the faster of
+   that run and step 4's figure for the stage: load only slows a pass). `e2e_vs_ceiling_pct`
+   is e2e_fps over the lower of the two, and `info.bound_by` names what bounds the job: the
+   lower ceiling's stage (`decode` or `inference`) when the end-to-end run reaches
+   BOUND_PCT of it, else `host`: neither stage alone, but the work between them (resize,
+   normalisation, copies, Python) and the contention of stages for the host's cores.
 
 The runtime was built for one batch size: a last, partial batch is filled by repeating its own
 files (the extra predictions are dropped), and the stream wraps around to the first files.
@@ -52,6 +61,7 @@ STAGES = tuple(s.removesuffix("_ms") for s in METRIC_STAGES)  # decode, ..., pos
 STAGE_TIMING = ("separate instrumented pass, synchronised between stages; e2e_ms_per_img and "
                 "e2e_fps from an uninstrumented run")
 MAX_EXAMPLES = 5
+BOUND_PCT = 90.0  # of the lower ceiling: an end-to-end run this close is bound by that stage
 
 
 def top1(logits: torch.Tensor) -> torch.Tensor:
@@ -165,6 +175,74 @@ def time_stages(pipe: Pipeline, runtime: Any, paths: Sequence[Path], batch: int,
     return {f"{stage}_ms": 1e3 * total / (batches * batch) for stage, total in totals.items()}
 
 
+def time_decode(pipe: Pipeline, paths: Sequence[Path], batch: int, need: int,
+                min_seconds: float, device: torch.device) -> float:
+    """Images per second of the pipeline's decoding alone (after one untimed batch)."""
+    batches, elapsed = 0, 0.0
+    with closing(pipe.decoded(stream_chunks(paths, batch))) as decoded:
+        next(decoded)
+        _sync(device)
+        start = time.perf_counter()
+        for _ in decoded:
+            batches += 1
+            elapsed = time.perf_counter() - start
+            if _enough(batches, elapsed, need, min_seconds):
+                break
+        _sync(device)
+        elapsed = time.perf_counter() - start
+    return batches * batch / elapsed
+
+
+def time_infer(runtime: Any, x: torch.Tensor, batch: int, need: int, min_seconds: float,
+               device: torch.device) -> float:
+    """Images per second of the runtime alone, calls back to back on one ready batch, the
+    device synchronised at the end only (as pure inference is timed)."""
+    runtime.infer(x)
+    _sync(device)
+    calls, start = 0, time.perf_counter()
+    while True:
+        runtime.infer(x)
+        calls += 1
+        if _enough(calls, time.perf_counter() - start, need, min_seconds):
+            break
+    _sync(device)
+    return calls * batch / (time.perf_counter() - start)
+
+
+def bound_by(e2e_fps: float, decode_fps: float, infer_fps: float) -> tuple[str, float]:
+    """What bounds an end-to-end run (decode, inference or host), and its fps as a percentage
+    of the lower ceiling."""
+    lower = min(decode_fps, infer_fps)
+    pct = 100.0 * e2e_fps / lower
+    if pct < BOUND_PCT:
+        return "host", pct
+    return ("decode" if decode_fps <= infer_fps else "inference"), pct
+
+
+def measure_ceilings(pipe: Pipeline, runtime: Any, paths: Sequence[Path], batch: int,
+                     need: int, min_seconds: float, device: torch.device, e2e_fps: float,
+                     stages: dict[str, float] | None = None
+                     ) -> tuple[dict[str, float], dict[str, Any]]:
+    """The decode and inference ceilings and what bounds the run. Each ceiling is the faster of
+    its own run and the instrumented pass's figure for that stage (`stages`, ms per image):
+    the same work measured twice, and load on the host only ever slows a measurement down."""
+    decode_fps = time_decode(pipe, paths, batch, need, min_seconds, device)
+    chunk = pass_chunks(paths, batch)[0]
+    x = pipe.to_device(pipe.preprocess(pipe.decode(chunk))).clone()  # its own memory
+    infer_fps = time_infer(runtime, x, batch, need, min_seconds, device)
+    if stages and stages["decode_ms"] > 0 and stages["infer_ms"] > 0:
+        decode_fps = max(decode_fps, 1e3 / stages["decode_ms"])
+        infer_fps = max(infer_fps, 1e3 / stages["infer_ms"])
+    bound, pct = bound_by(e2e_fps, decode_fps, infer_fps)
+    metrics = {"decode_ceiling_fps": decode_fps, "infer_ceiling_fps": infer_fps,
+               "e2e_vs_ceiling_pct": pct}
+    info = {"bound_by": bound,
+            "bound_basis": (f"e2e_fps over the lower of decode-only ({decode_fps:.0f}/s) and "
+                            f"inference-only ({infer_fps:.0f}/s): {pct:.0f}%; at least "
+                            f"{BOUND_PCT:.0f}% names that stage, less the host")}
+    return metrics, info
+
+
 def _examples(reasons: dict[Path, str], images: ImageSet) -> str:
     shown = [f"{images.relative(p)}: {why}" for p, why in list(reasons.items())[:MAX_EXAMPLES]]
     more = len(reasons) - len(shown)
@@ -227,8 +305,14 @@ def _measure(cfg: SweepConfig, runtime: Any, device: torch.device, pipe: Pipelin
     seconds, count = time_stream(pipe, runtime, paths, cfg.batch, need, cfg.bench.min_seconds,
                                  device)
     metrics.update(e2e_ms_per_img=1e3 * seconds / count, e2e_fps=count / seconds)
-    metrics.update(time_stages(pipe, runtime, paths, cfg.batch, need, cfg.bench.min_seconds,
-                               device))
+    stages = time_stages(pipe, runtime, paths, cfg.batch, need, cfg.bench.min_seconds, device)
+    metrics.update(stages)
+    ceilings, bound = measure_ceilings(pipe, runtime, paths, cfg.batch, need,
+                                       cfg.bench.min_seconds, device, metrics["e2e_fps"], stages)
+    metrics.update(ceilings)
+    info.update(bound)
+    if pipe.stage_note:
+        info["stage_split"] = pipe.stage_note
     if pipe.name == "gpu":
         fallbacks = pipe.stats.cpu_fallbacks
         metrics["cpu_decode_fallbacks"] = float(len(fallbacks))

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Issue 16's GPU check: resnet18 256x256 fp16 batch 32 end to end on 256 generated 512x512 JPEGs
+# (4 classes, a classifier fitted to them), eager and runtime=compile reduce-overhead, through
+# pipeline=gpu (torchvision's nvJPEG, and nvImageCodec's hw backend), pipeline=dali and
+# pipeline=fast; each job reports decode_ceiling_fps, infer_ceiling_fps, e2e_vs_ceiling_pct and
+# bound_by (runs.json). Then the hand-written DALI reference (handwritten_dali.py) on the same
+# files, eager and compiled: pipeline=dali is held to within 10% of it. Needs hydra-core/omegaconf
+# (setup_device.sh) and DALI + nvImageCodec installed into /tmp/site (carried in parts:
+# ../shared/device/carry-wheel.sh; handwritten_dali.py's docstring lists what DALI imports).
+# Results: $OUT (or results/): runs.json, handwritten_dali.txt, pytest.txt.
+#   bash benchmarks/gpu/verify_dali.sh [extra overrides...]
+set -uo pipefail
+source benchmarks/gpu/setup_device.sh
+out=${OUT:-results}
+mkdir -p "$out"
+w=/tmp/dali-verify
+python3 -m sweep.demo_data generate $w/j512 --classes 4 --per-class 64 --min-size 512 --max-size 512 --png-every 0 >/dev/null
+python3 -m sweep.demo_data generate $w/train --classes 4 --per-class 32 --min-size 200 --max-size 640 --seed 1 >/dev/null
+python3 -m sweep.demo_data fit-head $w/train $w/head.pth --resolution 256 | tail -1
+if [ -z "${SKIP_TESTS:-}" ]; then  # SKIP_TESTS=1: not the tests
+  timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_pipeline_dali.py 2>&1 | tail -3 | tee "$out/pytest.txt"
+fi
+common="data=imagefolder data.root=$w/j512 precision=fp16 batch=32 resolution=256
+  model.weights=$w/head.pth model.num_classes=4 tracking.enabled=false bench.min_seconds=2"
+compiled="runtime=compile runtime.mode=reduce-overhead"
+runs=("pipeline=dali" "pipeline=gpu" "pipeline=gpu pipeline.decoder=nvimgcodec" "pipeline=fast"
+      "pipeline=dali $compiled" "pipeline=gpu $compiled"
+      "pipeline=gpu pipeline.decoder=nvimgcodec $compiled" "pipeline=fast $compiled")
+for run in "${runs[@]}"; do
+  python3 -m sweep $common $run hydra.run.dir=$w/runs/"$(echo $run | tr " =." "__-")" "$@" 2>&1 | grep -v "^\[20"
+  python3 benchmarks/gpu/summarise_runs.py $w/runs "$out/runs.json"  # every run so far
+done
+(python3 benchmarks/gpu/handwritten_dali.py --files $w/j512
+ python3 benchmarks/gpu/handwritten_dali.py --files $w/j512 --compile) 2>&1 | grep -v Warn | tee "$out/handwritten_dali.txt"
