@@ -149,7 +149,8 @@ def _run(cfg: SweepConfig, job_dir: Path, result: JobResult) -> None:
         result.info["flops_unresolved_nodes"] = str(unresolved)
     else:
         try:
-            gflop = count_gflop_per_img(model, cfg.resolution)
+            gflop = count_gflop_per_img(model, cfg.resolution,
+                                        cfg.batch if cfg.model.kind == "exported" else 1)
         except RuntimeError as e:
             raise RuntimeError(f"resolution={cfg.resolution} does not work with "
                                f"model.name={cfg.model.name}: {e}") from e

@@ -58,7 +58,10 @@ def build_timm(cfg: ModelConfig) -> nn.Module:
         raise ConfigError("model=timm needs the timm package: pip install "
                           "'inference-sweep[timm]' (or pip install timm)") from e
     if not timm.is_model(cfg.name):
-        close = timm.list_models(f"*{cfg.name.lower()[:4]}*")[:8] or timm.list_models()[:8]
+        import difflib
+
+        close = difflib.get_close_matches(cfg.name, timm.list_models(), n=8, cutoff=0.6)
+        close = close or timm.list_models(f"*{cfg.name.lower()[:4]}*")[:8]
         raise config_error("model.name", cfg.name, "not a timm model",
                            f"Close names: {', '.join(close)}. Any of timm.list_models() works.")
     torch.manual_seed(cfg.seed)
