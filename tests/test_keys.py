@@ -17,8 +17,10 @@ from sweep.metrics import unknown
 pytestmark = pytest.mark.slow
 
 BEFORE = json.loads((Path(__file__).parent / "data" / "sweep_keys.json").read_text())
-# what the redesign adds, on purpose: the `scenario` config group (one more param)
-ADDED = {"params": {"scenario"}, "summary_csv": {"scenario"}}
+# what the redesign adds, on purpose: the `scenario` config group (one more param); issue 15:
+# where the model comes from (model.kind, model.path)
+ADDED = {"params": {"scenario", "model.kind", "model.path"},
+         "summary_csv": {"scenario", "model.kind", "model.path"}}
 
 
 @pytest.fixture(scope="module")
