@@ -248,40 +248,37 @@ def _results(root):
 
 
 @pytest.mark.slow
-def test_onnx_files_static_and_dynamic_on_onnx_and_openvino(tmp_path, cache_dir):
+def test_onnx_files_on_onnx_and_openvino_and_the_refusals(tmp_path, cache_dir):
+    """Static and dynamic batch files run with correctness metrics; runtime=torch refuses them
+    and a truncated file fails its jobs, each with its reason (one multirun: one start-up)."""
     export(tmp_path / "static2.onnx", batch=2)
     export(tmp_path / "dyn.onnx", batch=None)
-    proc = run_cli(["-m", "model=onnx", "model.path=static2.onnx,dyn.onnx",
-                    "runtime=onnx,openvino", "batch=2", "device=cpu", "tracking.enabled=false",
-                    *QUICK], tmp_path, cache_dir)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = _results(tmp_path)
-    assert sorted(results) == sorted(f"{r}-{m}-32-b2-fp32" for r in ("onnx", "openvino")
-                                     for m in ("static2", "dyn"))
-    for job, r in results.items():
-        assert r["status"] == "ok", (job, r["error"])
-        assert r["metrics"]["correct"] == 1.0, (job, r["info"]["correctness"])
-        assert r["metrics"]["decisive_pct"] > 0 and r["metrics"]["agreement_top1_pct"] == 100
-        assert r["params"]["model.kind"] == "onnx"
-        assert r["info"]["model_input"].startswith("images: NCHW")
-        # conv 3->8 at 32x32, conv 8->16 stride 2, linear 16->10 (2 FLOPs per multiply-add)
-        expected = 2 * (8 * 32 * 32 * 27 + 16 * 16 * 16 * 72 + 10 * 16)
-        assert r["metrics"]["gflop_per_img"] * 1e9 == pytest.approx(expected)
-        assert r["metrics"]["fps"] > 0
-
-
-@pytest.mark.slow
-def test_refusals_and_a_bad_file_fail_their_jobs_with_the_reason(tmp_path, cache_dir):
-    export(tmp_path / "static2.onnx", batch=2)
     (tmp_path / "cut.onnx").write_bytes((tmp_path / "static2.onnx").read_bytes()[:300])
-    proc = run_cli(["-m", "model=onnx", "model.path=static2.onnx,cut.onnx", "runtime=torch,onnx",
-                    "batch=4", "device=cpu", "tracking.enabled=false", *QUICK],
-                   tmp_path, cache_dir)
-    assert proc.returncode == 1
-    errors = {job: r["error"] for job, r in _results(tmp_path).items()}
-    assert "the runtimes that can: onnx, openvino" in errors["torch-static2-32-b4-fp32"]
-    assert "static batch of 2" in errors["onnx-static2-32-b4-fp32"]
-    assert "truncated" in errors["onnx-cut-32-b4-fp32"]
+    proc = run_cli(["-m", "model=onnx", "model.path=static2.onnx,dyn.onnx,cut.onnx",
+                    "runtime=onnx,openvino,torch", "batch=2", "device=cpu",
+                    "tracking.enabled=false", *QUICK], tmp_path, cache_dir)
+    assert proc.returncode == 1, proc.stderr[-3000:]  # the refused and truncated jobs
+    results = _results(tmp_path)
+    assert len(results) == 9
+    for runtime in ("onnx", "openvino"):
+        for stem in ("static2", "dyn"):
+            job = f"{runtime}-{stem}-32-b2-fp32"
+            r = results[job]
+            assert r["status"] == "ok", (job, r["error"])
+            assert r["metrics"]["correct"] == 1.0, (job, r["info"]["correctness"])
+            assert r["metrics"]["decisive_pct"] > 0
+            assert r["metrics"]["agreement_top1_pct"] == 100
+            assert r["params"]["model.kind"] == "onnx"
+            assert r["info"]["model_input"].startswith("images: NCHW")
+            # conv 3->8 at 32x32, conv 8->16 stride 2, linear 16->10 (2 FLOPs per multiply-add)
+            expected = 2 * (8 * 32 * 32 * 27 + 16 * 16 * 16 * 72 + 10 * 16)
+            assert r["metrics"]["gflop_per_img"] * 1e9 == pytest.approx(expected)
+            assert r["metrics"]["fps"] > 0
+        assert "truncated" in results[f"{runtime}-cut-32-b2-fp32"]["error"]
+    for stem in ("static2", "dyn", "cut"):
+        error = results[f"torch-{stem}-32-b2-fp32"]["error"]
+        assert "runtime=torch cannot run model=onnx" in error
+        assert "the runtimes that can: onnx, openvino" in error
 
 
 @pytest.mark.slow

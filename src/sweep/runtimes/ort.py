@@ -358,7 +358,7 @@ class OnnxRuntime(Runtime):
 
         if ctx.precision != "int8":
             entry, status = export()
-            return entry / MODEL_FILE, status, self._meta(entry)
+            return entry / MODEL_FILE, status, read_meta(entry)
 
         qparts = {**parts, "quant": "qdq-per-channel-minmax",
                   "activations": "s8-symmetric" if trt else "u8",
@@ -373,10 +373,10 @@ class OnnxRuntime(Runtime):
             t0 = time.perf_counter()
             facts = quantize_int8(src / MODEL_FILE, folder / MODEL_FILE, batches, trt)
             log.info("quantised to int8 in %.1f s", time.perf_counter() - t0)
-            (folder / META_FILE).write_text(json.dumps({**self._meta(src), **facts}))
+            (folder / META_FILE).write_text(json.dumps({**read_meta(src), **facts}))
 
         entry, status = ctx.cache.fetch("onnx-int8", qparts, build_int8)
-        info = self._meta(entry)
+        info = read_meta(entry)
         if status != "hit":
             info["fp32_export_cache"] = fp32_status
         return entry / MODEL_FILE, status, info
@@ -398,11 +398,7 @@ class OnnxRuntime(Runtime):
             (folder / META_FILE).write_text(json.dumps(facts))
 
         entry, status = self.ctx.cache.fetch("onnx-int8-file", parts, build)
-        return entry / MODEL_FILE, status, self._meta(entry)
-
-    @staticmethod
-    def _meta(entry: Path) -> dict[str, str]:
-        return read_meta(entry)
+        return entry / MODEL_FILE, status, read_meta(entry)
 
     def _session_options(self, ort: Any) -> Any:
         so = ort.SessionOptions()
