@@ -309,3 +309,47 @@ def test_timm_model_through_a_multirun(tmp_path, cache_dir):
         assert r["metrics"]["correct"] == 1.0 and r["metrics"]["decisive_pct"] > 0
         assert r["info"]["model_default_resolution"] == "160"
         assert r["metrics"]["gflop_per_img"] > 0 and not math.isnan(r["metrics"]["fps"])
+
+
+# --- a user's file on the runtimes, in the process -------------------------------------------
+
+
+def _file_runtime(cfg, model, cache, precision="fp32", batch=2):
+    from sweep.cache import ArtifactCache
+    from sweep.runtimes import JobContext, create_runtime
+
+    ctx = JobContext(device=torch.device("cpu"), precision=precision, batch=batch, resolution=32,
+                     channels_last=False, cache=ArtifactCache(cache),
+                     model_identity=model.identity("m"), input_dtype=model.input.torch_dtype)
+    rt = create_runtime(cfg, ctx)
+    return rt, rt.prepare(model, torch.zeros(batch, 3, 32, 32))
+
+
+@pytest.mark.parametrize("cfg", [OnnxRuntimeConfig(), OpenVinoRuntimeConfig()])
+def test_an_fp16_file_runs_in_its_own_types_against_itself(tmp_path, cfg):
+    from sweep.accuracy import compare
+
+    model = open_onnx(onnx_cfg(export(tmp_path / "h.onnx", batch=None, dtype=torch.float16)))
+    rt, _ = _file_runtime(cfg, model, tmp_path / "cache")
+    assert rt.input_dtype == torch.float16
+    x = synthetic_images(4, 32, 0)
+    out = torch.cat([rt.infer(c.half()) for c in x.split(2)])
+    check = compare(model.reference(x, 2), out.float(), "fp16")
+    assert check.passed, check.reason
+
+
+def test_onnx_runtime_quantises_a_users_file_with_its_input_name(tmp_path):
+    from sweep.accuracy import compare
+
+    model = open_onnx(onnx_cfg(export(tmp_path / "s.onnx", batch=2)))
+    rt, prep = _file_runtime(OnnxRuntimeConfig(calibration_batches=2), model,
+                             tmp_path / "cache", "int8")
+    assert prep.cache == "miss" and "2x2 synthetic images" in prep.info["quant"]
+    (q,) = (tmp_path / "cache" / "onnx-int8-file").glob("*/model.onnx")
+    assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(q)).graph.node}
+    x = synthetic_images(4, 32, 0)
+    out = torch.cat([rt.infer(c) for c in x.split(2)])
+    check = compare(model.reference(x, 2), out, "int8")
+    assert check.rel_err < 1.5, check.reason  # the job's int8 tolerance
+    with pytest.raises(UnsupportedError, match="precision=fp16 would convert the file"):
+        _file_runtime(OnnxRuntimeConfig(), model, tmp_path / "cache", "fp16")
