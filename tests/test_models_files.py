@@ -353,3 +353,11 @@ def test_onnx_runtime_quantises_a_users_file_with_its_input_name(tmp_path):
     assert check.rel_err < 1.5, check.reason  # the job's int8 tolerance
     with pytest.raises(UnsupportedError, match="precision=fp16 would convert the file"):
         _file_runtime(OnnxRuntimeConfig(), model, tmp_path / "cache", "fp16")
+
+
+def test_ort_tensorrt_profile_names_the_files_input():
+    from sweep.runtimes.ort import TRT_EP, provider_options
+
+    opts = provider_options(TRT_EP, OnnxRuntimeConfig(), "fp16", 0, shape=(2, 3, 32, 32),
+                            input_name="images")
+    assert opts["trt_profile_opt_shapes"] == "images:2x3x32x32"

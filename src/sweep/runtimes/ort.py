@@ -99,7 +99,8 @@ def select_providers(provider: str, device_type: str, available: Sequence[str]) 
 
 def provider_options(name: str, cfg: OnnxRuntimeConfig, precision: str, device_id: int,
                      stream: int | None = None, shape: Sequence[int] = (),
-                     engine_cache: Path | None = None) -> dict[str, str]:
+                     engine_cache: Path | None = None,
+                     input_name: str = INPUT) -> dict[str, str]:
     """ONNX Runtime's options for provider `name`.
 
     fp32 means TF32 off, so fp32 turns the CUDA provider's `use_tf32` off; every other precision
@@ -118,7 +119,7 @@ def provider_options(name: str, cfg: OnnxRuntimeConfig, precision: str, device_i
         opts = {"device_id": str(device_id), "trt_fp16_enable": str(precision == "fp16"),
                 "trt_int8_enable": str(precision == "int8")}
         if shape:  # one optimisation profile for the job's batch: no rebuild on the first call
-            dims = f"{INPUT}:{'x'.join(map(str, shape))}"
+            dims = f"{input_name}:{'x'.join(map(str, shape))}"
             opts.update(trt_profile_min_shapes=dims, trt_profile_opt_shapes=dims,
                         trt_profile_max_shapes=dims)
         if engine_cache is not None:
@@ -258,6 +259,10 @@ def read_meta(entry: Path) -> dict[str, str]:
         return {}
 
 
+def _input_name(model: nn.Module | OnnxModel) -> str:
+    return model.input.name if isinstance(model, OnnxModel) else INPUT
+
+
 class OnnxRuntime(Runtime):
     name = "onnx"
     # bf16 is left out: the CUDA provider's bf16 convolutions are missing or slow.
@@ -302,14 +307,17 @@ class OnnxRuntime(Runtime):
         shape = (ctx.batch, 3, ctx.resolution, ctx.resolution)
         engine_cache = None
         if providers[0] == TRT_EP:
-            engine_cache = Path(ctx.cache.root) / "ort-trt" / path.parent.name / ctx.precision
+            # a user's file run as it is lies outside the cache: named by its content
+            entry = model.sha256 if isinstance(model, OnnxModel) else path.parent.name
+            engine_cache = Path(ctx.cache.root) / "ort-trt" / entry / ctx.precision
             engine_cache.mkdir(parents=True, exist_ok=True)
         stream = self._stream.cuda_stream if self._stream is not None else None
         t0 = time.perf_counter()
         self.session = ort.InferenceSession(
             str(path), sess_options=self._session_options(ort),
             providers=[(p, provider_options(p, cfg, ctx.precision, self._device_id, stream,
-                                            shape, engine_cache)) for p in providers])
+                                            shape, engine_cache, _input_name(model)))
+                       for p in providers])
         session_s = time.perf_counter() - t0
         got = self.session.get_providers()
         if got[0] != providers[0]:  # ONNX Runtime falls back to the CPU with only a log line
