@@ -25,7 +25,7 @@ def make(*overrides: str) -> SweepConfig:
 
 
 def test_groups_hold_what_the_interface_promises():
-    assert set(options("runtime")) == {"torch", "compile", "onnx", "trt"}
+    assert set(options("runtime")) == {"torch", "compile", "onnx", "trt", "openvino"}
     assert {"resnet18", "resnet50"} <= set(options("model"))
     assert set(options("hardware")) >= {"auto", "cpu", "h100_sxm", "h200", "a100",
                                         "rtx4060_laptop", "rtx4070ti", "jetson_orin_nano"}
@@ -39,10 +39,13 @@ def test_every_option_composes_to_its_schema(group, tmp_path):
     (tmp_path / "cat").mkdir()
     (tmp_path / "cat" / "a.jpg").write_bytes(b"")
     needs = {"imagefolder": [f"data.root={tmp_path}"]}  # data=imagefolder needs a folder to read
+    if group == "model":  # a model file is named by its stem; timm's default is its resnet18
+        needs.update(onnx=["model.path=onnx.onnx"], exported=["model.path=dir/exported.pt2"])
+    named = {"timm": "resnet18"} if group == "model" else {}
     for name in options(group):
         cfg = make(f"{group}={name}", *needs.get(name, []))
         node = getattr(cfg, group)
-        assert node.name == name
+        assert node.name == named.get(name, name)
         if group == "runtime":
             assert type(node) is RUNTIME_SCHEMAS[name]
 

@@ -18,8 +18,10 @@ from sweep.metrics import unknown
 pytestmark = pytest.mark.slow
 
 BEFORE = json.loads((Path(__file__).parent / "data" / "sweep_keys.json").read_text())
-# what the redesign adds, on purpose: the `scenario` config group (one more param)
-ADDED = {"params": {"scenario"}, "summary_csv": {"scenario"}}
+# what the redesign adds, on purpose: the `scenario` config group (one more param); issue 15:
+# where the model comes from (model.kind, model.path)
+ADDED = {"params": {"scenario", "model.kind", "model.path"},
+         "summary_csv": {"scenario", "model.kind", "model.path"}}
 # issue 16: each end-to-end job also writes its ceilings and the stage that bounds it
 E2E_METRICS = {"decode_ceiling_fps", "infer_ceiling_fps", "e2e_vs_ceiling_pct"}
 E2E_ADDED = {"metrics": E2E_METRICS, "info": {"bound_by", "bound_basis"},

@@ -159,20 +159,70 @@ class TrtRuntimeConfig(RuntimeConfig):
         _positive("runtime.calibration_batches", self.calibration_batches, 1)
 
 
+OV_HINTS = ("latency", "throughput")
+OV_DEVICES = ("CPU", "GPU")
+
+
+@choice
+@dataclass
+class OpenVinoRuntimeConfig(RuntimeConfig):
+    """OpenVINO on the CPU (or an Intel GPU): the ONNX export (or the user's ONNX file), read by
+    OpenVINO, reshaped to the job's batch and compiled; compiled models kept in its cache."""
+
+    impl: ClassVar[str] = "sweep.runtimes.openvino:OpenVinoRuntime"
+    name: str = "openvino"
+    device: str = "CPU"  # OpenVINO's device; GPU: an Intel GPU (inputs stay on the host)
+    hint: str = "latency"  # PERFORMANCE_HINT
+    streams: int = 0  # NUM_STREAMS; 0: what the hint chooses
+    threads: int = 0  # INFERENCE_NUM_THREADS; 0: OpenVINO's default
+    opset: int = 18  # of the ONNX export, shared with runtime=onnx
+    calibration_batches: int = 8  # int8 (NNCF): the same batches as runtime=onnx's int8
+
+    def __post_init__(self) -> None:
+        _choice("runtime.device", self.device, OV_DEVICES)
+        _choice("runtime.hint", self.hint, OV_HINTS)
+        _positive("runtime.streams", self.streams, 0)
+        _positive("runtime.threads", self.threads, 0)
+        _positive("runtime.opset", self.opset, 13)
+        _positive("runtime.calibration_batches", self.calibration_batches, 1)
+
+
 # --- the other groups --------------------------------------------------------------------
+
+
+MODEL_KINDS = ("torchvision", "timm", "onnx", "exported")
+FILE_MODEL_KINDS = {"onnx": ".onnx", "exported": ".pt2"}  # kinds whose model is a file
 
 
 @dataclass
 class ModelConfig:
-    """A torchvision classification model by name, optionally with the user's weights."""
+    """Where the model comes from (`kind`): a torchvision or timm architecture by `name`,
+    optionally with the user's weights; or the user's own file (`path`): an ONNX model, run as it
+    is, or a `torch.export` program (.pt2)."""
 
     name: str = "resnet18"
     weights: str | None = None  # path to a .pth state dict, loaded with weights_only=True
     num_classes: int = 1000
     seed: int = 0  # random initialisation when no weights are given
+    kind: str = "torchvision"
+    path: str | None = None  # kind=onnx | exported: the model file
 
     def __post_init__(self) -> None:
         _positive("model.num_classes", self.num_classes, 1)
+        _choice("model.kind", self.kind, MODEL_KINDS)
+        suffix = FILE_MODEL_KINDS.get(self.kind)
+        if suffix and not self.path:
+            raise config_error("model.path", self.path, f"model={self.kind} benchmarks a file",
+                               f"e.g. model={self.kind} model.path=model{suffix}")
+        if suffix and self.weights:
+            raise config_error("model.weights", self.weights,
+                               f"the weights of model={self.kind} are in its file",
+                               "Drop model.weights.")
+        if not suffix and self.path:
+            raise config_error("model.path", self.path,
+                               f"model={self.kind} builds an architecture by name",
+                               "Use model=onnx or model=exported for a model file, or "
+                               "model.weights=<state dict .pth> for your weights.")
 
 
 @dataclass
@@ -556,6 +606,12 @@ def tracking_of(data: dict[str, Any]) -> TrackingConfig:
 
 def register_configs() -> None:
     """Put the schemas in Hydra's ConfigStore; YAML files list them in their defaults."""
+    from omegaconf import OmegaConf
+
+    # conf/model/{onnx,exported}.yaml: a model file is named by its stem (job and run names)
+    OmegaConf.register_new_resolver(
+        "sweep_stem", lambda p: str(p).replace("\\", "/").rsplit("/", 1)[-1].split(".")[0]
+        if p else "file", replace=True)
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=SweepConfig)
     for group, family in _CHOSEN.items():

@@ -21,9 +21,10 @@ from sweep.hardware import resolve_hardware
 from sweep.measure.flops import count_gflop_per_img
 from sweep.measure.memory import reset_gpu_peak
 from sweep.measure.timing import time_first_call
-from sweep.models import build_model, check_resolution
+from sweep.model_files import OnnxModel, count_onnx_gflop, load_exported, open_onnx
+from sweep.models import build_model, check_resolution, default_resolution
 from sweep.result import JobResult, flatten, job_name, save_result, write_error, write_samples
-from sweep.runtimes import JobContext, Runtime, check_supported, create_runtime
+from sweep.runtimes import JobContext, Runtime, check_model, check_supported, create_runtime
 from sweep.runtimes.base import set_math_mode
 from sweep.scenarios import Workload, scenarios_for
 
@@ -78,9 +79,31 @@ def _inputs(cfg: SweepConfig, n: int, stream: int) -> torch.Tensor:
     return synthetic_images(n, cfg.resolution, cfg.data.seed * 1000 + stream)
 
 
-def _reference(model: torch.nn.Module, inputs: torch.Tensor, batch: int,
+def _load_model(cfg: SweepConfig, result: JobResult) -> torch.nn.Module | OnnxModel:
+    """The model of `cfg.model`: built by name, or read from the user's file (whose declared
+    input must fit the job's batch and resolution)."""
+    if cfg.model.kind == "onnx":
+        model = open_onnx(cfg.model)
+        model.input.check_job(cfg.model.path, cfg.batch, cfg.resolution)
+        result.info.update(model.info())
+        return model
+    if cfg.model.kind == "exported":
+        module, spec, info = load_exported(cfg.model)
+        spec.check_job(cfg.model.path, cfg.batch, cfg.resolution)
+        result.info.update(info)
+        return module
+    default = default_resolution(cfg.model)
+    if default is not None:
+        result.info["model_default_resolution"] = str(default)
+    return build_model(cfg.model)
+
+
+def _reference(model: torch.nn.Module | OnnxModel, inputs: torch.Tensor, batch: int,
                device: torch.device) -> torch.Tensor:
-    """PyTorch fp32 logits (TF32 off) on the job's device, from a copy of the model."""
+    """PyTorch fp32 logits (TF32 off) on the job's device, from a copy of the model; for an ONNX
+    file, ONNX Runtime's CPU provider on the same file."""
+    if isinstance(model, OnnxModel):
+        return model.reference(inputs, batch).to(device)
     set_math_mode("fp32")
     ref_model = copy.deepcopy(model).to(device)
     with torch.inference_mode():
@@ -120,20 +143,30 @@ def _run(cfg: SweepConfig, job_dir: Path, result: JobResult) -> None:
     result.info.update(hardware_used=hw.name, hardware_description=hw.description,
                        device_used=str(device))
     check_supported(cfg.runtime, device, cfg.precision)  # at once, before any work
+    check_model(cfg.runtime, cfg.model.kind)
     check_resolution(cfg.model, cfg.resolution)
-    model = build_model(cfg.model)
-    try:
-        gflop = count_gflop_per_img(model, cfg.resolution)
-    except RuntimeError as e:
-        raise RuntimeError(f"resolution={cfg.resolution} does not work with "
-                           f"model.name={cfg.model.name}: {e}") from e
+    model = _load_model(cfg, result)
+    file_model = isinstance(model, OnnxModel)
+    if file_model:
+        gflop, unresolved = count_onnx_gflop(model, cfg.resolution)
+        result.info["flops_unresolved_nodes"] = str(unresolved)
+    else:
+        try:
+            gflop = count_gflop_per_img(model, cfg.resolution,
+                                        cfg.batch if cfg.model.kind == "exported" else 1)
+        except RuntimeError as e:
+            raise RuntimeError(f"resolution={cfg.resolution} does not work with "
+                               f"model.name={cfg.model.name}: {e}") from e
     inputs = _inputs(cfg, cfg.batch * max(1, math.ceil(cfg.check.samples / cfg.batch)), 0)
-    if not cfg.model.weights:
+    if not cfg.model.weights and cfg.model.kind in ("torchvision", "timm"):  # not a user's file
         make_decisive(model, _inputs(cfg, 16, 1), seed=cfg.model.seed)
     cache = ArtifactCache.open(cfg.cache_dir)
+    identity = (model.identity(cfg.model.name) if file_model
+                else cache.model_identity(cfg.model, model))  # weights as exported
     ctx = JobContext(device=device, precision=cfg.precision, batch=cfg.batch,
                      resolution=cfg.resolution, channels_last=cfg.flags.channels_last, cache=cache,
-                     model_identity=cache.model_identity(cfg.model, model))  # weights as exported
+                     model_identity=identity,
+                     input_dtype=model.input.torch_dtype if file_model else None)
     runtime = create_runtime(cfg.runtime, ctx)
     reference = _reference(model, inputs, cfg.batch, device) if cfg.check.enabled else None
     set_math_mode(cfg.precision)

@@ -9,8 +9,8 @@ from sweep.config import RuntimeConfig
 from sweep.errors import UnsupportedError
 from sweep.runtimes.base import JobContext, Prepared, Runtime
 
-__all__ = ["JobContext", "Prepared", "Runtime", "UnsupportedError", "check_supported",
-           "create_runtime", "runtime_class"]
+__all__ = ["JobContext", "Prepared", "Runtime", "UnsupportedError", "check_model",
+           "check_supported", "create_runtime", "runtime_class"]
 
 
 def runtime_class(cfg: RuntimeConfig | type[RuntimeConfig]) -> type[Runtime]:
@@ -21,6 +21,20 @@ def runtime_class(cfg: RuntimeConfig | type[RuntimeConfig]) -> type[Runtime]:
 def check_supported(cfg: RuntimeConfig, device: torch.device, precision: str) -> None:
     """Raise UnsupportedError when the runtime cannot run `precision` on `device`."""
     runtime_class(cfg).check_supported(device, precision)
+
+
+def check_model(cfg: RuntimeConfig, kind: str) -> None:
+    """Raise UnsupportedError when the runtime cannot run a model of `kind`, naming those that
+    can."""
+    from sweep.config import RuntimeConfig as Family
+
+    if kind in runtime_class(cfg).model_kinds:
+        return
+    able = [name for name, schema in Family.choices.items()
+            if kind in runtime_class(schema).model_kinds]
+    raise UnsupportedError(
+        f"runtime={cfg.name} cannot run model={kind}; the runtimes that can: "
+        f"{', '.join(able) or 'none'} (e.g. runtime={able[0] if able else 'onnx'}).")
 
 
 def create_runtime(cfg: RuntimeConfig, ctx: JobContext) -> Runtime:

@@ -24,6 +24,7 @@ class JobContext:
     channels_last: bool
     cache: object  # sweep.cache.ArtifactCache
     model_identity: dict[str, str] = field(default_factory=dict)  # the weights, for the cache
+    input_dtype: torch.dtype | None = None  # model=onnx: the dtype the file's input declares
 
 
 @dataclass
@@ -45,6 +46,8 @@ class Runtime(ABC):
     name: ClassVar[str]
     # device type ("cpu", "cuda") -> precisions this runtime can compute in there
     supported: ClassVar[dict[str, tuple[str, ...]]]
+    # the model kinds (config.MODEL_KINDS) it can run: an nn.Module, or the file of model=onnx
+    model_kinds: ClassVar[tuple[str, ...]] = ("torchvision", "timm", "exported")
 
     def __init__(self, cfg: RuntimeConfig, ctx: JobContext) -> None:
         self.cfg = cfg
@@ -64,7 +67,7 @@ class Runtime(ABC):
     @property
     def input_dtype(self) -> torch.dtype:
         """The dtype the prepared model takes as input."""
-        return DTYPES[self.ctx.precision]
+        return self.ctx.input_dtype or DTYPES[self.ctx.precision]
 
     @property
     def input_memory_format(self) -> torch.memory_format:

@@ -30,7 +30,8 @@ import torch
 from torch import nn
 
 from sweep.config import OnnxRuntimeConfig
-from sweep.runtimes.base import Prepared, Runtime, UnsupportedError
+from sweep.model_files import OnnxModel
+from sweep.runtimes.base import JobContext, Prepared, Runtime, UnsupportedError
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,23 @@ GPU_INSTALL = "pip uninstall -y onnxruntime && pip install onnxruntime-gpu"
 OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
               "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 NP_DTYPES = {torch.float32: np.float32, torch.float16: np.float16}
+
+
+def check_file_precision(runtime: str, model: OnnxModel, precision: str,
+                         allowed: tuple[str, ...] = ("fp32", "int8")) -> None:
+    """A user's ONNX file runs in its own types (precision=fp32) or is quantised from fp32
+    (precision=int8); converting it to another float type is the user's export to make."""
+    if precision not in allowed:
+        raise UnsupportedError(
+            f"runtime={runtime} with model=onnx runs the file as it is with precision=fp32 "
+            f"(an fp16 file stays fp16) or quantises it with precision=int8; precision="
+            f"{precision} would convert the file: use precision=fp32, or export the model in "
+            f"{precision} yourself.")
+    if precision == "int8" and model.input.dtype != "float32":
+        raise UnsupportedError(
+            f"runtime={runtime} precision=int8 quantises an fp32 file, and model.path="
+            f"{model.label} takes {model.input.dtype} input; use precision=fp32 to run it as "
+            "it is.")
 
 
 def select_providers(provider: str, device_type: str, available: Sequence[str]) -> list[str]:
@@ -81,7 +99,8 @@ def select_providers(provider: str, device_type: str, available: Sequence[str]) 
 
 def provider_options(name: str, cfg: OnnxRuntimeConfig, precision: str, device_id: int,
                      stream: int | None = None, shape: Sequence[int] = (),
-                     engine_cache: Path | None = None) -> dict[str, str]:
+                     engine_cache: Path | None = None,
+                     input_name: str = INPUT) -> dict[str, str]:
     """ONNX Runtime's options for provider `name`.
 
     fp32 means TF32 off, so fp32 turns the CUDA provider's `use_tf32` off; every other precision
@@ -100,7 +119,7 @@ def provider_options(name: str, cfg: OnnxRuntimeConfig, precision: str, device_i
         opts = {"device_id": str(device_id), "trt_fp16_enable": str(precision == "fp16"),
                 "trt_int8_enable": str(precision == "int8")}
         if shape:  # one optimisation profile for the job's batch: no rebuild on the first call
-            dims = f"{INPUT}:{'x'.join(map(str, shape))}"
+            dims = f"{input_name}:{'x'.join(map(str, shape))}"
             opts.update(trt_profile_min_shapes=dims, trt_profile_opt_shapes=dims,
                         trt_profile_max_shapes=dims)
         if engine_cache is not None:
@@ -138,12 +157,16 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int)
     return "dynamo"
 
 
-def calibration_batches(resolution: int, n: int, seed: int = CALIB_SEED) -> list[np.ndarray]:
+def calibration_batches(resolution: int, n: int, seed: int = CALIB_SEED,
+                        batch: int = CALIB_BATCH) -> list[np.ndarray]:
     """`n` batches of random smooth images (the kind the job feeds) from a seeded generator: the
-    same calibration on every machine, and not the images the job checks correctness on."""
+    same calibration on every machine, and not the images the job checks correctness on.
+    `batch`: images per batch (a file with a static batch takes only that)."""
     from sweep.accuracy import synthetic_images
 
-    return [synthetic_images(CALIB_BATCH, resolution, seed + i).numpy() for i in range(n)]
+    return [synthetic_images(CALIB_BATCH, resolution, seed + i).numpy()[:batch]
+            if batch <= CALIB_BATCH else
+            synthetic_images(batch, resolution, seed + i).numpy() for i in range(n)]
 
 
 @contextmanager
@@ -159,7 +182,7 @@ def _quiet_root_logger() -> Iterator[None]:
 
 
 def quantize_int8(src: Path, dst: Path, batches: list[np.ndarray],
-                  for_tensorrt: bool) -> dict[str, str]:
+                  for_tensorrt: bool, input_name: str = INPUT) -> dict[str, str]:
     """Static QDQ quantisation with per-channel int8 weights; returns facts for the job's info.
 
     Activations are uint8 (U8S8), the fast path of ONNX Runtime's x86 and Arm CPU kernels (S8S8
@@ -179,7 +202,7 @@ def quantize_int8(src: Path, dst: Path, batches: list[np.ndarray],
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             x = next(self.it, None)
-            return None if x is None else {INPUT: x}
+            return None if x is None else {input_name: x}
 
     pre = dst.with_name("preprocessed.onnx")
     with _quiet_root_logger():
@@ -197,14 +220,54 @@ def quantize_int8(src: Path, dst: Path, batches: list[np.ndarray],
     pre.unlink(missing_ok=True)
     acts = "symmetric int8" if for_tensorrt else "uint8"
     return {"quant": f"static QDQ: int8 per-channel weights, {acts} activations, MinMax "
-                     f"calibration on {len(batches)}x{CALIB_BATCH} synthetic images",
+                     f"calibration on {len(batches)}x{len(batches[0])} synthetic images",
             "quant_preprocessed": str(preprocessed)}
+
+
+def export_parts(ctx: JobContext, opset: int, half: bool) -> dict[str, object]:
+    """What names an ONNX export in the artifact cache. One export serves fp32, tf32 and int8
+    (tf32 is a provider option) and every runtime that reads ONNX."""
+    import onnxruntime as ort
+
+    return {**ctx.model_identity, "resolution": ctx.resolution,
+            "dtype": "fp16" if half else "fp32", "opset": opset,
+            "torch": torch.__version__, "onnxruntime": ort.__version__, "exporter": EXPORTER}
+
+
+def fetch_export(ctx: JobContext, model: nn.Module, example: torch.Tensor, opset: int,
+                 half: bool = False) -> tuple[Path, str]:
+    """The cache folder of the ONNX export of `model` (MODEL_FILE inside), exporting on a miss;
+    and the cache status."""
+
+    def build_export(folder: Path) -> None:
+        m = copy.deepcopy(model).half() if half else model  # leave the caller's model fp32
+        x = example.to(torch.float16 if half else torch.float32)
+        t0 = time.perf_counter()
+        used = export_onnx(m, x, folder / MODEL_FILE, opset)
+        log.info("exported %s to ONNX with the %s exporter in %.1f s",
+                 ctx.model_identity.get("arch", "model"), used, time.perf_counter() - t0)
+        (folder / META_FILE).write_text(json.dumps({"exporter": used}))
+
+    return ctx.cache.fetch("onnx", export_parts(ctx, opset, half), build_export)
+
+
+def read_meta(entry: Path) -> dict[str, str]:
+    """The facts an export or quantisation recorded beside its model file."""
+    try:
+        return {k: str(v) for k, v in json.loads((entry / META_FILE).read_text()).items()}
+    except (OSError, ValueError):
+        return {}
+
+
+def _input_name(model: nn.Module | OnnxModel) -> str:
+    return model.input.name if isinstance(model, OnnxModel) else INPUT
 
 
 class OnnxRuntime(Runtime):
     name = "onnx"
     # bf16 is left out: the CUDA provider's bf16 convolutions are missing or slow.
     supported = {"cpu": ("fp32", "fp16", "int8"), "cuda": ("fp32", "tf32", "fp16", "int8")}
+    model_kinds = ("torchvision", "timm", "exported", "onnx")
     cfg: OnnxRuntimeConfig
 
     @property
@@ -213,10 +276,14 @@ class OnnxRuntime(Runtime):
 
     # --- prepare ------------------------------------------------------------------------
 
-    def prepare(self, model: nn.Module, example: torch.Tensor) -> Prepared:
+    def prepare(self, model: nn.Module | OnnxModel, example: torch.Tensor) -> Prepared:
+        """`model`: an nn.Module, exported here, or the user's ONNX file, run as it is (fp32:
+        in the file's own types) or quantised from it (int8)."""
         import onnxruntime as ort
 
         ctx, cfg = self.ctx, self.cfg
+        if isinstance(model, OnnxModel):
+            check_file_precision(self.name, model, ctx.precision)
         cuda = ctx.device.type == "cuda"
         providers = select_providers(cfg.provider, ctx.device.type, ort.get_available_providers())
         if providers[0] == TRT_EP and ctx.precision == "fp32":
@@ -240,14 +307,17 @@ class OnnxRuntime(Runtime):
         shape = (ctx.batch, 3, ctx.resolution, ctx.resolution)
         engine_cache = None
         if providers[0] == TRT_EP:
-            engine_cache = Path(ctx.cache.root) / "ort-trt" / path.parent.name / ctx.precision
+            # a user's file run as it is lies outside the cache: named by its content
+            entry = model.sha256 if isinstance(model, OnnxModel) else path.parent.name
+            engine_cache = Path(ctx.cache.root) / "ort-trt" / entry / ctx.precision
             engine_cache.mkdir(parents=True, exist_ok=True)
         stream = self._stream.cuda_stream if self._stream is not None else None
         t0 = time.perf_counter()
         self.session = ort.InferenceSession(
             str(path), sess_options=self._session_options(ort),
             providers=[(p, provider_options(p, cfg, ctx.precision, self._device_id, stream,
-                                            shape, engine_cache)) for p in providers])
+                                            shape, engine_cache, _input_name(model)))
+                       for p in providers])
         session_s = time.perf_counter() - t0
         got = self.session.get_providers()
         if got[0] != providers[0]:  # ONNX Runtime falls back to the CPU with only a log line
@@ -258,7 +328,7 @@ class OnnxRuntime(Runtime):
 
         self._in_name = self.session.get_inputs()[0].name
         self._out_names = [self.session.get_outputs()[0].name]
-        self._dtype = torch.float16 if ctx.precision == "fp16" else torch.float32
+        self._dtype = self.input_dtype
         self._bound: tuple[int, tuple[int, ...]] | None = None  # (data_ptr, shape) bound last
         self._binding = self.session.io_binding() if cuda and cfg.io_binding else None
         self._in_buf: torch.Tensor | None = None
@@ -278,35 +348,25 @@ class OnnxRuntime(Runtime):
             info["channels_last"] = "ignored: ONNX Runtime takes NCHW input (see prefer_nhwc)"
         return Prepared(export_s=export_s, cache=status, info=info)
 
-    def _artifact(self, model: nn.Module, example: torch.Tensor,
+    def _artifact(self, model: nn.Module | OnnxModel, example: torch.Tensor,
                   trt: bool) -> tuple[Path, str, dict[str, str]]:
         """The cached model file for this job, exporting (and quantising) only on a miss."""
         import onnxruntime as ort
 
         ctx, cfg = self.ctx, self.cfg
+        if isinstance(model, OnnxModel):
+            if ctx.precision != "int8":
+                return model.path, "none", {}
+            return self._quantised_file(model, trt, ort.__version__)
         half = ctx.precision == "fp16"
-        # One export serves fp32, tf32 and int8: tf32 is a provider option.
-        parts = {**ctx.model_identity, "resolution": ctx.resolution,
-                 "dtype": "fp16" if half else "fp32", "opset": cfg.opset,
-                 "torch": torch.__version__, "onnxruntime": ort.__version__,
-                 "exporter": EXPORTER}
-
-        def build_export(folder: Path) -> None:
-            m = copy.deepcopy(model).half() if half else model  # leave the caller's model fp32
-            x = example.to(torch.float16 if half else torch.float32)
-            t0 = time.perf_counter()
-            used = export_onnx(m, x, folder / MODEL_FILE, cfg.opset)
-            log.info("exported %s to ONNX with the %s exporter in %.1f s",
-                     ctx.model_identity.get("arch", "model"), used, time.perf_counter() - t0)
-            (folder / META_FILE).write_text(json.dumps({"exporter": used}))
+        parts = export_parts(ctx, cfg.opset, half)
 
         def export() -> tuple[Path, str]:
-            entry, status = ctx.cache.fetch("onnx", parts, build_export)
-            return entry, status
+            return fetch_export(ctx, model, example, cfg.opset, half)
 
         if ctx.precision != "int8":
             entry, status = export()
-            return entry / MODEL_FILE, status, self._meta(entry)
+            return entry / MODEL_FILE, status, read_meta(entry)
 
         qparts = {**parts, "quant": "qdq-per-channel-minmax",
                   "activations": "s8-symmetric" if trt else "u8",
@@ -321,20 +381,32 @@ class OnnxRuntime(Runtime):
             t0 = time.perf_counter()
             facts = quantize_int8(src / MODEL_FILE, folder / MODEL_FILE, batches, trt)
             log.info("quantised to int8 in %.1f s", time.perf_counter() - t0)
-            (folder / META_FILE).write_text(json.dumps({**self._meta(src), **facts}))
+            (folder / META_FILE).write_text(json.dumps({**read_meta(src), **facts}))
 
         entry, status = ctx.cache.fetch("onnx-int8", qparts, build_int8)
-        info = self._meta(entry)
+        info = read_meta(entry)
         if status != "hit":
             info["fp32_export_cache"] = fp32_status
         return entry / MODEL_FILE, status, info
 
-    @staticmethod
-    def _meta(entry: Path) -> dict[str, str]:
-        try:
-            return {k: str(v) for k, v in json.loads((entry / META_FILE).read_text()).items()}
-        except (OSError, ValueError):
-            return {}
+    def _quantised_file(self, model: OnnxModel, trt: bool,
+                        version: str) -> tuple[Path, str, dict[str, str]]:
+        """The user's file, quantised as an export is (same calibration images), cached by the
+        file's content."""
+        n, batch = self.cfg.calibration_batches, model.input.batch or CALIB_BATCH
+        parts = {**self.ctx.model_identity, "resolution": self.ctx.resolution,
+                 "onnxruntime": version, "quant": "qdq-per-channel-minmax",
+                 "activations": "s8-symmetric" if trt else "u8",
+                 "calibration": f"synthetic-{n}x{batch}-seed{CALIB_SEED}"}
+
+        def build(folder: Path) -> None:
+            batches = calibration_batches(self.ctx.resolution, n, batch=batch)
+            facts = quantize_int8(model.path, folder / MODEL_FILE, batches, trt,
+                                  model.input.name)
+            (folder / META_FILE).write_text(json.dumps(facts))
+
+        entry, status = self.ctx.cache.fetch("onnx-int8-file", parts, build)
+        return entry / MODEL_FILE, status, read_meta(entry)
 
     def _session_options(self, ort: Any) -> Any:
         so = ort.SessionOptions()

@@ -158,6 +158,7 @@ class TensorRTRuntime(Runtime):
 
     name = "trt"
     supported = {"cuda": ("fp32", "tf32", "fp16", "bf16", "int8")}
+    model_kinds = ("torchvision", "timm")  # a GraphModule of torch.export: not tried here
 
     @classmethod
     def check_supported(cls, device: torch.device, precision: str) -> None:
