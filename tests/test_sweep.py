@@ -32,8 +32,23 @@ def test_progress_line_per_job(sweep):
     lines = [line for line in proc.stdout.splitlines() if re.match(r"\[\d+/\d+\] ", line)]
     assert len(lines) == 3, proc.stdout
     assert lines[0].startswith("[1/3] torch-resnet18-32-b1-fp32: ok") and "fps" in lines[0]
-    assert "(2 remaining)" in lines[0] and "(0 remaining)" in lines[2]
+    assert "0 failed, 2 remaining, ETA " in lines[0] and "1 failed, 0 remaining" in lines[2]
     assert "FAILED" in lines[2] and "batch=0" in lines[2]
+    phases = [line for line in proc.stdout.splitlines()
+              if line.startswith("torch-resnet18-32-b1-fp32: ")]
+    for name in ("building", "checking", "timing (inference)"):
+        assert any(line.startswith(f"torch-resnet18-32-b1-fp32: {name} done in ")
+                   for line in phases), proc.stdout
+
+
+def test_app_log_holds_what_the_console_showed(sweep):
+    _, sweep_dir, proc = sweep
+    log = (sweep_dir / "0_torch-resnet18-32-b1-fp32" / "app.log").read_text()
+    shown = [line for line in proc.stdout.splitlines()
+             if line.startswith(("torch-resnet18-32-b1-fp32: ", "[1/3] "))]
+    assert len(shown) >= 5
+    for line in shown:
+        assert line in log
 
 
 def test_job_folders_and_results(sweep):

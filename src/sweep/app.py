@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 from sweep import state
 from sweep.config import SweepConfig, TrackingConfig, from_container, register_configs, tracking_of
 from sweep.paths import conf_dir
+from sweep.progress import log as progress_log
+from sweep.progress import sweep_bar
 from sweep.result import (
     RESULT_FILE,
     JobResult,
@@ -70,9 +73,12 @@ def _progress(result: JobResult, sweep_dir: Path | None, skipped: bool = False) 
         return f"{result.job}: {what}"
     info = read_sweep_file(sweep_dir)
     total, started = info.get("total_jobs"), info.get("started", 0)
-    done = sum(1 for p in sweep_dir.glob(f"*/{RESULT_FILE}") if p.stat().st_mtime >= started)
-    left = f"{max(total - done, 0)} remaining" if total else "? remaining"
-    return f"[{done}/{total or '?'}] {result.job}: {what}  ({left})"
+    finished = [load_result(p.parent) for p in sweep_dir.glob(f"*/{RESULT_FILE}")
+                if p.stat().st_mtime >= started]
+    done = sum(r is not None for r in finished)
+    failed = sum(r is not None and r["status"] != "ok" for r in finished)
+    bar = sweep_bar(done, failed, total, time.time() - started)
+    return f"[{done}/{total or '?'}] {result.job}: {what}  {bar}"
 
 
 def _finished_before(job_dir: Path, digest: str) -> JobResult | None:
@@ -133,7 +139,7 @@ def task(dcfg: DictConfig) -> float:
         _log_job(result, job_dir, tracking, parent)
     if logging_now or not skipped:  # the digest and the MLflow run id join the saved result
         save_result(result, job_dir)
-    print(_progress(result, sweep_dir, skipped), flush=True)
+    progress_log.info(_progress(result, sweep_dir, skipped))  # console and app.log
     if result.status != "ok":
         state.failed_jobs += 1 if sweep_dir is None else 0  # multiruns count at the end
         if sweep_dir is None:

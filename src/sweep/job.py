@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from sweep import progress
 from sweep.accuracy import compare, make_decisive, run_batches, synthetic_images
 from sweep.cache import ArtifactCache
 from sweep.config import SweepConfig
@@ -118,38 +119,43 @@ def _run(cfg: SweepConfig, job_dir: Path, result: JobResult) -> None:
                        device_used=str(device))
     check_supported(cfg.runtime, device, cfg.precision)  # at once, before any work
     check_resolution(cfg.model, cfg.resolution)
-    model = build_model(cfg.model)
-    try:
-        gflop = count_gflop_per_img(model, cfg.resolution)
-    except RuntimeError as e:
-        raise RuntimeError(f"resolution={cfg.resolution} does not work with "
-                           f"model.name={cfg.model.name}: {e}") from e
-    inputs = _inputs(cfg, cfg.batch * max(1, math.ceil(cfg.check.samples / cfg.batch)), 0)
-    if not cfg.model.weights:
-        make_decisive(model, _inputs(cfg, 16, 1), seed=cfg.model.seed)
-    cache = ArtifactCache.open(cfg.cache_dir)
-    ctx = JobContext(device=device, precision=cfg.precision, batch=cfg.batch,
-                     resolution=cfg.resolution, channels_last=cfg.flags.channels_last, cache=cache,
-                     model_identity=cache.model_identity(cfg.model, model))  # weights as exported
-    runtime = create_runtime(cfg.runtime, ctx)
-    reference = _reference(model, inputs, cfg.batch, device) if cfg.check.enabled else None
+    with progress.phase(result.job, "building"):  # the model and its fp32 reference outputs
+        model = build_model(cfg.model)
+        try:
+            gflop = count_gflop_per_img(model, cfg.resolution)
+        except RuntimeError as e:
+            raise RuntimeError(f"resolution={cfg.resolution} does not work with "
+                               f"model.name={cfg.model.name}: {e}") from e
+        inputs = _inputs(cfg, cfg.batch * max(1, math.ceil(cfg.check.samples / cfg.batch)), 0)
+        if not cfg.model.weights:
+            make_decisive(model, _inputs(cfg, 16, 1), seed=cfg.model.seed)
+        cache = ArtifactCache.open(cfg.cache_dir)
+        ctx = JobContext(device=device, precision=cfg.precision, batch=cfg.batch,
+                         resolution=cfg.resolution, channels_last=cfg.flags.channels_last,
+                         cache=cache,
+                         model_identity=cache.model_identity(cfg.model, model))  # as exported
+        runtime = create_runtime(cfg.runtime, ctx)
+        reference = _reference(model, inputs, cfg.batch, device) if cfg.check.enabled else None
     set_math_mode(cfg.precision)
     try:
         reset_gpu_peak(device)
-        prepared = runtime.prepare(model, inputs[: cfg.batch])
+        with progress.phase(result.job, runtime.prepare_phase):
+            prepared = runtime.prepare(model, inputs[: cfg.batch])
         result.info.update(cache=prepared.cache, **prepared.info)
         to_device = _to_device(runtime, device)
         x = to_device(inputs[: cfg.batch])
-        first_ms = time_first_call(lambda: runtime.infer(x), device)
-        if reference is not None:
-            _check(cfg, runtime, reference, inputs, to_device, result)
+        with progress.phase(result.job, "checking"):
+            first_ms = time_first_call(lambda: runtime.infer(x), device)
+            if reference is not None:
+                _check(cfg, runtime, reference, inputs, to_device, result)
         result.metrics.update(export_s=prepared.export_s, first_infer_ms=first_ms,
                               gflop_per_img=gflop)
         work = Workload(cfg=cfg, device=device, runtime=runtime, x=x, gflop_per_img=gflop,
                         hardware=hw)
         samples: dict = {}
         for scenario in scenarios_for(cfg):
-            measured = scenario.run(work)
+            with progress.phase(result.job, f"timing ({scenario.name})"):
+                measured = scenario.run(work)
             result.metrics.update(measured.metrics)
             result.info.update(measured.info)
             if measured.samples is not None:
