@@ -1,6 +1,8 @@
 """The redesign of issue 12 left what a sweep writes unchanged: the same result.json keys, job
 files, summary columns and MLflow params, metrics, tags and artifacts as the sweep recorded in
-tests/data/sweep_keys.json (commit b9aab8d), plus the names listed in ADDED."""
+tests/data/sweep_keys.json (commit b9aab8d), plus the names listed in ADDED. Jobs are matched by
+Hydra's job number: their folders now carry every swept choice (`-current`/`-fast`), as their
+run names do."""
 
 from __future__ import annotations
 
@@ -13,12 +15,19 @@ from keyset import sweep_keys
 
 from sweep.demo_data import generate
 from sweep.metrics import unknown
+from sweep.tracking.mlflow_store import option_keys
 
 pytestmark = pytest.mark.slow
 
 BEFORE = json.loads((Path(__file__).parent / "data" / "sweep_keys.json").read_text())
 # what the redesign adds, on purpose: the `scenario` config group (one more param)
 ADDED = {"params": {"scenario"}, "summary_csv": {"scenario"}}
+# every child run logs every choice's options (`n/a` where its choice lacks one)
+ADDED_RUN_PARAMS = option_keys()
+
+
+def _by_number(named: dict) -> dict:
+    return {k.split("_", 1)[0] if k[0].isdigit() else k: v for k, v in named.items()}
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +48,18 @@ def _expected(kind: str, names: list[str]) -> list[str]:
 
 
 def test_job_folders_hold_the_same_names(after):
-    assert sorted(after["jobs"]) == sorted(BEFORE["jobs"])
-    for job, before in BEFORE["jobs"].items():
+    jobs = _by_number(after["jobs"])
+    assert sorted(jobs) == sorted(_by_number(BEFORE["jobs"]))
+    for job, before in _by_number(BEFORE["jobs"]).items():
         for kind, names in before.items():
             expected = _expected(kind, names) if "params" == kind else names
-            assert after["jobs"][job][kind] == expected, (job, kind)
+            assert jobs[job][kind] == expected, (job, kind)
+
+
+def test_job_folders_tell_the_pipelines_apart(after):
+    names = [job.split("_", 1)[1] for job in sorted(after["jobs"])]
+    assert len(set(names)) == len(names), names  # pipeline=current,fast: eight distinct names
+    assert {n.rsplit("-", 1)[-1] for n in names} == {"current", "fast"}
 
 
 def test_summary_and_sweep_files_hold_the_same_names(after):
@@ -53,11 +69,18 @@ def test_summary_and_sweep_files_hold_the_same_names(after):
 
 
 def test_mlflow_runs_hold_the_same_names(after):
-    assert sorted(after["mlflow"]) == sorted(BEFORE["mlflow"])
-    for run, before in BEFORE["mlflow"].items():
+    runs = _by_number(after["mlflow"])
+    assert sorted(runs) == sorted(_by_number(BEFORE["mlflow"]))
+    for run, before in _by_number(BEFORE["mlflow"]).items():
         for kind, names in before.items():
-            expected = _expected(kind, names) if kind == "params" and run != "parent" else names
-            assert after["mlflow"][run][kind] == expected, (run, kind)
+            if kind == "params" and run != "parent":
+                names = sorted(set(_expected(kind, names)) | ADDED_RUN_PARAMS)
+            assert runs[run][kind] == names, (run, kind)
+
+
+def test_every_child_run_has_the_same_params(after):
+    children = [run["params"] for name, run in after["mlflow"].items() if name != "parent"]
+    assert len(children) == 8 and all(p == children[0] for p in children)
 
 
 def test_every_metric_written_is_in_the_vocabulary(after):

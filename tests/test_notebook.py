@@ -63,7 +63,7 @@ def test_notebook_runs_on_a_tiny_sweep(tiny_sweep, source):
     else:
         params = f"SWEEP_DIR = '{sweep_dir}'"
     text, images = _outputs(execute(cwd, params))
-    assert f"sweep-{sweep_dir.parent.name}_{sweep_dir.name}: 2 jobs, 2 ok; varying: batch" in text
+    assert f"batch=1,2 ({sweep_dir.parent.name}/{sweep_dir.name}): 2 jobs, 2 ok; varying: batch" in text
     assert "## Recommendation" in text and "## runtime=torch" in text
     assert "FPS (images/s) vs batch at resolution=32" in text
     assert images >= 1

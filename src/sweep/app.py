@@ -31,6 +31,7 @@ from sweep.result import (
     config_digest,
     failed_result,
     flatten,
+    job_name,
     load_result,
     read_sweep_file,
     save_result,
@@ -43,6 +44,16 @@ log = logging.getLogger("sweep")
 register_configs()
 # hydra/launcher=local_gpus runs as many jobs at once as `gpus` lists
 OmegaConf.register_new_resolver("sweep_count", lambda v: len(v) if v else 1, replace=True)
+
+
+def _job_name(*, _root_: DictConfig) -> str:
+    """`${sweep_job_name:}`: the job folder's name by the rule of run names (result.job_name)."""
+    data = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+            for k, v in _root_.items() if k != "hydra"}
+    return job_name(flatten(data))
+
+
+OmegaConf.register_new_resolver("sweep_job_name", _job_name, replace=True)
 
 
 def _log_job(result: JobResult, job_dir: Path, tracking: TrackingConfig,

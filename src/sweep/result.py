@@ -200,10 +200,28 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: job_order(p.name))
 
 
-def sweep_name(sweep_dir: Path) -> str:
-    """multirun/<date>/<time> -> sweep-<date>_<time> (the parent run's name)."""
+_SWEEP_FUNCTIONS = ("range(", "choice(", "interval(", "glob(", "tag(", "shuffle(", "sort(")
+
+
+def sweep_label(overrides: list[str]) -> str:
+    """What a sweep varies, as a person would type it: the experiment it runs, then its swept
+    overrides (`experiment=pin_memory_ab batch=1,8`); `sweep` when it varies nothing."""
+    chosen = [o for o in overrides if o.lstrip("+~").startswith("experiment=")]
+    swept = [o for o in overrides if o not in chosen and "=" in o and
+             ("," in o.partition("=")[2] or o.partition("=")[2].startswith(_SWEEP_FUNCTIONS))]
+    label = " ".join(chosen + swept) or "sweep"
+    return label if len(label) <= 80 else label[:79] + "…"
+
+
+def sweep_name(sweep_dir: Path, overrides: list[str] | None = None) -> str:
+    """The parent run's and the report's name: what the sweep varies first (the part MLflow's
+    runs table shows when it truncates), then its folder, which tells repeats apart:
+    `runtime=torch,onnx batch=1,8 (2026-12-01/20-43-13)`. Overrides default to the sweep
+    file's."""
     sweep_dir = Path(sweep_dir)
-    return f"sweep-{sweep_dir.parent.name}_{sweep_dir.name}"
+    if overrides is None:
+        overrides = read_sweep_file(sweep_dir).get("overrides") or []
+    return f"{sweep_label(overrides)} ({sweep_dir.parent.name}/{sweep_dir.name})"
 
 
 def failed_result(params: dict[str, Any], error: str) -> JobResult:
