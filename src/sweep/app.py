@@ -56,6 +56,26 @@ def _job_name(*, _root_: DictConfig) -> str:
 OmegaConf.register_new_resolver("sweep_job_name", _job_name, replace=True)
 
 
+def help_groups() -> str:
+    """`${sweep_groups:}` in --help: the config groups a user picks from, as conf/ holds them
+    (the schema/* groups are internal), and the launchers of hydra/launcher."""
+    root = conf_dir()
+    groups = sorted(p for p in root.iterdir() if p.is_dir() and p.name != "hydra")
+    groups.append(root / "hydra" / "launcher")
+    lines = []
+    for group in groups:
+        options = sorted(p.stem for p in group.glob("*.yaml"))
+        if group.name == "launcher":  # Hydra's own and its plugins' (installed with sweep)
+            options = ["basic", "joblib", "submitit_local", *options]
+        name = group.relative_to(root).as_posix()
+        lines.append(f"  {name + ':':<17}{', '.join(options)}")
+    lines.append(f"  {'hydra/sweeper:':<17}basic, optuna (pip install 'inference-sweep[search]')")
+    return "\n".join(lines)
+
+
+OmegaConf.register_new_resolver("sweep_groups", help_groups, replace=True)
+
+
 def _log_job(result: JobResult, job_dir: Path, tracking: TrackingConfig,
              parent_id: str | None) -> None:
     """Log the finished job and note the run id (or the error) in its info; on failure keep

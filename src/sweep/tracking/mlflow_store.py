@@ -201,8 +201,9 @@ class MlflowTracker(Tracker):
                                        filter_string="tags.`sweep.role` = 'parent'",
                                        order_by=["attributes.start_time DESC"], max_results=1)
         if not runs:
-            raise LookupError(f"experiment {self.experiment!r} holds no sweep (no run tagged "
-                              "sweep.role=parent); run one with python -m sweep -m ...")
+            raise LookupError(f"experiment {self.experiment!r} at {self.uri} holds no sweep "
+                              "(no run tagged sweep.role=parent); run one with "
+                              "python -m sweep -m ...")
         return runs[0].info.run_id
 
     def load_sweep(self, parent_id: str | None = None, with_samples: bool = True) -> Sweep:
