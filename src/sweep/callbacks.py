@@ -96,3 +96,13 @@ class SweepCallback(Callback):
                 log.warning("MLflow parent run not finished (%s)", e)
         print(f"sweep done: {len(rows)} jobs, {failed} failed; "
               f"summary in {sweep_dir / REPORT_FILES[2]}", flush=True)
+        if info.get("parent_run_id"):
+            print(f"MLflow: {_ui_link(create_tracker(_tracking(config)))}", flush=True)
+
+
+def _ui_link(tracker) -> str:
+    """The runs table's address (a server's) or how to open it (a local store's)."""
+    path = tracker.ui_path() or ""
+    if tracker.uri.startswith(("http://", "https://")):
+        return f"{tracker.uri.rstrip('/')}/{path}"
+    return f"mlflow ui --backend-store-uri {tracker.uri}, then open http://127.0.0.1:5000/{path}"

@@ -68,6 +68,11 @@ class MlflowTracker(Tracker):
         self.client = MlflowClient(tracking_uri=uri)
         self.experiment_id = self._experiment(cfg.experiment)
 
+    def ui_path(self) -> str:
+        # MLflow 3's UI opens the GenAI overview for a browser that never chose "Model
+        # training"; the workflowType parameter chooses it (the UI remembers the choice)
+        return f"#/experiments/{self.experiment_id}/runs?workflowType=machine_learning"
+
     def _experiment(self, name: str) -> str:
         exp = self.client.get_experiment_by_name(name)
         if exp is not None:
