@@ -35,6 +35,7 @@ from sweep.result import (
     load_result,
     read_sweep_file,
     save_result,
+    swept_keys,
     write_config,
 )
 from sweep.tracking import create_tracker
@@ -46,11 +47,16 @@ register_configs()
 OmegaConf.register_new_resolver("sweep_count", lambda v: len(v) if v else 1, replace=True)
 
 
+def _swept(sweep_dir: Path | None) -> tuple[str, ...]:
+    """The params the multirun in `sweep_dir` varies, from its sweep file (none for one job)."""
+    return tuple(swept_keys(read_sweep_file(sweep_dir).get("overrides") or [])) if sweep_dir else ()
+
+
 def _job_name(*, _root_: DictConfig) -> str:
     """`${sweep_job_name:}`: the job folder's name by the rule of run names (result.job_name)."""
     data = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
             for k, v in _root_.items() if k != "hydra"}
-    return job_name(flatten(data))
+    return job_name(flatten(data), _swept(Path(_root_.hydra.sweep.dir)))
 
 
 OmegaConf.register_new_resolver("sweep_job_name", _job_name, replace=True)
@@ -120,14 +126,14 @@ def _finished_before(job_dir: Path, digest: str) -> JobResult | None:
     return JobResult(**saved)
 
 
-def _run(cfg: SweepConfig, job_dir: Path) -> JobResult:
+def _run(cfg: SweepConfig, job_dir: Path, swept: tuple[str, ...]) -> JobResult:
     if cfg.isolation == "process":
         from sweep.isolation import run_isolated
 
         return run_isolated(cfg, job_dir)
     from sweep.job import run_job
 
-    return run_job(cfg, job_dir)
+    return run_job(cfg, job_dir, swept)
 
 
 def _resolved(dcfg: DictConfig, job_num: Any) -> dict[str, Any]:
@@ -158,10 +164,13 @@ def task(dcfg: DictConfig) -> float:
         os.utime(job_dir / RESULT_FILE)  # counted as done in this run's progress
     else:
         write_config(job_dir, data)
+        swept = _swept(sweep_dir)
         if cfg:
-            result = _run(cfg, job_dir)
+            result = _run(cfg, job_dir, swept)
         else:
             result = failed_result(flatten(data), refused)
+        result.job = job_name(result.params, swept)  # as its folder (an isolated job's too)
+        if not cfg:
             save_result(result, job_dir)  # uploaded with the run, as a job's own would be
         result.info["config_digest"] = digest
     logging_now = tracking.enabled and not result.info.get("mlflow_run_id")

@@ -54,11 +54,12 @@ def inject_fault(fault: str | None) -> None:
         os._exit(3)
 
 
-def run_job(cfg: SweepConfig, job_dir: Path) -> JobResult:
-    """Run one job; any exception becomes a failed result with its reason, never a crash."""
+def run_job(cfg: SweepConfig, job_dir: Path, swept: tuple[str, ...] = ()) -> JobResult:
+    """Run one job; any exception becomes a failed result with its reason, never a crash.
+    `swept`: the params its sweep varies, which its name shows (result.job_name)."""
     job_dir.mkdir(parents=True, exist_ok=True)
     params = flatten(cfg)
-    result = JobResult(job=job_name(params), params=params)
+    result = JobResult(job=job_name(params, swept), params=params)
     inject_fault(cfg.fault)
     t0 = time.perf_counter()
     try:

@@ -163,9 +163,17 @@ _SCENARIO_OPTIONS = (("scenario.clients", "c"), ("scenario.target_qps", "q"),
 _FLAGS = (("channels_last", "cl"), ("pin_memory", "pin"), ("gpu_non_blocking", "nb"))
 
 
-def job_name(params: dict[str, Any]) -> str:
+# params the name above always shows when they matter; any other swept param is appended
+_NAMED = {"runtime", "runtime.mode", "model", "resolution", "batch", "precision", "pipeline",
+          *(f"pipeline.{k}" for k, _ in _PIPELINE_OPTIONS), *(k for k, _ in _SCENARIO_OPTIONS),
+          *(f"flags.{k}" for k, _ in _FLAGS), "scenario"}
+
+
+def job_name(params: dict[str, Any], swept: tuple[str, ...] | list[str] = ()) -> str:
     """Readable name of a job from its flat params (`flatten`), e.g. ``torch-resnet18-224-b8-fp32``;
-    the same rule for a job that finished and one whose config was refused."""
+    the same rule for a job that finished and one whose config was refused, for its folder and
+    its MLflow run. `swept`: the params its sweep varies (`swept_keys`); those the name does not
+    show already are appended as `<key>_<value>` (`runtime.freezing_True`)."""
     runtime = str(params.get("runtime"))
     if params.get("runtime.mode", "default") not in (None, "default"):  # compile's modes differ
         runtime += f"-{params['runtime.mode']}"
@@ -185,7 +193,9 @@ def job_name(params: dict[str, Any]) -> str:
         parts += [f"{short}{params[key]:g}" if isinstance(params.get(key), float)
                   else f"{short}{params[key]}" for key, short in _SCENARIO_OPTIONS
                   if params.get(key) not in (None, 0, 0.0)]
-    return "-".join(parts)
+    parts += [f"{key}_{params[key]}" for key in swept
+              if key in params and key not in _NAMED]
+    return re.sub(r"[^\w.,=+-]", "_", "-".join(parts))  # a folder name: no / or spaces
 
 
 def job_order(name: str) -> tuple[int, str]:
@@ -203,12 +213,21 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
 _SWEEP_FUNCTIONS = ("range(", "choice(", "interval(", "glob(", "tag(", "shuffle(", "sort(")
 
 
+def _swept(override: str) -> bool:
+    value = override.partition("=")[2]
+    return "=" in override and ("," in value or value.startswith(_SWEEP_FUNCTIONS))
+
+
+def swept_keys(overrides: list[str]) -> list[str]:
+    """The keys a sweep's overrides vary (`batch=1,8` -> batch; `+x=...` -> x)."""
+    return [o.partition("=")[0].lstrip("+~") for o in overrides if _swept(o)]
+
+
 def sweep_label(overrides: list[str]) -> str:
     """What a sweep varies, as a person would type it: the experiment it runs, then its swept
     overrides (`experiment=pin_memory_ab batch=1,8`); `sweep` when it varies nothing."""
     chosen = [o for o in overrides if o.lstrip("+~").startswith("experiment=")]
-    swept = [o for o in overrides if o not in chosen and "=" in o and
-             ("," in o.partition("=")[2] or o.partition("=")[2].startswith(_SWEEP_FUNCTIONS))]
+    swept = [o for o in overrides if o not in chosen and _swept(o)]
     label = " ".join(chosen + swept) or "sweep"
     return label if len(label) <= 80 else label[:79] + "…"
 
