@@ -1,7 +1,9 @@
 """Names other tools read are kept: a sweep writes every result.json key, job file, summary
 column and MLflow param, metric, tag and artifact that the sweep recorded in
 tests/data/sweep_keys.json wrote (commit b9aab8d), plus the names listed in ADDED. Later
-features may add names (checked against the metric vocabulary), never drop or rename one."""
+features may add names (checked against the metric vocabulary), never drop or rename one. Jobs
+are matched by Hydra's job number: their folders now carry every swept choice
+(`-current`/`-fast`), as their run names do."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from keyset import sweep_keys
 
 from sweep.demo_data import generate
 from sweep.metrics import unknown
+from sweep.tracking.mlflow_store import option_keys
 
 pytestmark = pytest.mark.slow
 
@@ -27,6 +30,12 @@ E2E_METRICS = {"decode_ceiling_fps", "infer_ceiling_fps", "e2e_vs_ceiling_pct"}
 E2E_ADDED = {"metrics": E2E_METRICS, "info": {"bound_by", "bound_basis"},
              "tags": {"info.bound_by", "info.bound_basis"}}
 ADDED["summary_csv"] |= E2E_METRICS | {"bound_by", "bound_basis"}
+# issue 18: every child run logs every choice's options (`n/a` where its choice lacks one)
+ADDED_RUN_PARAMS = option_keys()
+
+
+def _by_number(named: dict) -> dict:
+    return {k.split("_", 1)[0] if k[0].isdigit() else k: v for k, v in named.items()}
 
 
 @pytest.fixture(scope="module")
@@ -54,12 +63,19 @@ def _with_e2e(before: dict[str, list[str]], kind: str, names: list[str]) -> list
 
 
 def test_job_folders_hold_the_same_names(after):
-    assert sorted(after["jobs"]) == sorted(BEFORE["jobs"])
-    for job, before in BEFORE["jobs"].items():
+    jobs = _by_number(after["jobs"])
+    assert sorted(jobs) == sorted(_by_number(BEFORE["jobs"]))
+    for job, before in _by_number(BEFORE["jobs"]).items():
         for kind, names in before.items():
             expected = _expected(kind, names) if "params" == kind else names
-            missing = set(_with_e2e(before, kind, expected)) - set(after["jobs"][job][kind])
+            missing = set(_with_e2e(before, kind, expected)) - set(jobs[job][kind])
             assert not missing, (job, kind, sorted(missing))
+
+
+def test_job_folders_tell_the_pipelines_apart(after):
+    names = [job.split("_", 1)[1] for job in sorted(after["jobs"])]
+    assert len(set(names)) == len(names), names  # pipeline=current,fast: eight distinct names
+    assert {n.rsplit("-", 1)[-1] for n in names} == {"current", "fast"}
 
 
 def test_summary_and_sweep_files_hold_the_same_names(after):
@@ -69,12 +85,19 @@ def test_summary_and_sweep_files_hold_the_same_names(after):
 
 
 def test_mlflow_runs_hold_the_same_names(after):
-    assert sorted(after["mlflow"]) == sorted(BEFORE["mlflow"])
-    for run, before in BEFORE["mlflow"].items():
+    runs = _by_number(after["mlflow"])
+    assert sorted(runs) == sorted(_by_number(BEFORE["mlflow"]))
+    for run, before in _by_number(BEFORE["mlflow"]).items():
         for kind, names in before.items():
-            expected = _expected(kind, names) if kind == "params" and run != "parent" else names
-            missing = set(_with_e2e(before, kind, expected)) - set(after["mlflow"][run][kind])
+            if kind == "params" and run != "parent":
+                names = sorted(set(_expected(kind, names)) | ADDED_RUN_PARAMS)
+            missing = set(_with_e2e(before, kind, names)) - set(runs[run][kind])
             assert not missing, (run, kind, sorted(missing))
+
+
+def test_every_child_run_has_the_same_params(after):
+    children = [run["params"] for name, run in after["mlflow"].items() if name != "parent"]
+    assert len(children) == 8 and all(p == children[0] for p in children)
 
 
 def test_every_metric_written_is_in_the_vocabulary(after):

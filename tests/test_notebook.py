@@ -10,6 +10,8 @@ import pytest
 from conftest import QUICK, only_sweep_dir, run_cli
 from nbclient import NotebookClient
 
+from sweep.paths import find, find_store
+
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "compare.ipynb"
 
 
@@ -55,15 +57,36 @@ def _outputs(nb: nbformat.NotebookNode) -> tuple[str, int]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("source", ["mlflow", "summary.csv"])
-def test_notebook_runs_on_a_tiny_sweep(tiny_sweep, source):
-    cwd, sweep_dir = tiny_sweep
-    if source == "mlflow":
-        params = f"EXPERIMENT = 'nb'\nTRACKING_URI = 'sqlite:///{cwd / 'mlflow.db'}'"
+@pytest.mark.parametrize(("source", "where"), [("mlflow", "."), ("mlflow", "notebooks"),
+                                               ("summary.csv", "notebooks")])
+def test_notebook_runs_on_a_tiny_sweep(tiny_sweep, source, where):
+    """Started at the root or, as Jupyter usually is, in notebooks/: the relative store and
+    sweep folder are found in the folder above."""
+    root, sweep_dir = tiny_sweep
+    cwd = root / where
+    cwd.mkdir(exist_ok=True)
+    if source == "mlflow":  # the default TRACKING_URI, sqlite:///mlflow.db, relative
+        params = "EXPERIMENT = 'nb'"
     else:
-        params = f"SWEEP_DIR = '{sweep_dir}'"
+        params = f"SWEEP_DIR = '{sweep_dir.relative_to(root)}'"
     text, images = _outputs(execute(cwd, params))
-    assert f"sweep-{sweep_dir.parent.name}_{sweep_dir.name}: 2 jobs, 2 ok; varying: batch" in text
+    name = f"batch=1,2 ({sweep_dir.parent.name}/{sweep_dir.name})"
+    assert f"{name}: 2 jobs, 2 ok; varying: batch" in text
     assert "## Recommendation" in text and "## runtime=torch" in text
     assert "FPS (images/s) vs batch at resolution=32" in text
     assert images >= 1
+    assert not (cwd / "mlflow.db").exists() or where == "."  # no empty store made beside it
+
+
+def test_relative_paths_are_found_above_or_named_when_missing(tmp_path):
+    (tmp_path / "mlflow.db").write_bytes(b"")
+    (tmp_path / "notebooks").mkdir()
+    found = find_store("sqlite:///mlflow.db", tmp_path / "notebooks")
+    assert found == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert find_store("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    assert find(tmp_path / "mlflow.db", "the store") == tmp_path / "mlflow.db"  # absolute
+    with pytest.raises(FileNotFoundError, match="the sweep's summary 'multirun/x/summary.csv' "
+                                                "is not in .*notebooks nor in any folder above"):
+        find("multirun/x/summary.csv", "the sweep's summary", tmp_path / "notebooks")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        find(tmp_path / "missing.db", "the MLflow store")

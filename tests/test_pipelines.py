@@ -637,7 +637,7 @@ def test_pin_memory_suite_runs_on_cpu(trained, tmp_path, cache_dir):
     assert len(lines) == 4 and all(": ok " in line for line in lines), proc.stdout
     assert "onnx-resnet18-32-b4-fp32-fast-pin:" in proc.stdout
     sweep_dir = only_sweep_dir(tmp_path)
-    assert (sweep_dir / "0_onnx-fp32-resnet18-current-pinTrue").is_dir()
+    assert (sweep_dir / "0_onnx-resnet18-32-b4-fp32-current-pin").is_dir()  # as its run
     rows = list(csv.DictReader(open(sweep_dir / "summary.csv")))
     assert {(r["pipeline"], r["flags.pin_memory"]) for r in rows} == {
         ("current", "True"), ("current", "False"), ("fast", "True"), ("fast", "False")}

@@ -32,8 +32,23 @@ def test_progress_line_per_job(sweep):
     lines = [line for line in proc.stdout.splitlines() if re.match(r"\[\d+/\d+\] ", line)]
     assert len(lines) == 3, proc.stdout
     assert lines[0].startswith("[1/3] torch-resnet18-32-b1-fp32: ok") and "fps" in lines[0]
-    assert "(2 remaining)" in lines[0] and "(0 remaining)" in lines[2]
+    assert "0 failed, 2 remaining, ETA " in lines[0] and "1 failed, 0 remaining" in lines[2]
     assert "FAILED" in lines[2] and "batch=0" in lines[2]
+    phases = [line for line in proc.stdout.splitlines()
+              if line.startswith("torch-resnet18-32-b1-fp32: ")]
+    for name in ("building", "checking", "timing (inference)"):
+        assert any(line.startswith(f"torch-resnet18-32-b1-fp32: {name} done in ")
+                   for line in phases), proc.stdout
+
+
+def test_app_log_holds_what_the_console_showed(sweep):
+    _, sweep_dir, proc = sweep
+    log = (sweep_dir / "0_torch-resnet18-32-b1-fp32" / "app.log").read_text()
+    shown = [line for line in proc.stdout.splitlines()
+             if line.startswith(("torch-resnet18-32-b1-fp32: ", "[1/3] "))]
+    assert len(shown) >= 5
+    for line in shown:
+        assert line in log
 
 
 def test_job_folders_and_results(sweep):
@@ -64,6 +79,7 @@ def test_summary_and_report(sweep):
     assert float(rows[0]["fps"]) > 0 and rows[2]["error"].startswith("ConfigError")
     assert len(json.loads((sweep_dir / "summary.json").read_text())["jobs"]) == 3
     report = (sweep_dir / "report.md").read_text()
+    assert report.startswith(f"# Sweep: batch=1,2,0 ({sweep_dir.parent.name}/")
     assert "3 jobs: 2 ok, 1 failed" in report and "## runtime=torch" in report
     assert "## Failed jobs" in report
 
@@ -94,6 +110,11 @@ def test_mlflow_parent_with_children(sweep):
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     assert sorted(c.info.run_name for c in children) == [
         "torch-resnet18-32-b0-fp32", "torch-resnet18-32-b1-fp32", "torch-resnet18-32-b2-fp32"]
+    folders = {p.name.split("_", 1)[1] for p in sweep_dir.iterdir() if p.name[0].isdigit()}
+    assert {c.info.run_name for c in children} == folders  # one naming rule, failed jobs too
+    assert parent.info.run_name == f"batch=1,2,0 ({sweep_dir.parent.name}/{sweep_dir.name})"
+    assert len({frozenset(c.data.params) for c in children}) == 1  # same params, failed too
+    assert children[0].data.params["runtime.opset"] == "n/a"  # an onnx option, on torch
     ok = [c for c in children if c.info.status == "FINISHED"]
     assert len(ok) == 2 and all(c.data.metrics["fps"] > 0 for c in ok)
     assert ok[0].data.params["model"] == "resnet18" and "env.version.torch" in ok[0].data.tags

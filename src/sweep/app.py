@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +23,19 @@ from omegaconf import DictConfig, OmegaConf
 from sweep import state
 from sweep.config import SweepConfig, TrackingConfig, from_container, register_configs, tracking_of
 from sweep.paths import conf_dir
+from sweep.progress import log as progress_log
+from sweep.progress import sweep_bar
 from sweep.result import (
     RESULT_FILE,
     JobResult,
     config_digest,
     failed_result,
     flatten,
+    job_name,
     load_result,
     read_sweep_file,
     save_result,
+    swept_keys,
     write_config,
 )
 from sweep.tracking import create_tracker
@@ -40,6 +45,41 @@ log = logging.getLogger("sweep")
 register_configs()
 # hydra/launcher=local_gpus runs as many jobs at once as `gpus` lists
 OmegaConf.register_new_resolver("sweep_count", lambda v: len(v) if v else 1, replace=True)
+
+
+def _swept(sweep_dir: Path | None) -> tuple[str, ...]:
+    """The params the multirun in `sweep_dir` varies, from its sweep file (none for one job)."""
+    return tuple(swept_keys(read_sweep_file(sweep_dir).get("overrides") or [])) if sweep_dir else ()
+
+
+def _job_name(*, _root_: DictConfig) -> str:
+    """`${sweep_job_name:}`: the job folder's name by the rule of run names (result.job_name)."""
+    data = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+            for k, v in _root_.items() if k != "hydra"}
+    return job_name(flatten(data), _swept(Path(_root_.hydra.sweep.dir)))
+
+
+OmegaConf.register_new_resolver("sweep_job_name", _job_name, replace=True)
+
+
+def help_groups() -> str:
+    """`${sweep_groups:}` in --help: the config groups a user picks from, as conf/ holds them
+    (the schema/* groups are internal), and the launchers of hydra/launcher."""
+    root = conf_dir()
+    groups = sorted(p for p in root.iterdir() if p.is_dir() and p.name != "hydra")
+    groups.append(root / "hydra" / "launcher")
+    lines = []
+    for group in groups:
+        options = sorted(p.stem for p in group.glob("*.yaml"))
+        if group.name == "launcher":  # Hydra's own and its plugins' (installed with sweep)
+            options = ["basic", "joblib", "submitit_local", *options]
+        name = group.relative_to(root).as_posix()
+        lines.append(f"  {name + ':':<17}{', '.join(options)}")
+    lines.append(f"  {'hydra/sweeper:':<17}basic, optuna (pip install 'inference-sweep[search]')")
+    return "\n".join(lines)
+
+
+OmegaConf.register_new_resolver("sweep_groups", help_groups, replace=True)
 
 
 def _log_job(result: JobResult, job_dir: Path, tracking: TrackingConfig,
@@ -77,9 +117,12 @@ def _progress(result: JobResult, sweep_dir: Path | None, skipped: bool = False) 
                f"({done} round(s) of this job done)"
     info = read_sweep_file(sweep_dir)
     total, started = info.get("total_jobs"), info.get("started", 0)
-    done = sum(1 for p in sweep_dir.glob(f"*/{RESULT_FILE}") if p.stat().st_mtime >= started)
-    left = f"{max(total - done, 0)} remaining" if total else "? remaining"
-    return f"[{done}/{total or '?'}] {result.job}: {what}  ({left})"
+    finished = [load_result(p.parent) for p in sweep_dir.glob(f"*/{RESULT_FILE}")
+                if p.stat().st_mtime >= started]
+    done = sum(r is not None for r in finished)
+    failed = sum(r is not None and r["status"] != "ok" for r in finished)
+    bar = sweep_bar(done, failed, total, time.time() - started)
+    return f"[{done}/{total or '?'}] {result.job}: {what}  {bar}"
 
 
 def _finished_before(job_dir: Path, digest: str) -> JobResult | None:
@@ -90,14 +133,14 @@ def _finished_before(job_dir: Path, digest: str) -> JobResult | None:
     return JobResult(**saved)
 
 
-def _run(cfg: SweepConfig, job_dir: Path) -> JobResult:
+def _run(cfg: SweepConfig, job_dir: Path, swept: tuple[str, ...]) -> JobResult:
     if cfg.isolation == "process":
         from sweep.isolation import run_isolated
 
         return run_isolated(cfg, job_dir)
     from sweep.job import run_job
 
-    return run_job(cfg, job_dir)
+    return run_job(cfg, job_dir, swept)
 
 
 def _without_round(data: dict[str, Any]) -> dict[str, Any]:
@@ -105,8 +148,8 @@ def _without_round(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "bench": bench}
 
 
-def _run_round(cfg: SweepConfig, job_dir: Path, data: dict[str, Any],
-               digest: str) -> tuple[JobResult, bool]:
+def _run_round(cfg: SweepConfig, job_dir: Path, data: dict[str, Any], digest: str,
+               swept: tuple[str, ...]) -> tuple[JobResult, bool]:
     """One round of a job measured in rounds: run it unless this round is done, record it, and
     return the job's result over its rounds so far (and whether this round was skipped)."""
     from sweep import rounds
@@ -118,7 +161,8 @@ def _run_round(cfg: SweepConfig, job_dir: Path, data: dict[str, Any],
     if saved is not None and not cfg.force and number in rounds.done(job_dir, digest):
         return JobResult(**saved), True
     write_config(job_dir, data)
-    latest = _run(cfg, job_dir)
+    latest = _run(cfg, job_dir, swept)
+    latest.job = job_name(latest.params, swept)  # as its folder
     latest.info["config_digest"] = digest
     records = rounds.record(job_dir, number, digest, latest)
     result = rounds.combine(latest, records, cfg.bench.rounds)
@@ -152,7 +196,7 @@ def task(dcfg: DictConfig) -> float:
     tracking = cfg.tracking if cfg else tracking_of(data)
     in_rounds = cfg is not None and cfg.bench.round > 0
     if in_rounds:
-        result, skipped = _run_round(cfg, job_dir, data, digest)
+        result, skipped = _run_round(cfg, job_dir, data, digest, _swept(sweep_dir))
     else:
         result = None if cfg and cfg.force else _finished_before(job_dir, digest)
         skipped = result is not None
@@ -160,10 +204,13 @@ def task(dcfg: DictConfig) -> float:
             os.utime(job_dir / RESULT_FILE)  # counted as done in this run's progress
         else:
             write_config(job_dir, data)
+            swept = _swept(sweep_dir)
             if cfg:
-                result = _run(cfg, job_dir)
+                result = _run(cfg, job_dir, swept)
             else:
                 result = failed_result(flatten(data), refused)
+            result.job = job_name(result.params, swept)  # as its folder (an isolated job's too)
+            if not cfg:
                 save_result(result, job_dir)  # uploaded with the run, as a job's own would be
             result.info["config_digest"] = digest
     # in rounds, the job is logged once, with all its rounds, after the last one
@@ -175,7 +222,7 @@ def task(dcfg: DictConfig) -> float:
         _log_job(result, job_dir, tracking, parent)
     if logging_now or not skipped:  # the digest and the MLflow run id join the saved result
         save_result(result, job_dir)
-    print(_progress(result, sweep_dir, skipped), flush=True)
+    progress_log.info(_progress(result, sweep_dir, skipped))  # console and app.log
     if result.status != "ok":
         state.failed_jobs += 1 if sweep_dir is None else 0  # multiruns count at the end
         if sweep_dir is None:

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from sweep import state
 from sweep.config import TrackingConfig
 from sweep.report import Options, write_reports
-from sweep.result import REPORT_FILES, read_sweep_file, write_sweep_file
+from sweep.result import REPORT_FILES, read_sweep_file, redact, write_sweep_file
 from sweep.sources import load_dir
 from sweep.tracking import create_tracker
 
@@ -96,3 +96,16 @@ class SweepCallback(Callback):
                 log.warning("MLflow parent run not finished (%s)", e)
         print(f"sweep done: {len(rows)} jobs, {failed} failed; "
               f"summary in {sweep_dir / REPORT_FILES[2]}", flush=True)
+        if info.get("parent_run_id"):
+            try:
+                print(f"MLflow: {_ui_link(create_tracker(_tracking(config)))}", flush=True)
+            except Exception as e:  # the store went away: the results are in the folders
+                log.warning("MLflow link not printed (%s)", e)
+
+
+def _ui_link(tracker) -> str:
+    """The runs table's address (a server's) or how to open it (a local store's)."""
+    path, uri = tracker.ui_path() or "", redact(tracker.uri)
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/{path}"
+    return f"mlflow ui --backend-store-uri {uri}, then open http://127.0.0.1:5000/{path}"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from sweep import progress
 from sweep.accuracy import compare, make_decisive, run_batches, synthetic_images
 from sweep.cache import ArtifactCache
 from sweep.config import SweepConfig
@@ -54,11 +55,12 @@ def inject_fault(fault: str | None) -> None:
         os._exit(3)
 
 
-def run_job(cfg: SweepConfig, job_dir: Path) -> JobResult:
-    """Run one job; any exception becomes a failed result with its reason, never a crash."""
+def run_job(cfg: SweepConfig, job_dir: Path, swept: tuple[str, ...] = ()) -> JobResult:
+    """Run one job; any exception becomes a failed result with its reason, never a crash.
+    `swept`: the params its sweep varies, which its name shows (result.job_name)."""
     job_dir.mkdir(parents=True, exist_ok=True)
     params = flatten(cfg)
-    result = JobResult(job=job_name(params), params=params)
+    result = JobResult(job=job_name(params, swept), params=params)
     inject_fault(cfg.fault)
     t0 = time.perf_counter()
     try:
@@ -145,47 +147,51 @@ def _run(cfg: SweepConfig, job_dir: Path, result: JobResult) -> None:
     check_supported(cfg.runtime, device, cfg.precision)  # at once, before any work
     check_model(cfg.runtime, cfg.model.kind)
     check_resolution(cfg.model, cfg.resolution)
-    model = _load_model(cfg, result)
-    file_model = isinstance(model, OnnxModel)
-    if file_model:
-        gflop, unresolved = count_onnx_gflop(model, cfg.resolution)
-        result.info["flops_unresolved_nodes"] = str(unresolved)
-    else:
-        try:
-            gflop = count_gflop_per_img(model, cfg.resolution,
-                                        cfg.batch if cfg.model.kind == "exported" else 1)
-        except RuntimeError as e:
-            raise RuntimeError(f"resolution={cfg.resolution} does not work with "
-                               f"model.name={cfg.model.name}: {e}") from e
-    inputs = _inputs(cfg, cfg.batch * max(1, math.ceil(cfg.check.samples / cfg.batch)), 0)
-    if not cfg.model.weights and cfg.model.kind in ("torchvision", "timm"):  # not a user's file
-        make_decisive(model, _inputs(cfg, 16, 1), seed=cfg.model.seed)
-    cache = ArtifactCache.open(cfg.cache_dir)
-    identity = (model.identity(cfg.model.name) if file_model
-                else cache.model_identity(cfg.model, model))  # weights as exported
-    ctx = JobContext(device=device, precision=cfg.precision, batch=cfg.batch,
-                     resolution=cfg.resolution, channels_last=cfg.flags.channels_last, cache=cache,
-                     model_identity=identity,
-                     input_dtype=model.input.torch_dtype if file_model else None)
-    runtime = create_runtime(cfg.runtime, ctx)
-    reference = _reference(model, inputs, cfg.batch, device) if cfg.check.enabled else None
+    with progress.phase(result.job, "building"):  # the model and its fp32 reference outputs
+        model = _load_model(cfg, result)
+        file_model = isinstance(model, OnnxModel)
+        if file_model:
+            gflop, unresolved = count_onnx_gflop(model, cfg.resolution)
+            result.info["flops_unresolved_nodes"] = str(unresolved)
+        else:
+            try:
+                gflop = count_gflop_per_img(model, cfg.resolution,
+                                            cfg.batch if cfg.model.kind == "exported" else 1)
+            except RuntimeError as e:
+                raise RuntimeError(f"resolution={cfg.resolution} does not work with "
+                                   f"model.name={cfg.model.name}: {e}") from e
+        inputs = _inputs(cfg, cfg.batch * max(1, math.ceil(cfg.check.samples / cfg.batch)), 0)
+        if not cfg.model.weights and cfg.model.kind in ("torchvision", "timm"):  # not a file
+            make_decisive(model, _inputs(cfg, 16, 1), seed=cfg.model.seed)
+        cache = ArtifactCache.open(cfg.cache_dir)
+        identity = (model.identity(cfg.model.name) if file_model
+                    else cache.model_identity(cfg.model, model))  # weights as exported
+        ctx = JobContext(device=device, precision=cfg.precision, batch=cfg.batch,
+                         resolution=cfg.resolution, channels_last=cfg.flags.channels_last,
+                         cache=cache, model_identity=identity,
+                         input_dtype=model.input.torch_dtype if file_model else None)
+        runtime = create_runtime(cfg.runtime, ctx)
+        reference = _reference(model, inputs, cfg.batch, device) if cfg.check.enabled else None
     set_math_mode(cfg.precision)
     try:
         reset_gpu_peak(device)
-        prepared = runtime.prepare(model, inputs[: cfg.batch])
+        with progress.phase(result.job, runtime.prepare_phase):
+            prepared = runtime.prepare(model, inputs[: cfg.batch])
         result.info.update(cache=prepared.cache, **prepared.info)
         to_device = _to_device(runtime, device)
         x = to_device(inputs[: cfg.batch])
-        first_ms = time_first_call(lambda: runtime.infer(x), device)
-        if reference is not None:
-            _check(cfg, runtime, reference, inputs, to_device, result)
+        with progress.phase(result.job, "checking"):
+            first_ms = time_first_call(lambda: runtime.infer(x), device)
+            if reference is not None:
+                _check(cfg, runtime, reference, inputs, to_device, result)
         result.metrics.update(export_s=prepared.export_s, first_infer_ms=first_ms,
                               gflop_per_img=gflop)
         work = Workload(cfg=cfg, device=device, runtime=runtime, x=x, gflop_per_img=gflop,
                         hardware=hw)
         samples: dict = {}
         for scenario in scenarios_for(cfg):
-            measured = scenario.run(work)
+            with progress.phase(result.job, f"timing ({scenario.name})"):
+                measured = scenario.run(work)
             result.metrics.update(measured.metrics)
             result.info.update(measured.info)
             if measured.samples is not None:

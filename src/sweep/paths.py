@@ -20,3 +20,31 @@ def cache_dir(configured: str | None = None) -> Path:
     path = Path(path).expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def find(path: str | Path, what: str, start: str | Path | None = None) -> Path:
+    """`path` as given when absolute; a relative one looked up in `start` (the working
+    directory) and then each folder above it, so a notebook run from `notebooks/` finds the
+    repository's `multirun/` and `mlflow.db`. A FileNotFoundError names every place tried."""
+    path = Path(path).expanduser()
+    if path.is_absolute():
+        if path.exists():
+            return path
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    here = Path(start or Path.cwd()).resolve()
+    tried = [folder / path for folder in (here, *here.parents)]
+    for candidate in tried:
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError(f"{what} {str(path)!r} is not in {here} nor in any folder above it "
+                            f"(looked for {', '.join(str(t) for t in tried[:4])}, ...); "
+                            "give an absolute path, or run the sweep first")
+
+
+def find_store(uri: str, start: str | Path | None = None) -> str:
+    """A `sqlite:///relative.db` tracking URI made absolute by `find` (instead of MLflow
+    silently creating an empty database in the working directory); other URIs unchanged."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return uri
+    return prefix + str(find(uri[len(prefix):], "the MLflow store", start))

@@ -57,6 +57,21 @@ def _lines(sweep: Sweep, rows: list[Row], x: str, fixed: str) -> dict[str, list[
     return lines
 
 
+# one colour per runtime in every plot (matplotlib's default cycle), so a runtime keeps its
+# colour from plot to plot and sweep to sweep; lines of one runtime differ by line style
+RUNTIME_COLOURS = {"torch": "C0", "compile": "C1", "onnx": "C2", "trt": "C3"}
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def line_style(row: Row, seen: dict[str, int]) -> dict[str, str]:
+    """Colour (by the row's runtime) and line style (its n-th line of that runtime)."""
+    runtime = str(row.get("runtime"))
+    n = seen.get(runtime, 0)
+    seen[runtime] = n + 1
+    colour = RUNTIME_COLOURS.get(runtime, f"C{4 + sum(map(ord, runtime)) % 6}")
+    return {"color": colour, "linestyle": LINE_STYLES[n % len(LINE_STYLES)]}
+
+
 def plot_metric_vs(sweep: Sweep, x: str, fixed: str, metric: str = "fps",
                    fixed_value: Any = None, rows: list[Row] | None = None,
                    what: str = "") -> tuple[Figure | None, str]:
@@ -71,9 +86,10 @@ def plot_metric_vs(sweep: Sweep, x: str, fixed: str, metric: str = "fps",
     if len({r[x] for r in rows}) < 2:
         return None, f"{title}: skipped, fewer than two values of {x} at {fixed}={value}"
     fig, ax = _figure()
+    seen: dict[str, int] = {}
     for name, line in _lines(sweep, rows, x, fixed).items():
         drawn = ax.plot([r[x] for r in line], [r[metric] for r in line], marker="o",
-                        label=name)[0]
+                        label=name, **line_style(line[0], seen))[0]
         low, high = f"{metric}_rounds_ci95_low", f"{metric}_rounds_ci95_high"
         if all(r.get(low) is not None for r in line):  # measured in rounds: their spread
             ax.errorbar([r[x] for r in line], [r[metric] for r in line],
@@ -198,10 +214,12 @@ def plot_latency_vs_load(sweep: Sweep) -> tuple[Figure | None, str]:
         return None, "latency vs load: skipped, no serving job measured two or more loads"
     fig, ax = _figure()
     keys = varying_params(sweep)
+    seen: dict[str, int] = {}
     for r, steps in curves:
         name = label(r, keys) if keys else r.get("job", "")
         x = [s["offered_qps"] for s in steps]
-        line = ax.plot(x, [s["p99_ms"] for s in steps], marker="o", label=f"{name} p99")[0]
+        line = ax.plot(x, [s["p99_ms"] for s in steps], marker="o", label=f"{name} p99",
+                       color=line_style(r, seen)["color"])[0]
         ax.plot(x, [s["p50_ms"] for s in steps], marker=".", linestyle="--",
                 color=line.get_color(), label=f"{name} p50")
         if r.get("scenario.slo_ms"):

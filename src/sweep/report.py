@@ -330,7 +330,7 @@ def render_markdown(sweep: Sweep, opts: Options | None = None, plots: list | Non
     opts = opts or Options()
     matched = an.add_speedups(sweep, opts.baseline) if matched is None else matched
     ok = sweep.ok()
-    out = [f"# Sweep {sweep.name}", "",
+    out = [f"# Sweep: {sweep.name}", "",
            f"{len(sweep.rows)} jobs: {len(ok)} ok, {len(sweep.rows) - len(ok)} failed.", ""]
     basis = sorted({str(r["util_basis"]) for r in ok if r.get("util_basis")})
     if basis:

@@ -179,9 +179,17 @@ _FLAGS = (("channels_last", "cl"), ("pin_memory", "pin"), ("gpu_non_blocking", "
           ("cudnn_benchmark", "cudnn"))
 
 
-def job_name(params: dict[str, Any]) -> str:
+# params the name above always shows when they matter; any other swept param is appended
+_NAMED = {"runtime", "runtime.mode", "model", "resolution", "batch", "precision", "pipeline",
+          *(f"pipeline.{k}" for k, _ in _PIPELINE_OPTIONS), *(k for k, _ in _SCENARIO_OPTIONS),
+          *(f"flags.{k}" for k, _ in _FLAGS), "scenario"}
+
+
+def job_name(params: dict[str, Any], swept: tuple[str, ...] | list[str] = ()) -> str:
     """Readable name of a job from its flat params (`flatten`), e.g. ``torch-resnet18-224-b8-fp32``;
-    the same rule for a job that finished and one whose config was refused."""
+    the same rule for a job that finished and one whose config was refused, for its folder and
+    its MLflow run. `swept`: the params its sweep varies (`swept_keys`); those the name does not
+    show already are appended as `<key>_<value>` (`runtime.freezing_True`)."""
     runtime = str(params.get("runtime"))
     if params.get("runtime.mode", "default") not in (None, "default"):  # compile's modes differ
         runtime += f"-{params['runtime.mode']}"
@@ -201,7 +209,9 @@ def job_name(params: dict[str, Any]) -> str:
         parts += [f"{short}{params[key]:g}" if isinstance(params.get(key), float)
                   else f"{short}{params[key]}" for key, short in _SCENARIO_OPTIONS
                   if params.get(key) not in (None, 0, 0.0)]
-    return "-".join(parts)
+    parts += [f"{key}_{params[key]}" for key in swept
+              if key in params and key not in _NAMED]
+    return re.sub(r"[^\w.,=+-]", "_", "-".join(parts))  # a folder name: no / or spaces
 
 
 def job_order(name: str) -> tuple[int, str]:
@@ -216,10 +226,37 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: job_order(p.name))
 
 
-def sweep_name(sweep_dir: Path) -> str:
-    """multirun/<date>/<time> -> sweep-<date>_<time> (the parent run's name)."""
+_SWEEP_FUNCTIONS = ("range(", "choice(", "interval(", "glob(", "tag(", "shuffle(", "sort(")
+
+
+def _swept(override: str) -> bool:
+    value = override.partition("=")[2]
+    return "=" in override and ("," in value or value.startswith(_SWEEP_FUNCTIONS))
+
+
+def swept_keys(overrides: list[str]) -> list[str]:
+    """The keys a sweep's overrides vary (`batch=1,8` -> batch; `+x=...` -> x)."""
+    return [o.partition("=")[0].lstrip("+~") for o in overrides if _swept(o)]
+
+
+def sweep_label(overrides: list[str]) -> str:
+    """What a sweep varies, as a person would type it: the experiment it runs, then its swept
+    overrides (`experiment=pin_memory_ab batch=1,8`); `sweep` when it varies nothing."""
+    chosen = [o for o in overrides if o.lstrip("+~").startswith("experiment=")]
+    swept = [o for o in overrides if o not in chosen and _swept(o)]
+    label = " ".join(chosen + swept) or "sweep"
+    return label if len(label) <= 80 else label[:79] + "…"
+
+
+def sweep_name(sweep_dir: Path, overrides: list[str] | None = None) -> str:
+    """The parent run's and the report's name: what the sweep varies first (the part MLflow's
+    runs table shows when it truncates), then its folder, which tells repeats apart:
+    `runtime=torch,onnx batch=1,8 (2026-12-01/20-43-13)`. Overrides default to the sweep
+    file's."""
     sweep_dir = Path(sweep_dir)
-    return f"sweep-{sweep_dir.parent.name}_{sweep_dir.name}"
+    if overrides is None:
+        overrides = read_sweep_file(sweep_dir).get("overrides") or []
+    return f"{sweep_label(overrides)} ({sweep_dir.parent.name}/{sweep_dir.name})"
 
 
 def failed_result(params: dict[str, Any], error: str) -> JobResult:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -13,6 +14,9 @@ from sweep.result import read_config
 
 def main(argv: list[str]) -> int:
     job_dir = Path(argv[0])
+    # progress phases and warnings as plain lines into worker.log, as app.log has them
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - "
+                        "%(message)s")
     # the parent validated this config before it started the worker
     result = run_job(from_container(read_config(job_dir)), job_dir)
     return 0 if result.status == "ok" else 1

@@ -73,6 +73,11 @@ class Runtime(ABC):
     def input_memory_format(self) -> torch.memory_format:
         return torch.channels_last if self.ctx.channels_last else torch.contiguous_format
 
+    @property
+    def prepare_phase(self) -> str:
+        """What `prepare` does, as the job's progress names it (exporting, compiling, ...)."""
+        return "preparing"
+
     @abstractmethod
     def prepare(self, model: nn.Module, example: torch.Tensor) -> Prepared:
         """Export, compile or load `model` (fp32, eval, on the CPU) for inputs like `example`."""

@@ -80,6 +80,10 @@ class CompileRuntime(TorchRuntime):
 
     name = "compile"
 
+    @property
+    def prepare_phase(self) -> str:
+        return "compiling"
+
     def prepare(self, model: nn.Module, example: torch.Tensor) -> Prepared:
         super().prepare(model, example)  # device, dtype, memory format: as eager torch
         self._cudagraphs = (self.ctx.device.type == "cuda"

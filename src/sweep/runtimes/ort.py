@@ -271,6 +271,10 @@ class OnnxRuntime(Runtime):
     cfg: OnnxRuntimeConfig
 
     @property
+    def prepare_phase(self) -> str:
+        return "exporting"
+
+    @property
     def input_memory_format(self) -> torch.memory_format:
         return torch.contiguous_format
 

@@ -160,6 +160,10 @@ class TensorRTRuntime(Runtime):
     supported = {"cuda": ("fp32", "tf32", "fp16", "bf16", "int8")}
     model_kinds = ("torchvision", "timm")  # a GraphModule of torch.export: not tried here
 
+    @property
+    def prepare_phase(self) -> str:
+        return "calibrating and compiling" if self.ctx.precision == "int8" else "compiling"
+
     @classmethod
     def check_supported(cls, device: torch.device, precision: str) -> None:
         """Fail at once: no GPU, no Torch-TensorRT (or ModelOpt for int8), or a precision

@@ -15,6 +15,10 @@ class Tracker(ABC):
 
     uri: str
 
+    def ui_path(self) -> str | None:
+        """Where the store's web UI shows this experiment's runs table, after its base URL."""
+        return None
+
     @abstractmethod
     def open_sweep(self, sweep_dir: Path, info: dict[str, Any]) -> str:
         """The parent run of the sweep in `sweep_dir`: the one `info` (its sweep file) records,

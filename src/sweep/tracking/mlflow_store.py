@@ -14,12 +14,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sweep.config import TrackingConfig
+from sweep.config import PipelineConfig, RuntimeConfig, ScenarioConfig, TrackingConfig
 from sweep.result import (
     JOB_ARTIFACTS,
     PLOTS_DIR,
     REPORT_FILES,
     SAMPLES_FILE,
+    flatten,
     read_samples,
     redact,
     sweep_name,
@@ -32,12 +33,30 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 # never log values of environment variables whose names look like secrets
 SECRET = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.I)
 PAGE = 1000  # runs per search page
+NOT_APPLICABLE = "n/a"  # the value of another choice's option (runtime.opset on a torch run)
 
 
 def param_key(key: str) -> str:
     """An override's key as MLflow accepts it: `+fault_at` -> `fault_at` (Hydra's +/++/~
     prefixes dropped, other characters MLflow refuses replaced by _)."""
     return re.sub(r"[^\w\-. :/]", "_", key.lstrip("+~"))
+
+
+def option_keys() -> set[str]:
+    """Every option of every choice of the groups whose choices differ in their options
+    (runtime, pipeline, scenario), as flat param names: `runtime.opset`, `scenario.slo_ms`..."""
+    keys: set[str] = set()
+    for group, family in (("runtime", RuntimeConfig), ("pipeline", PipelineConfig),
+                          ("scenario", ScenarioConfig)):
+        for schema in family.choices.values():
+            keys.update(flatten(schema(), group))
+    return keys
+
+
+def uniform_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The same param names on every child run, so that MLflow's compare view and runs table
+    line up across runtimes: an option the job's choice lacks is logged as `n/a`."""
+    return {**dict.fromkeys(sorted(option_keys() - set(params)), NOT_APPLICABLE), **params}
 
 
 class MlflowTracker(Tracker):
@@ -48,6 +67,11 @@ class MlflowTracker(Tracker):
         self.experiment = cfg.experiment
         self.client = MlflowClient(tracking_uri=uri)
         self.experiment_id = self._experiment(cfg.experiment)
+
+    def ui_path(self) -> str:
+        # MLflow 3's UI opens the GenAI overview for a browser that never chose "Model
+        # training"; the workflowType parameter chooses it (the UI remembers the choice)
+        return f"#/experiments/{self.experiment_id}/runs?workflowType=machine_learning"
 
     def _experiment(self, name: str) -> str:
         exp = self.client.get_experiment_by_name(name)
@@ -72,8 +96,8 @@ class MlflowTracker(Tracker):
         tags = {"sweep.dir": str(Path(sweep_dir).resolve()), "sweep.role": "parent"}
         if info.get("total_jobs"):
             tags["sweep.total_jobs"] = str(info["total_jobs"])
-        run = self.client.create_run(self.experiment_id, run_name=sweep_name(sweep_dir),
-                                     tags=tags)
+        name = sweep_name(sweep_dir, info.get("overrides"))  # what it varies, then its folder
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         self._log_params(run.info.run_id, params)
         return run.info.run_id
 
@@ -134,7 +158,7 @@ class MlflowTracker(Tracker):
         run = self.client.create_run(self.experiment_id, run_name=result["job"], tags=tags,
                                      start_time=int(result["started"] * 1000))
         run_id = run.info.run_id
-        self._log_params(run_id, result["params"])
+        self._log_params(run_id, uniform_params(result["params"]))
         self._log_metrics(run_id, result["metrics"])
         for name in JOB_ARTIFACTS:
             if (job_dir / name).exists():
@@ -182,8 +206,9 @@ class MlflowTracker(Tracker):
                                        filter_string="tags.`sweep.role` = 'parent'",
                                        order_by=["attributes.start_time DESC"], max_results=1)
         if not runs:
-            raise LookupError(f"experiment {self.experiment!r} holds no sweep (no run tagged "
-                              "sweep.role=parent); run one with python -m sweep -m ...")
+            raise LookupError(f"experiment {self.experiment!r} at {self.uri} holds no sweep "
+                              "(no run tagged sweep.role=parent); run one with "
+                              "python -m sweep -m ...")
         return runs[0].info.run_id
 
     def load_sweep(self, parent_id: str | None = None, with_samples: bool = True) -> Sweep:

@@ -1,0 +1,39 @@
+"""One naming rule for a job's folder and its MLflow run (result.job_name), and the name of a
+sweep's parent run (result.sweep_name): every swept param tells jobs apart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sweep.config import SweepConfig, TorchRuntimeConfig
+from sweep.result import flatten, job_name, sweep_label, sweep_name, swept_keys
+
+
+def _params(**overrides) -> dict:
+    return {**flatten(SweepConfig(runtime=TorchRuntimeConfig(), resolution=32)), **overrides}
+
+
+def test_pipelines_flags_and_other_swept_params_give_distinct_names():
+    base = _params(data="imagefolder")
+    names = {job_name({**base, "pipeline": p, "flags.pin_memory": pin})
+             for p in ("current", "fast") for pin in (True, False)}
+    assert names == {"torch-resnet18-32-b1-fp32-current", "torch-resnet18-32-b1-fp32-current-pin",
+                     "torch-resnet18-32-b1-fp32-fast", "torch-resnet18-32-b1-fp32-fast-pin"}
+    swept = swept_keys(["check.enabled=true,false", "device=cpu", "batch=1,2"])
+    assert swept == ["check.enabled", "batch"]
+    a = job_name(_params(**{"check.enabled": True}), swept)
+    b = job_name(_params(**{"check.enabled": False}), swept)
+    assert (a, b) == ("torch-resnet18-32-b1-fp32-check.enabled_True",
+                      "torch-resnet18-32-b1-fp32-check.enabled_False")
+    assert job_name(_params(), ["batch"]) == "torch-resnet18-32-b1-fp32"  # shown already
+    assert "/" not in job_name(_params(**{"data.root": "a/b c"}), ["data.root"])
+
+
+def test_sweep_name_says_what_varies_before_the_folder():
+    d = Path("multirun/2026-12-01/20-43-13")
+    assert sweep_name(d, ["runtime=torch,onnx", "batch=1,8", "resolution=32"]) == (
+        "runtime=torch,onnx batch=1,8 (2026-12-01/20-43-13)")
+    assert sweep_label(["experiment=pin_memory_ab", "data.root=x"]) == "experiment=pin_memory_ab"
+    assert sweep_label(["batch=range(1,4)"]) == "batch=range(1,4)"
+    assert sweep_label(["resolution=32"]) == "sweep"
+    assert len(sweep_label([f"k{i}=1,2" for i in range(40)])) <= 80
