@@ -139,8 +139,14 @@ def _summary_params(path: Path) -> list[str]:
 # --- a tracking store's runs (sweep.tracking reads them) ------------------------------------
 
 
+# what a tracking store holds for another choice's option (runtime.opset on a torch run), so
+# that every child run has the same params; read back as absent, as in the job folder
+NOT_APPLICABLE = "n/a"
+
+
 def _present(value: Any) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
+    return value is not None and value != NOT_APPLICABLE and not (
+        isinstance(value, float) and math.isnan(value))
 
 
 def row_from_run(run: dict[str, Any]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from sweep.result import (
     redact,
     sweep_name,
 )
-from sweep.sources import Sweep, sweep_from_runs
+from sweep.sources import NOT_APPLICABLE, Sweep, sweep_from_runs
 from sweep.tracking.base import Tracker
 
 # MLflow 3's UI otherwise opens an experiment on its GenAI traces overview, not the runs table
@@ -33,7 +33,6 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 # never log values of environment variables whose names look like secrets
 SECRET = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.I)
 PAGE = 1000  # runs per search page
-NOT_APPLICABLE = "n/a"  # the value of another choice's option (runtime.opset on a torch run)
 
 
 def param_key(key: str) -> str:
