@@ -31,7 +31,7 @@ from sweep.result import (
     load_result,
     read_sweep_file,
     save_result,
-    write_config,
+    try_write_config,
 )
 from sweep.tracking import create_tracker
 
@@ -120,8 +120,10 @@ def task(dcfg: DictConfig) -> float:
     if skipped:
         os.utime(job_dir / RESULT_FILE)  # counted as done in this run's progress
     else:
-        write_config(job_dir, data)
-        if cfg:
+        unwritable = try_write_config(job_dir, data)
+        if cfg and unwritable and cfg.isolation == "process":  # the worker reads config.yaml
+            result = failed_result(flatten(cfg), unwritable)
+        elif cfg:
             result = _run(cfg, job_dir)
         else:
             result = failed_result(flatten(data), refused)
@@ -131,8 +133,9 @@ def task(dcfg: DictConfig) -> float:
     if logging_now:
         parent = read_sweep_file(sweep_dir).get("parent_run_id") if sweep_dir else None
         _log_job(result, job_dir, tracking, parent)
-    if logging_now or not skipped:  # the digest and the MLflow run id join the saved result
-        save_result(result, job_dir)
+    # the digest and the MLflow run id join the saved result
+    if (logging_now or not skipped) and not save_result(result, job_dir):
+        state.unsaved_jobs += 1
     print(_progress(result, sweep_dir, skipped), flush=True)
     if result.status != "ok":
         state.failed_jobs += 1 if sweep_dir is None else 0  # multiruns count at the end

@@ -75,24 +75,31 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        sweep = load_dir(sweep_dir)
+        rows: list[dict[str, Any]] = []
+        reported = True
         try:
+            sweep = load_dir(sweep_dir)
+            rows = sweep.rows
+            for reason in sweep.corrupt:  # counted as failed jobs: the exit status is 1
+                log.error("%s", reason)
             write_reports(sweep_dir, sweep, Options(plots=True))
         except Exception:  # the results stay in the job folders; the parent run still finishes
+            reported = False
             log.exception("report not written; rebuild it with python -m sweep.report %s",
                           sweep_dir)
-        rows = sweep.rows
-        failed = sum(r["status"] != "ok" for r in rows)
-        state.failed_jobs += failed
+        failed = sum(r["status"] != "ok" for r in rows) + state.unsaved_jobs
+        total = len(rows) + state.unsaved_jobs
+        state.failed_jobs += failed if reported else max(failed, 1)
         info = read_sweep_file(sweep_dir)
         if info.get("parent_run_id"):
             try:
                 tracker = create_tracker(_tracking(config))
                 tracker.log_report(info["parent_run_id"], sweep_dir)
                 tracker.finish_sweep(info["parent_run_id"],
-                                     {"jobs_ok": len(rows) - failed, "jobs_failed": failed,
-                                      "wall_s": time.time() - info["started"]}, failed > 0)
+                                     {"jobs_ok": total - failed, "jobs_failed": failed,
+                                      "wall_s": time.time() - info["started"]},
+                                     failed > 0 or not reported)
             except Exception as e:
                 log.warning("MLflow parent run not finished (%s)", e)
-        print(f"sweep done: {len(rows)} jobs, {failed} failed; "
+        print(f"sweep done: {total} jobs, {failed} failed; "
               f"summary in {sweep_dir / REPORT_FILES[2]}", flush=True)

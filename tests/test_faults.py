@@ -1,0 +1,187 @@
+"""Fault injection (issue 17): a full disk, signals to launcher and worker, a corrupt result, a
+dead tracking server, a reused folder, failed jobs on resume, an emptied store, secrets."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import QUICK, free_port, run_cli
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow
+
+
+def runs(uri: str, experiment: str) -> tuple[list, list]:
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    found = client.search_runs([exp.experiment_id]) if exp else []
+    parents = [r for r in found if r.data.tags.get("sweep.role") == "parent"]
+    return parents, [r for r in found if r.data.tags.get("sweep.role") == "job"]
+
+
+def results(sweep_dir: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/result.json")}
+
+
+def sqlite(root: Path) -> str:
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+SWEEP = ["-m", "batch=1,2", "hydra.sweep.dir=multirun/s", "tracking.experiment=faults", *QUICK]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """A real two-job sweep with its MLflow store, run once; tests work on copies."""
+    root = tmp_path_factory.mktemp("finished")
+    proc = run_cli(SWEEP, root, tmp_path_factory.mktemp("cache"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root
+
+
+def copy_of(finished: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    shutil.copytree(finished, root, symlinks=True)
+    return root
+
+
+# --- 6: a corrupt result.json ------------------------------------------------------------
+
+
+def test_corrupt_result_names_the_file_in_the_report(finished, tmp_path, cache_dir):
+    root = copy_of(finished, tmp_path)
+    sweep_dir = root / "multirun" / "s"
+    bad = next(sweep_dir.glob("1_*/result.json"))
+    bad.write_text('{"job": "torch-resnet18-32-b2-fp32", "status": "ok", "par')
+    proc = run_cli([str(sweep_dir)], root, cache_dir, module="sweep.report")
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    assert "JSONDecodeError" in proc.stderr and str(bad) in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "2 jobs, 1 failed" in proc.stdout  # the readable job is still reported
+
+
+def test_corrupt_result_at_multirun_end_fails_the_sweep_and_closes_its_parent(
+        finished, tmp_path, cache_dir):
+    root = copy_of(finished, tmp_path)
+    sweep_dir = root / "multirun" / "s"
+    stray = sweep_dir / "7_leftover"
+    stray.mkdir()
+    (stray / "result.json").write_text("{not json")
+    proc = run_cli(SWEEP, root, cache_dir)  # both jobs skipped: only the end of the multirun runs
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    assert "multirun/s/7_leftover/result.json is not a readable result" in proc.stdout
+    assert (sweep_dir / "report.md").is_file()
+    parents, _ = runs(sqlite(root), "faults")
+    assert [p.info.status for p in parents] == ["FAILED"]
+
+
+# --- 1: a full disk ----------------------------------------------------------------------
+
+
+def test_full_disk_in_a_multirun_reaches_mlflow_and_the_sweep_goes_on(tmp_path, cache_dir):
+    if not Path("/dev/full").exists():
+        pytest.skip("/dev/full is needed to simulate a full disk")
+    job = tmp_path / "multirun" / "s" / "0_torch-resnet18-32-b1-fp32"
+    job.mkdir(parents=True)
+    for name in ("samples.json.tmp", "error.txt", "result.json.tmp", "config.yaml"):
+        (job / name).symlink_to("/dev/full")  # every write the job makes: ENOSPC
+    proc = run_cli(SWEEP, tmp_path, cache_dir)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert "sweep done: " in proc.stdout
+    parents, children = runs(sqlite(tmp_path), "faults")
+    assert [p.info.status for p in parents] == ["FAILED"]
+    assert len(children) == 2
+    full = [c for c in children if c.data.tags["sweep.status"] == "failed"]
+    assert len(full) == 1 and full[0].data.metrics["fps"] > 0  # the measurement is kept
+    assert "No space left" in full[0].data.tags["sweep.error"]
+
+
+# --- 3: signals --------------------------------------------------------------------------
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def _start_hanging_sweep(root: Path, cache: Path) -> tuple[subprocess.Popen, int]:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update(SWEEP_CACHE_DIR=str(cache), PYTHONUNBUFFERED="1")
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "sweep", "-m", "fault=hang,null", "isolation=process",
+         "hydra.sweep.dir=multirun/k", "tracking.experiment=signals", *QUICK],
+        cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        found = list((root / "multirun" / "k").glob("0_*/worker.pid"))
+        if found and found[0].read_text():
+            return sweep, int(found[0].read_text())
+        time.sleep(0.2)
+    sweep.kill()
+    pytest.fail("the hanging job never started")
+
+
+def _wait_gone(pid: int, seconds: float = 30) -> bool:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_to_launcher_ends_workers_and_marks_parent_killed(tmp_path, cache_dir, sig):
+    sweep, worker = _start_hanging_sweep(tmp_path, cache_dir)
+    time.sleep(1)
+    sweep.send_signal(sig)
+    out, _ = sweep.communicate(timeout=120)
+    try:
+        assert _wait_gone(worker), "the worker outlived its launcher"
+    finally:
+        if _alive(worker):
+            os.kill(worker, signal.SIGKILL)
+    assert sweep.returncode == 128 + sig, out[-3000:]
+    assert not list((tmp_path / "multirun" / "k").glob("*/result.json"))  # none half-taken
+    parents, _ = runs(sqlite(tmp_path), "signals")
+    assert [p.info.status for p in parents] == ["KILLED"]
+
+
+def test_sigkill_to_launcher_ends_its_worker(tmp_path, cache_dir):
+    sweep, worker = _start_hanging_sweep(tmp_path, cache_dir)
+    sweep.kill()
+    sweep.communicate(timeout=60)
+    try:
+        assert _wait_gone(worker), "the worker outlived its launcher"
+    finally:
+        if _alive(worker):
+            os.kill(worker, signal.SIGKILL)
+
+
+# --- 5: a dead tracking server -----------------------------------------------------------
+
+
+def test_dead_server_is_tried_once_per_sweep(tmp_path, cache_dir):
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    t0 = time.time()
+    proc = run_cli(["-m", "batch=1,2,3", "hydra.sweep.dir=multirun/d", *QUICK], tmp_path,
+                   cache_dir, env={"MLFLOW_TRACKING_URI": dead})
+    took = time.time() - t0
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert out.count("--log-to-mlflow") == 1, out[-3000:]  # said once, not per job
+    assert took < 120  # MLflow's own retries per job take minutes
+    got = results(tmp_path / "multirun" / "d")
+    assert len(got) == 3 and all("mlflow_error" in r["info"] for r in got.values())
