@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -156,7 +157,40 @@ def objective(result: JobResult) -> float:
     return float(value) if value is not None else math.nan
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what timeout, SLURM and systemd send), raised like Ctrl-C's KeyboardInterrupt so
+    that both end a sweep the same way: workers killed by process group, parent run KILLED."""
+
+    signum = signal.SIGTERM
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def _close_interrupted() -> None:
+    """Mark the running multirun's parent run KILLED (its finished jobs are logged already)."""
+    if state.open_parent is None:
+        return
+    tracking, parent_id = state.open_parent
+    state.open_parent = None
+    try:
+        create_tracker(tracking).kill_sweep(parent_id)
+    except Exception as e:
+        log.warning("MLflow parent run %s not marked KILLED (%s)", parent_id, e)
+
+
 def main() -> None:
-    """`python -m sweep`: exit status 1 when any job failed."""
-    task()
+    """`python -m sweep`: exit status 1 when any job failed, 128 + the signal's number when a
+    signal ended it."""
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        task()
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup
+        _close_interrupted()
+        print(f"sweep ended by {signal.Signals(signum).name}: unfinished jobs left no result; "
+              "run the same command again to resume", file=sys.stderr)
+        sys.exit(128 + signum)
     sys.exit(1 if state.failed_jobs else 0)

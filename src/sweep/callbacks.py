@@ -71,6 +71,8 @@ class SweepCallback(Callback):
             except Exception as e:  # results still land in the job folders
                 log.warning("MLflow parent run not created (%s); results stay in %s", e, sweep_dir)
         write_sweep_file(sweep_dir, info)
+        if info["parent_run_id"]:
+            state.open_parent = (tracking, info["parent_run_id"])
         print(f"sweep: {info['total_jobs']} jobs -> {sweep_dir}", flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -91,6 +93,7 @@ class SweepCallback(Callback):
         total = len(rows) + state.unsaved_jobs
         state.failed_jobs += failed if reported else max(failed, 1)
         info = read_sweep_file(sweep_dir)
+        state.open_parent = None
         if info.get("parent_run_id"):
             try:
                 tracker = create_tracker(_tracking(config))

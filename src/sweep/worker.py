@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -11,7 +13,20 @@ from sweep.job import run_job
 from sweep.result import read_config
 
 
+def _die_with_parent() -> None:
+    """End this worker when its launcher dies, even by SIGKILL (which the launcher cannot
+    pass on): Linux's parent-death signal, then a check that the launcher is still there."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    parent = os.environ.get("SWEEP_PARENT_PID")
+    if parent and int(parent) != os.getppid():  # it died before the line above
+        os._exit(1)
+
+
 def main(argv: list[str]) -> int:
+    _die_with_parent()
     job_dir = Path(argv[0])
     # the parent validated this config before it started the worker
     result = run_job(from_container(read_config(job_dir)), job_dir)

@@ -89,6 +89,9 @@ class MlflowTracker(Tracker):
         self._log_metrics(parent_id, metrics)
         self.client.set_terminated(parent_id, "FAILED" if failed else "FINISHED")
 
+    def kill_sweep(self, parent_id: str) -> None:
+        self.client.set_terminated(parent_id, "KILLED")
+
     def log_report(self, parent_id: str, out_dir: Path) -> None:
         """Also tags the parent run with the recommendation of summary.json."""
         import json
