@@ -7,6 +7,7 @@ report progress, return the headline.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -33,6 +34,7 @@ from sweep.result import (
     read_sweep_file,
     save_result,
     try_write_config,
+    write_sweep_file,
 )
 from sweep.tracking import create_tracker
 
@@ -44,17 +46,25 @@ OmegaConf.register_new_resolver("sweep_count", lambda v: len(v) if v else 1, rep
 
 
 def _log_job(result: JobResult, job_dir: Path, tracking: TrackingConfig,
-             parent_id: str | None) -> None:
+             parent_id: str | None, sweep_dir: Path | None) -> None:
     """Log the finished job and note the run id (or the error) in its info; on failure keep
-    going (result.json holds everything)."""
+    going (result.json holds everything), and in a multirun let the later jobs skip the store
+    rather than each wait for it."""
     try:
         run_id = create_tracker(tracking).log_job(result.to_json(), job_dir, parent_id)
         result.info["mlflow_run_id"] = run_id
         result.info.pop("mlflow_error", None)
     except Exception as e:
+        where = sweep_dir or "DIR"
         log.warning("MLflow logging failed for %s (%s); the result is in %s; upload it later "
-                    "with python -m sweep.report DIR --log-to-mlflow", result.job, e, job_dir)
+                    "with python -m sweep.report %s --log-to-mlflow", result.job, e, job_dir,
+                    where)
         result.info["mlflow_error"] = f"{type(e).__name__}: {e}"
+        if sweep_dir is not None:
+            info = read_sweep_file(sweep_dir)
+            info["tracking_offline"] = result.info["mlflow_error"]
+            with contextlib.suppress(OSError):
+                write_sweep_file(sweep_dir, info)
 
 
 def _progress(result: JobResult, sweep_dir: Path | None, skipped: bool = False) -> str:
@@ -132,8 +142,11 @@ def task(dcfg: DictConfig) -> float:
         result.info["config_digest"] = digest
     logging_now = tracking.enabled and not result.info.get("mlflow_run_id")
     if logging_now:
-        parent = read_sweep_file(sweep_dir).get("parent_run_id") if sweep_dir else None
-        _log_job(result, job_dir, tracking, parent)
+        sweep_info = read_sweep_file(sweep_dir) if sweep_dir else {}
+        if sweep_info.get("tracking_offline"):  # said once, when the multirun started
+            result.info["mlflow_error"] = f"not tried: {sweep_info['tracking_offline']}"
+        else:
+            _log_job(result, job_dir, tracking, sweep_info.get("parent_run_id"), sweep_dir)
     # the digest and the MLflow run id join the saved result
     if (logging_now or not skipped) and not save_result(result, job_dir):
         state.unsaved_jobs += 1

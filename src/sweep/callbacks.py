@@ -21,7 +21,7 @@ from sweep.config import TrackingConfig
 from sweep.report import Options, write_reports
 from sweep.result import REPORT_FILES, read_sweep_file, write_sweep_file
 from sweep.sources import load_dir
-from sweep.tracking import create_tracker
+from sweep.tracking import create_tracker, resolve_uri, unreachable
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +63,19 @@ class SweepCallback(Callback):
         before = read_sweep_file(sweep_dir)
         if tracking.enabled:
             try:
+                reason = unreachable(resolve_uri(configured=tracking.uri))
+                if reason:
+                    raise ConnectionError(reason)
                 tracker = create_tracker(tracking)
                 # a re-run of the same sweep (resume) reopens the parent run it recorded
                 recorded = {k: before.get(k) for k in ("parent_run_id", "tracking_uri")}
                 info["parent_run_id"] = tracker.open_sweep(sweep_dir, {**info, **recorded})
                 info["tracking_uri"] = tracker.uri
-            except Exception as e:  # results still land in the job folders
-                log.warning("MLflow parent run not created (%s); results stay in %s", e, sweep_dir)
+            except Exception as e:  # results still land in the job folders; jobs do not retry
+                info["tracking_offline"] = f"{type(e).__name__}: {e}"
+                log.warning("MLflow not reachable (%s): the sweep goes on without it and its "
+                            "results wait in %s for python -m sweep.report %s --log-to-mlflow",
+                            e, sweep_dir, sweep_dir)
         write_sweep_file(sweep_dir, info)
         if info["parent_run_id"]:
             state.open_parent = (tracking, info["parent_run_id"])
