@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -185,3 +186,46 @@ def test_dead_server_is_tried_once_per_sweep(tmp_path, cache_dir):
     assert took < 120  # MLflow's own retries per job take minutes
     got = results(tmp_path / "multirun" / "d")
     assert len(got) == 3 and all("mlflow_error" in r["info"] for r in got.values())
+
+
+# --- 9 and 2: what a re-run does with failed jobs, and with a folder of another sweep ---------
+
+
+def progress(stdout: str) -> list[str]:
+    return [line for line in stdout.splitlines() if re.match(r"\[\d+/\d+\] ", line)]
+
+
+def test_retry_failed_reruns_only_the_failed_jobs(tmp_path, cache_dir):
+    args = ["-m", "batch=1,0", "hydra.sweep.dir=multirun/f", "tracking.enabled=false", *QUICK]
+    first = run_cli(args, tmp_path, cache_dir)
+    assert first.returncode == 1, first.stderr[-3000:]
+    again = run_cli([*args, "resume=retry_failed"], tmp_path, cache_dir)
+    lines = progress(again.stdout)
+    assert len(lines) == 2, again.stdout[-3000:]
+    ok, failed = sorted(lines, key=lambda line: "-b0-" in line)
+    assert "skipped, finished before" in ok and "skipped" not in failed
+    assert "FAILED" in failed and again.returncode == 1
+    plain = run_cli(args, tmp_path, cache_dir)  # the default still skips a failed job
+    assert all("skipped" in line for line in progress(plain.stdout))
+    assert "resume=retry_failed re-runs it" in plain.stdout
+
+
+def test_folder_of_another_sweep_is_refused_unless_reuse_dir(finished, tmp_path, cache_dir):
+    root = copy_of(finished, tmp_path)
+    sweep_dir = root / "multirun" / "s"
+    before = {p: p.read_bytes() for p in sweep_dir.glob("*/result.json")}
+    other = ["-m", "batch=4", "hydra.sweep.dir=multirun/s", "tracking.experiment=faults", *QUICK]
+    refused = run_cli(other, root, cache_dir)
+    assert refused.returncode == 2
+    assert "holds a different sweep (it ran batch=1,2, this run batch=4)" in refused.stderr
+    assert "reuse_dir=true" in refused.stderr and not progress(refused.stdout)
+    assert {p: p.read_bytes() for p in sweep_dir.glob("*/result.json")} == before
+    grown = run_cli([*SWEEP[:1], "batch=1,2,4", *SWEEP[2:]], root, cache_dir, timeout=300)
+    assert grown.returncode == 0, grown.stderr[-3000:]  # more values: a resume, not refused
+    assert [("skipped" in line) for line in progress(grown.stdout)] == [True, True, False]
+    reused = run_cli([*other, "reuse_dir=true"], root, cache_dir)
+    assert reused.returncode == 0, reused.stderr[-3000:]
+    parents, children = runs(sqlite(root), "faults")
+    assert len(parents) == 2  # the reused folder's sweep has a parent run of its own
+    newest = max(parents, key=lambda p: p.info.start_time)
+    assert sum(c.data.tags["mlflow.parentRunId"] == newest.info.run_id for c in children) == 1

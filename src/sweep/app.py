@@ -76,7 +76,8 @@ def _progress(result: JobResult, sweep_dir: Path | None, skipped: bool = False) 
     else:
         what = f"FAILED  {result.error}"
     if skipped:
-        what = f"skipped, finished before ({what}; force=true re-runs it)"
+        rerun = "force=true" if result.status == "ok" else "resume=retry_failed"
+        what = f"skipped, finished before ({what}; {rerun} re-runs it)"
     if sweep_dir is None:
         return f"{result.job}: {what}"
     info = read_sweep_file(sweep_dir)
@@ -127,6 +128,8 @@ def task(dcfg: DictConfig) -> float:
         refused = f"{type(e).__name__}: {e}"
     tracking = cfg.tracking if cfg else tracking_of(data)
     result = None if cfg and cfg.force else _finished_before(job_dir, digest)
+    if result and result.status != "ok" and data.get("resume") == "retry_failed":
+        result = None
     skipped = result is not None
     if skipped:
         os.utime(job_dir / RESULT_FILE)  # counted as done in this run's progress

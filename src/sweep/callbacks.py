@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from sweep import state
-from sweep.config import TrackingConfig
+from sweep.config import CONTROL_KEYS, TrackingConfig
 from sweep.report import Options, write_reports
 from sweep.result import REPORT_FILES, read_sweep_file, write_sweep_file
 from sweep.sources import load_dir
@@ -45,6 +46,36 @@ def count_jobs(overrides: list[str]) -> int:
     return math.prod(by_key.values()) if by_key else 1
 
 
+def _grid(overrides: list[str]) -> dict[str, set[str]]:
+    """What a sweep's overrides measure: each key's values, without the keys that only say how
+    jobs run (CONTROL_KEYS, hydra.*)."""
+    out: dict[str, set[str]] = {}
+    for o in OverridesParser.create().parse_overrides(overrides):
+        key = o.get_key_element().lstrip("+~")
+        if key.split(".")[0] in CONTROL_KEYS or key.startswith("hydra"):
+            continue
+        try:
+            values = (list(o.sweep_string_iterator()) if o.is_sweep_override()
+                      else [o.get_value_element_as_str()])
+        except Exception:  # a search space (interval) is not a list of values: compare its text
+            values = [str(o.value())]
+        out[key] = set(values)
+    return out
+
+
+def foreign_sweep(recorded: list[str], overrides: list[str]) -> str | None:
+    """Why a folder whose sweep file recorded `recorded` holds a different sweep than
+    `overrides`, or None when `overrides` is the same grid or grows it (more values)."""
+    old, new = _grid(recorded), _grid(overrides)
+    if old.keys() != new.keys():
+        return f"it sweeps {sorted(old)}, this run {sorted(new)}"
+    for key in old:
+        if not old[key] <= new[key]:
+            return (f"it ran {key}={','.join(sorted(old[key]))}, this run "
+                    f"{key}={','.join(sorted(new[key]))}")
+    return None
+
+
 def _tracking(config: DictConfig) -> TrackingConfig:
     """The composed config's tracking node, typed by its schema."""
     return OmegaConf.to_object(config.tracking)
@@ -61,6 +92,16 @@ class SweepCallback(Callback):
                                 "parent_run_id": None}
         tracking = _tracking(config)
         before = read_sweep_file(sweep_dir)
+        why = foreign_sweep(before["overrides"], overrides) if before.get("overrides") else None
+        if why and not OmegaConf.select(config, "reuse_dir"):
+            # a callback's exceptions only become warnings in Hydra: end the multirun here
+            print(f"error: hydra.sweep.dir={sweep_dir} holds a different sweep ({why}); its "
+                  "results would be mixed with this one's and its parent run reused. Use a new "
+                  "folder, or add reuse_dir=true to run into it anyway (a new parent run; job "
+                  "folders of other configs are overwritten).", file=sys.stderr, flush=True)
+            raise SystemExit(2)
+        if why:
+            before = {}  # reuse_dir=true: this sweep gets a parent run of its own
         if tracking.enabled:
             try:
                 reason = unreachable(resolve_uri(configured=tracking.uri))
