@@ -229,3 +229,30 @@ def test_folder_of_another_sweep_is_refused_unless_reuse_dir(finished, tmp_path,
     assert len(parents) == 2  # the reused folder's sweep has a parent run of its own
     newest = max(parents, key=lambda p: p.info.start_time)
     assert sum(c.data.tags["mlflow.parentRunId"] == newest.info.run_id for c in children) == 1
+
+
+# --- 4: secrets --------------------------------------------------------------------------
+
+
+def test_secrets_reach_no_file_console_line_or_store(tmp_path, cache_dir):
+    token, password = "tok-hunter2-sweep", "pw-hunter3-sweep"
+    store = f"postgresql://mlflow:{password}@127.0.0.1:{free_port()}/mlflow"  # nothing there
+    ran = run_cli(["-m", "batch=1", f"tracking.uri={store}", "hydra.sweep.dir=multirun/a",
+                   *QUICK], tmp_path, cache_dir)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert results(tmp_path / "multirun" / "a")  # the job ran; its store was unreachable
+    refused = run_cli(["-m", "batch=1,2", f"+api_token={token}", "hydra.sweep.dir=multirun/b",
+                       "tracking.experiment=secrets", *QUICK], tmp_path, cache_dir)
+    assert refused.returncode == 1, refused.stderr[-3000:]
+    _, children = runs(sqlite(tmp_path), "secrets")
+    assert len(children) == 2  # logged, with their artifacts
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name == "multirun.yaml" for p in written)
+    assert any(p.parent.name == ".hydra" for p in written)
+    for proc in (ran, refused):
+        for secret in (token, password):
+            assert secret not in proc.stdout + proc.stderr
+    leaks = [str(p) for p in written for secret in (token, password)
+             if secret.encode() in p.read_bytes()]
+    assert not leaks
+    assert "+api_token=***" in (tmp_path / "multirun" / "b" / "sweep.json").read_text()

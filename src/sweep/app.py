@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from sweep import state
 from sweep.config import SweepConfig, TrackingConfig, from_container, register_configs, tracking_of
 from sweep.paths import conf_dir
+from sweep.redact import install_log_filter, redact
 from sweep.result import (
     RESULT_FILE,
     JobResult,
@@ -41,6 +42,7 @@ from sweep.tracking import create_tracker
 log = logging.getLogger("sweep")
 
 register_configs()
+install_log_filter()  # before Hydra logs anything: its echo of the overrides is masked too
 # hydra/launcher=local_gpus runs as many jobs at once as `gpus` lists
 OmegaConf.register_new_resolver("sweep_count", lambda v: len(v) if v else 1, replace=True)
 
@@ -153,11 +155,11 @@ def task(dcfg: DictConfig) -> float:
     # the digest and the MLflow run id join the saved result
     if (logging_now or not skipped) and not save_result(result, job_dir):
         state.unsaved_jobs += 1
-    print(_progress(result, sweep_dir, skipped), flush=True)
+    print(redact(_progress(result, sweep_dir, skipped)), flush=True)
     if result.status != "ok":
         state.failed_jobs += 1 if sweep_dir is None else 0  # multiruns count at the end
         if sweep_dir is None:
-            print(f"error: {result.error}", file=sys.stderr)
+            print(f"error: {redact(result.error or '')}", file=sys.stderr)
     return objective(result)
 
 

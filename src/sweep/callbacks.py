@@ -15,10 +15,12 @@ from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from sweep import state
 from sweep.config import CONTROL_KEYS, TrackingConfig
+from sweep.redact import redact_file
 from sweep.report import Options, write_reports
 from sweep.result import REPORT_FILES, read_sweep_file, write_sweep_file
 from sweep.sources import load_dir
@@ -82,6 +84,15 @@ def _tracking(config: DictConfig) -> TrackingConfig:
 
 
 class SweepCallback(Callback):
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Hydra has configured this job's log handlers and written its `.hydra/` files (and
+        the sweeper its multirun.yaml): mask their secrets before anything reads them."""
+        hc = config.hydra
+        for path in (Path(hc.runtime.output_dir) / (hc.output_subdir or ".hydra")).glob("*.yaml"):
+            redact_file(path)
+        if OmegaConf.select(config, "hydra.mode") == RunMode.MULTIRUN:
+            redact_file(Path(hc.sweep.dir) / "multirun.yaml")
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)

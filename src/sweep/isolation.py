@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from sweep.config import SweepConfig
+from sweep.redact import redact_file
 from sweep.result import (
     RESULT_FILE,
     WORKER_LOG,
@@ -102,6 +103,7 @@ def run_isolated(cfg: SweepConfig, job_dir: Path) -> JobResult:
             except BaseException:  # Ctrl-C or SIGTERM: take the worker down with us
                 _kill_group(proc)
                 raise
+    redact_file(job_dir / WORKER_LOG)  # its tracebacks may quote secrets
     saved = load_result(job_dir)
     if saved is not None and reason is None:
         result = JobResult(**saved)

@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sweep.config import CONTROL_KEYS, PIPELINE_SCHEMAS
+from sweep.redact import MASK, is_secret_name, redact, redact_tree
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,8 @@ class JobResult:
     duration_s: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The record as written and logged: secrets masked (sweep.redact)."""
+        return redact_tree(asdict(self))
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -73,16 +74,8 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
         elif key in ("match", "peak_tflops", "source", "description"):
             continue  # hardware datasheet details: in info, not params
         else:
-            out[name] = redact(value) if isinstance(value, str) else value
+            out[name] = MASK if is_secret_name(name) else redact_tree(value)
     return out
-
-
-_CREDENTIALS = re.compile(r"(?<=://)([^:/@\s]+):([^@/\s]+)@")
-
-
-def redact(text: str) -> str:
-    """Hide the password of a URI (postgresql://user:secret@host -> postgresql://user:***@host)."""
-    return _CREDENTIALS.sub(lambda m: f"{m.group(1)}:***@", text)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -168,7 +161,7 @@ def write_config(job_dir: Path, data: dict[str, Any]) -> None:
     """The job's resolved config as config.yaml (what isolation=process's worker runs)."""
     from omegaconf import OmegaConf
 
-    (job_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(data))
+    (job_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(redact_tree(data)))
 
 
 def try_write_config(job_dir: Path, data: dict[str, Any]) -> str | None:
@@ -192,7 +185,7 @@ def write_error(job_dir: Path, text: str) -> bool:
     """error.txt; called from error handlers, so a folder that cannot take it (disk full) is
     logged, never raised. Returns whether it was written."""
     try:
-        (job_dir / ERROR_FILE).write_text(text)
+        (job_dir / ERROR_FILE).write_text(redact(text))
         return True
     except OSError as e:
         log.error("could not write %s: %s", job_dir / ERROR_FILE, e)
@@ -275,4 +268,4 @@ def read_sweep_file(sweep_dir: Path) -> dict[str, Any]:
 
 
 def write_sweep_file(sweep_dir: Path, info: dict[str, Any]) -> None:
-    write_json_atomic(Path(sweep_dir) / SWEEP_FILE, info)
+    write_json_atomic(Path(sweep_dir) / SWEEP_FILE, redact_tree(info))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from sweep.config import from_container
 from sweep.job import run_job
+from sweep.redact import install_log_filter
 from sweep.result import read_config
 
 
@@ -27,6 +28,7 @@ def _die_with_parent() -> None:
 
 def main(argv: list[str]) -> int:
     _die_with_parent()
+    install_log_filter()
     job_dir = Path(argv[0])
     # the parent validated this config before it started the worker
     result = run_job(from_container(read_config(job_dir)), job_dir)

@@ -14,6 +14,7 @@ import urllib.parse
 from pathlib import Path
 
 from sweep.config import TrackingConfig
+from sweep.redact import masked
 from sweep.result import (
     JobResult,
     job_dirs,
@@ -35,7 +36,9 @@ _open: dict[tuple[str, str, str], Tracker] = {}
 
 def resolve_uri(explicit: str | None = None, recorded: str | None = None,
                 configured: str | None = None) -> str:
-    """The tracking URI to use (precedence in the module docstring)."""
+    """The tracking URI to use (precedence in the module docstring); a recorded URI whose
+    password was masked is passed over (give it with --tracking-uri or MLFLOW_TRACKING_URI)."""
+    recorded, configured = (None if masked(u) else u for u in (recorded, configured))
     return (explicit or os.environ.get("MLFLOW_TRACKING_URI") or recorded or configured
             or DEFAULT_URI)
 

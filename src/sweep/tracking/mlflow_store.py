@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from sweep.config import TrackingConfig
+from sweep.redact import is_secret_name, redact
 from sweep.result import (
     JOB_ARTIFACTS,
     PLOTS_DIR,
     REPORT_FILES,
     SAMPLES_FILE,
     read_samples,
-    redact,
     sweep_name,
 )
 from sweep.sources import Sweep, sweep_from_runs
@@ -29,8 +29,6 @@ from sweep.tracking.base import Tracker
 
 # MLflow 3's UI otherwise opens an experiment on its GenAI traces overview, not the runs table
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
-# never log values of environment variables whose names look like secrets
-SECRET = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.I)
 PAGE = 1000  # runs per search page
 
 
@@ -65,7 +63,8 @@ class MlflowTracker(Tracker):
 
     def open_sweep(self, sweep_dir: Path, info: dict[str, Any]) -> str:
         before = info.get("parent_run_id")
-        if before and info.get("tracking_uri") == self.uri and self._reopen(before):
+        recorded = info.get("tracking_uri")
+        if before and recorded in (self.uri, redact(self.uri)) and self._reopen(before):
             return before
         params = {k: redact(v) for k, _, v in
                   (o.partition("=") for o in info.get("overrides", []) if "=" in o)}
@@ -154,7 +153,7 @@ class MlflowTracker(Tracker):
         from mlflow.entities import Param
 
         items = [Param(param_key(k), str(v)[:6000]) for k, v in params.items()
-                 if not SECRET.search(k)]
+                 if not is_secret_name(k)]
         for i in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[i:i + 100])
 
