@@ -256,3 +256,20 @@ def test_secrets_reach_no_file_console_line_or_store(tmp_path, cache_dir):
              if secret.encode() in p.read_bytes()]
     assert not leaks
     assert "+api_token=***" in (tmp_path / "multirun" / "b" / "sweep.json").read_text()
+
+
+def test_deploy_script_keeps_the_password_off_the_command_line(tmp_path):
+    """deploy/mlflow-server.sh against a stand-in `mlflow` that records what it was given."""
+    secret = "pw-deploy-hunter4"
+    fake = tmp_path / "bin" / "mlflow"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\necho "$@" > "$OUT/argv"\necho "$PGPASSWORD" > "$OUT/pgpassword"\n')
+    fake.chmod(0o755)
+    (tmp_path / "pw").write_text(secret)
+    script = Path(__file__).parents[1] / "deploy" / "mlflow-server.sh"
+    env = {"PATH": f"{fake.parent}:{os.environ['PATH']}", "HOME": str(tmp_path),
+           "OUT": str(tmp_path), "MLFLOW_DB_PASSWORD_FILE": str(tmp_path / "pw")}
+    subprocess.run(["bash", str(script)], env=env, check=True, timeout=60)
+    argv = (tmp_path / "argv").read_text()
+    assert "postgresql://mlflow@127.0.0.1:5432/mlflow" in argv and secret not in argv
+    assert (tmp_path / "pgpassword").read_text().strip() == secret
