@@ -273,3 +273,20 @@ def test_deploy_script_keeps_the_password_off_the_command_line(tmp_path):
     argv = (tmp_path / "argv").read_text()
     assert "postgresql://mlflow@127.0.0.1:5432/mlflow" in argv and secret not in argv
     assert (tmp_path / "pgpassword").read_text().strip() == secret
+
+
+# --- 7: a deleted store on resume ----------------------------------------------------------
+
+
+def test_resume_into_an_emptied_store_logs_the_finished_jobs_again(finished, tmp_path, cache_dir):
+    root = copy_of(finished, tmp_path)
+    (root / "mlflow.db").unlink()
+    again = run_cli(SWEEP, root, cache_dir)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert all("skipped" in line for line in progress(again.stdout))
+    assert "does not hold this sweep's parent run" in again.stdout + again.stderr
+    assert again.stdout.count("logged to MLflow again") == 2
+    parents, children = runs(sqlite(root), "faults")
+    assert len(parents) == 1 and len(children) == 2
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    assert all(c.data.metrics["fps"] > 0 for c in children)

@@ -145,13 +145,19 @@ def task(dcfg: DictConfig) -> float:
             result = failed_result(flatten(data), refused)
             save_result(result, job_dir)  # uploaded with the run, as a job's own would be
         result.info["config_digest"] = digest
-    logging_now = tracking.enabled and not result.info.get("mlflow_run_id")
+    # a skipped job is looked up again (by its uid): a store that was deleted or emptied since
+    # gets it back, under this sweep's parent run
+    logged_as = result.info.get("mlflow_run_id")
+    logging_now = tracking.enabled
     if logging_now:
         sweep_info = read_sweep_file(sweep_dir) if sweep_dir else {}
         if sweep_info.get("tracking_offline"):  # said once, when the multirun started
             result.info["mlflow_error"] = f"not tried: {sweep_info['tracking_offline']}"
         else:
             _log_job(result, job_dir, tracking, sweep_info.get("parent_run_id"), sweep_dir)
+            if logged_as and result.info.get("mlflow_run_id") not in (None, logged_as):
+                print(f"{result.job}: logged to MLflow again (the store no longer held run "
+                      f"{logged_as})", flush=True)
     # the digest and the MLflow run id join the saved result
     if (logging_now or not skipped) and not save_result(result, job_dir):
         state.unsaved_jobs += 1

@@ -7,6 +7,7 @@ each other.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import tempfile
@@ -27,6 +28,7 @@ from sweep.result import (
 from sweep.sources import Sweep, sweep_from_runs
 from sweep.tracking.base import Tracker
 
+log = logging.getLogger(__name__)
 # MLflow 3's UI otherwise opens an experiment on its GenAI traces overview, not the runs table
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 PAGE = 1000  # runs per search page
@@ -66,6 +68,10 @@ class MlflowTracker(Tracker):
         recorded = info.get("tracking_uri")
         if before and recorded in (self.uri, redact(self.uri)) and self._reopen(before):
             return before
+        if before:
+            log.warning("the MLflow store at %s does not hold this sweep's parent run %s "
+                        "(deleted or emptied, or another store): a new parent run is made and "
+                        "the finished jobs are logged to it again", redact(self.uri), before)
         params = {k: redact(v) for k, _, v in
                   (o.partition("=") for o in info.get("overrides", []) if "=" in o)}
         tags = {"sweep.dir": str(Path(sweep_dir).resolve()), "sweep.role": "parent"}
