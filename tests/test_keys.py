@@ -17,8 +17,10 @@ from sweep.metrics import unknown
 pytestmark = pytest.mark.slow
 
 BEFORE = json.loads((Path(__file__).parent / "data" / "sweep_keys.json").read_text())
-# what the redesign adds, on purpose: the `scenario` config group (one more param)
-ADDED = {"params": {"scenario"}, "summary_csv": {"scenario"}}
+# what the redesign adds, on purpose: the `scenario` config group (one more param); issue 17's
+# resume policy (`resume`, `reuse_dir`)
+ADDED = {"params": {"scenario", "resume", "reuse_dir"},
+         "summary_csv": {"scenario", "resume", "reuse_dir"}}
 
 
 @pytest.fixture(scope="module")
