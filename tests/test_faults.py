@@ -329,3 +329,12 @@ def test_weights_messages_say_what_is_wrong(tmp_path):
     state["fc.weight"] = torch.zeros(10, 256)  # the right classes, a wrong feature size
     mismatch = _weights_error(tmp_path, lambda p: torch.save(state, p), num_classes=10)
     assert "shape mismatch" in mismatch and "set model.num_classes" not in mismatch
+
+
+def test_cache_dir_that_is_a_file_is_named(tmp_path):
+    from sweep.cache import ArtifactCache
+    from sweep.errors import ConfigError
+
+    (tmp_path / "not-a-folder").write_text("")
+    with pytest.raises(ConfigError, match=r"cache_dir=.*is a file, not a folder.*Give a folder"):
+        ArtifactCache.open(str(tmp_path / "not-a-folder"))
