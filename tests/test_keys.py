@@ -23,8 +23,9 @@ pytestmark = pytest.mark.slow
 BEFORE = json.loads((Path(__file__).parent / "data" / "sweep_keys.json").read_text())
 # what the redesign adds, on purpose: the `scenario` config group (one more param); issue 15:
 # where the model comes from (model.kind, model.path)
-ADDED = {"params": {"scenario", "model.kind", "model.path"},
-         "summary_csv": {"scenario", "model.kind", "model.path"}}
+# issue 17's resume policy (`resume`, `reuse_dir`)
+ADDED = {"params": {"scenario", "model.kind", "model.path", "resume", "reuse_dir"},
+         "summary_csv": {"scenario", "model.kind", "model.path", "resume", "reuse_dir"}}
 # issue 16: each end-to-end job also writes its ceilings and the stage that bounds it
 E2E_METRICS = {"decode_ceiling_fps", "infer_ceiling_fps", "e2e_vs_ceiling_pct"}
 E2E_ADDED = {"metrics": E2E_METRICS, "info": {"bound_by", "bound_basis"},

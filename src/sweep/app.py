@@ -7,9 +7,11 @@ report progress, return the headline.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -25,6 +27,7 @@ from sweep.config import SweepConfig, TrackingConfig, from_container, register_c
 from sweep.paths import conf_dir
 from sweep.progress import log as progress_log
 from sweep.progress import sweep_bar
+from sweep.redact import install_log_filter, redact
 from sweep.result import (
     RESULT_FILE,
     JobResult,
@@ -36,13 +39,16 @@ from sweep.result import (
     read_sweep_file,
     save_result,
     swept_keys,
+    try_write_config,
     write_config,
+    write_sweep_file,
 )
 from sweep.tracking import create_tracker
 
 log = logging.getLogger("sweep")
 
 register_configs()
+install_log_filter()  # before Hydra logs anything: its echo of the overrides is masked too
 # hydra/launcher=local_gpus runs as many jobs at once as `gpus` lists
 OmegaConf.register_new_resolver("sweep_count", lambda v: len(v) if v else 1, replace=True)
 
@@ -83,17 +89,25 @@ OmegaConf.register_new_resolver("sweep_groups", help_groups, replace=True)
 
 
 def _log_job(result: JobResult, job_dir: Path, tracking: TrackingConfig,
-             parent_id: str | None) -> None:
+             parent_id: str | None, sweep_dir: Path | None) -> None:
     """Log the finished job and note the run id (or the error) in its info; on failure keep
-    going (result.json holds everything)."""
+    going (result.json holds everything), and in a multirun let the later jobs skip the store
+    rather than each wait for it."""
     try:
         run_id = create_tracker(tracking).log_job(result.to_json(), job_dir, parent_id)
         result.info["mlflow_run_id"] = run_id
         result.info.pop("mlflow_error", None)
     except Exception as e:
+        where = sweep_dir or "DIR"
         log.warning("MLflow logging failed for %s (%s); the result is in %s; upload it later "
-                    "with python -m sweep.report DIR --log-to-mlflow", result.job, e, job_dir)
+                    "with python -m sweep.report %s --log-to-mlflow", result.job, e, job_dir,
+                    where)
         result.info["mlflow_error"] = f"{type(e).__name__}: {e}"
+        if sweep_dir is not None:
+            info = read_sweep_file(sweep_dir)
+            info["tracking_offline"] = result.info["mlflow_error"]
+            with contextlib.suppress(OSError):
+                write_sweep_file(sweep_dir, info)
 
 
 def _progress(result: JobResult, sweep_dir: Path | None, skipped: bool = False) -> str:
@@ -105,7 +119,8 @@ def _progress(result: JobResult, sweep_dir: Path | None, skipped: bool = False) 
     else:
         what = f"FAILED  {result.error}"
     if skipped:
-        what = f"skipped, finished before ({what}; force=true re-runs it)"
+        rerun = "force=true" if result.status == "ok" else "resume=retry_failed"
+        what = f"skipped, finished before ({what}; {rerun} re-runs it)"
     if notes := result.info.get("stability"):
         what += "  THROTTLED" if result.info.get("throttle") else "  UNSTEADY"
         what += f" ({len(notes)} note(s) in the report)"
@@ -199,13 +214,17 @@ def task(dcfg: DictConfig) -> float:
         result, skipped = _run_round(cfg, job_dir, data, digest, _swept(sweep_dir))
     else:
         result = None if cfg and cfg.force else _finished_before(job_dir, digest)
+        if result and result.status != "ok" and data.get("resume") == "retry_failed":
+            result = None
         skipped = result is not None
         if skipped:
             os.utime(job_dir / RESULT_FILE)  # counted as done in this run's progress
         else:
-            write_config(job_dir, data)
+            unwritable = try_write_config(job_dir, data)
             swept = _swept(sweep_dir)
-            if cfg:
+            if cfg and unwritable and cfg.isolation == "process":  # the worker reads config.yaml
+                result = failed_result(flatten(cfg), unwritable)
+            elif cfg:
                 result = _run(cfg, job_dir, swept)
             else:
                 result = failed_result(flatten(data), refused)
@@ -213,20 +232,30 @@ def task(dcfg: DictConfig) -> float:
             if not cfg:
                 save_result(result, job_dir)  # uploaded with the run, as a job's own would be
             result.info["config_digest"] = digest
-    # in rounds, the job is logged once, with all its rounds, after the last one
+    # a skipped job is looked up again (by its uid): a store that was deleted or emptied since
+    # gets it back, under this sweep's parent run. In rounds, a job is logged once, with all
+    # its rounds, after the last one.
     last_round = not in_rounds or len(result.info.get("rounds_done", [])) + len(
         result.info.get("rounds_failed", {})) >= cfg.bench.rounds
-    logging_now = tracking.enabled and not result.info.get("mlflow_run_id") and last_round
+    logged_as = result.info.get("mlflow_run_id")
+    logging_now = tracking.enabled and last_round
     if logging_now:
-        parent = read_sweep_file(sweep_dir).get("parent_run_id") if sweep_dir else None
-        _log_job(result, job_dir, tracking, parent)
-    if logging_now or not skipped:  # the digest and the MLflow run id join the saved result
-        save_result(result, job_dir)
-    progress_log.info(_progress(result, sweep_dir, skipped))  # console and app.log
+        sweep_info = read_sweep_file(sweep_dir) if sweep_dir else {}
+        if sweep_info.get("tracking_offline"):  # said once, when the multirun started
+            result.info["mlflow_error"] = f"not tried: {sweep_info['tracking_offline']}"
+        else:
+            _log_job(result, job_dir, tracking, sweep_info.get("parent_run_id"), sweep_dir)
+            if logged_as and result.info.get("mlflow_run_id") not in (None, logged_as):
+                progress_log.info(f"{result.job}: logged to MLflow again (the store no longer "
+                                  f"held run {logged_as})")
+    # the digest and the MLflow run id join the saved result
+    if (logging_now or not skipped) and not save_result(result, job_dir):
+        state.unsaved_jobs += 1
+    progress_log.info(redact(_progress(result, sweep_dir, skipped)))  # console and app.log
     if result.status != "ok":
         state.failed_jobs += 1 if sweep_dir is None else 0  # multiruns count at the end
         if sweep_dir is None:
-            print(f"error: {result.error}", file=sys.stderr)
+            print(f"error: {redact(result.error or '')}", file=sys.stderr)
     return objective(result)
 
 
@@ -242,7 +271,40 @@ def objective(result: JobResult) -> float:
     return float(value) if value is not None else math.nan
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what timeout, SLURM and systemd send), raised like Ctrl-C's KeyboardInterrupt so
+    that both end a sweep the same way: workers killed by process group, parent run KILLED."""
+
+    signum = signal.SIGTERM
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def _close_interrupted() -> None:
+    """Mark the running multirun's parent run KILLED (its finished jobs are logged already)."""
+    if state.open_parent is None:
+        return
+    tracking, parent_id = state.open_parent
+    state.open_parent = None
+    try:
+        create_tracker(tracking).kill_sweep(parent_id)
+    except Exception as e:
+        log.warning("MLflow parent run %s not marked KILLED (%s)", parent_id, e)
+
+
 def main() -> None:
-    """`python -m sweep`: exit status 1 when any job failed."""
-    task()
+    """`python -m sweep`: exit status 1 when any job failed, 128 + the signal's number when a
+    signal ended it."""
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        task()
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup
+        _close_interrupted()
+        print(f"sweep ended by {signal.Signals(signum).name}: unfinished jobs left no result; "
+              "run the same command again to resume", file=sys.stderr)
+        sys.exit(128 + signum)
     sys.exit(1 if state.failed_jobs else 0)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from sweep.config import ModelConfig
+from sweep.errors import config_error
 from sweep.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,13 @@ class ArtifactCache:
 
     @classmethod
     def open(cls, configured: str | None = None) -> ArtifactCache:
-        return cls(cache_dir(configured))
+        try:
+            return cls(cache_dir(configured))
+        except (FileExistsError, NotADirectoryError) as e:  # a file where a folder must be
+            raise config_error("cache_dir", configured or e.filename,
+                               f"{e.filename} is a file, not a folder",
+                               "Give a folder (cache_dir=<folder> or SWEEP_CACHE_DIR), or move "
+                               "the file away.") from e
 
     @staticmethod
     def model_identity(cfg: ModelConfig, model: nn.Module) -> dict[str, str]:

@@ -509,7 +509,10 @@ class TrackingConfig(Choice):
 
 
 # keys that say how a job is run, not what it measures (a resumed sweep ignores them)
-CONTROL_KEYS = ("tracking", "force", "isolation", "timeout_s", "gpus")
+CONTROL_KEYS = ("tracking", "force", "resume", "reuse_dir", "isolation", "timeout_s", "gpus")
+# what a re-run into the same folder does with a job that has a result: skip it either way, or
+# skip it only when it succeeded (force=true re-runs every job)
+RESUME = ("skip_finished", "retry_failed")
 
 
 @dataclass
@@ -533,6 +536,8 @@ class SweepConfig:
     isolation: str = "inline"
     timeout_s: float = 0.0  # per job, isolation=process only; 0 = none
     force: bool = False  # re-run jobs whose folder already holds a complete result
+    resume: str = "skip_finished"  # or retry_failed: re-run the jobs that failed before
+    reuse_dir: bool = False  # run into a folder that holds a different sweep (else refused)
     gpus: list[int] | None = None  # spread jobs over these GPUs, one each (isolation=process)
     fault: str | None = None  # inject a fault (hang, segfault, exit) to test isolation
     fault_at: dict[int, str] = field(default_factory=dict)  # {job number: fault}, chosen jobs
@@ -541,6 +546,7 @@ class SweepConfig:
         self.pipeline = self.pipeline or CurrentPipelineConfig()
         self.scenario = self.scenario or OfflineScenarioConfig()
         _choice("isolation", self.isolation, ISOLATIONS)
+        _choice("resume", self.resume, RESUME)
         _positive("timeout_s", self.timeout_s, 0)
         if self.fault is not None:
             _choice("fault", self.fault, FAULTS)

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from sweep.config import SweepConfig
+from sweep.redact import redact_file
 from sweep.result import (
     RESULT_FILE,
     WORKER_LOG,
@@ -75,13 +76,19 @@ def _tail(path: Path, lines: int = 5) -> str:
     return " | ".join(text[-lines:])
 
 
+def _kill_group(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 def run_isolated(cfg: SweepConfig, job_dir: Path) -> JobResult:
     """Run the job of `cfg` (already saved as job_dir/config.yaml) in a worker process."""
     (job_dir / RESULT_FILE).unlink(missing_ok=True)
     reason = None
     timeout_s = cfg.timeout_s
     with gpu_lease(cfg.gpus) as gpu:
-        env = dict(os.environ)
+        env = dict(os.environ, SWEEP_PARENT_PID=str(os.getpid()))
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(gpu)
         with open(job_dir / WORKER_LOG, "w") as log:
@@ -91,12 +98,12 @@ def run_isolated(cfg: SweepConfig, job_dir: Path) -> JobResult:
             try:
                 returncode = proc.wait(timeout=timeout_s or None)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)  # the worker and anything it started
-                proc.wait()
+                _kill_group(proc)  # the worker and anything it started
                 reason = f"timed out after {timeout_s:g} s (timeout_s) and was killed"
-            except BaseException:  # Ctrl-C: take the worker down with us
-                os.killpg(proc.pid, signal.SIGKILL)
+            except BaseException:  # Ctrl-C or SIGTERM: take the worker down with us
+                _kill_group(proc)
                 raise
+    redact_file(job_dir / WORKER_LOG)  # its tracebacks may quote secrets
     saved = load_result(job_dir)
     if saved is not None and reason is None:
         result = JobResult(**saved)

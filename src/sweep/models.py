@@ -89,21 +89,25 @@ def load_weights(model: nn.Module, cfg: ModelConfig) -> None:
         raise config_error("model.weights", cfg.weights, "no such file",
                            "Give the path of a .pth state dict, or model.weights=null for "
                            "random weights.")
+    if path.stat().st_size == 0:
+        raise config_error("model.weights", cfg.weights, "the file is empty (0 bytes)",
+                           "Save the weights again: torch.save(model.state_dict(), path).")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         refused = [line.strip() for line in str(e).splitlines() if "GLOBAL" in line]
+        refused = refused or [f"it imports {g}" for g in _code_globals(path)[:1]]
         if not refused:
-            raise ConfigError(
-                f"model.weights={cfg.weights!r} is not a readable PyTorch file") from e
+            raise ConfigError(f"model.weights={cfg.weights!r} is not a readable PyTorch file: "
+                              f"{_first_line(e)}") from e
         raise ConfigError(
             f"model.weights={cfg.weights!r} was refused by torch.load(weights_only=True): it holds "
             f"Python objects that could run code when loaded ({refused[0]}). Save only the "
             "tensors: torch.save(model.state_dict(), path)."
         ) from e
     except Exception as e:  # truncated zip, not a torch file at all
-        raise ConfigError(
-            f"model.weights={cfg.weights!r} is not a readable PyTorch file: {e}") from e
+        raise ConfigError(f"model.weights={cfg.weights!r} is not a readable PyTorch file: "
+                          f"{_first_line(e)}") from e
     for key in ("state_dict", "model"):  # common checkpoint wrappers
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -111,7 +115,7 @@ def load_weights(model: nn.Module, cfg: ModelConfig) -> None:
         raise ConfigError(f"model.weights={cfg.weights!r} holds a {type(state).__name__}, "
                           "not a state dict.")
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    problems = _mismatch(model.state_dict(), state)
+    problems = _mismatch(model.state_dict(), state, cfg.num_classes)
     if problems:
         raise ConfigError(
             f"model.weights={cfg.weights!r} does not fit model.name={cfg.name} "
@@ -120,7 +124,41 @@ def load_weights(model: nn.Module, cfg: ModelConfig) -> None:
     model.load_state_dict(state)
 
 
-def _mismatch(expected: dict, given: dict) -> str:
+def _first_line(e: BaseException) -> str:
+    """An exception's first line of text, or its type when it has none (EOFError(''))."""
+    text = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+_SAFE_MODULES = ("torch", "collections", "_codecs", "numpy", "builtins")
+
+
+def _code_globals(path: Path) -> list[str]:
+    """The importable names a pickle (a bare one, or a torch zip's data.pkl) would call that
+    are not tensor storage: what makes loading it run code."""
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                data = next((z.read(n) for n in z.namelist() if n.endswith("data.pkl")), b"")
+        else:
+            data = path.read_bytes()
+        found, strings = [], []
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
+                strings.append(arg)
+            elif op.name == "GLOBAL":
+                found.append(arg.replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+    except Exception:  # not a pickle we can walk: say only that it is unreadable
+        return []
+    return [g for g in found if g.split(".")[0] not in _SAFE_MODULES]
+
+
+def _mismatch(expected: dict, given: dict, num_classes: int | None = None) -> str:
     missing = [k for k in expected if k not in given]
     unexpected = [k for k in given if k not in expected]
     shapes = [f"{k} {tuple(given[k].shape)} vs {tuple(v.shape)} expected"
@@ -135,7 +173,7 @@ def _mismatch(expected: dict, given: dict) -> str:
         parts.append("shape mismatch: " + "; ".join(shapes[:3]))
         heads = ("fc.weight", "classifier.1.weight", "head.weight")
         head = [s for s in shapes if s.split()[0].endswith(heads)]
-        if head:
+        if head and head[0].split("(")[1].split(",")[0] != str(num_classes):
             classes = head[0].split("(")[1].split(",")[0]
             parts.append(f"the checkpoint's classifier has {classes} classes: "
                          "set model.num_classes to match")

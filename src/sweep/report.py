@@ -507,7 +507,9 @@ def main(argv: list[str] | None = None) -> int:
     print(recommendation(sweep, opts))
     if args.log_to_parent:
         print(f"logged to MLflow parent run {_log_to_parent(sweep, out_dir, args.tracking_uri)}")
-    return 0
+    for reason in sweep.corrupt:  # reported as failed jobs above; the exit status says so too
+        print(f"error: {reason}", file=sys.stderr)
+    return 1 if sweep.corrupt else 0
 
 
 if __name__ == "__main__":

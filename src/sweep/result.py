@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sweep.config import CONTROL_KEYS, PIPELINE_SCHEMAS
+from sweep.redact import MASK, is_secret_name, redact, redact_tree
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,8 @@ class JobResult:
     duration_s: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The record as written and logged: secrets masked (sweep.redact)."""
+        return redact_tree(asdict(self))
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -74,23 +76,27 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
         elif key in ("match", "peak_tflops", "source", "description"):
             continue  # hardware datasheet details: in info, not params
         else:
-            out[name] = redact(value) if isinstance(value, str) else value
+            out[name] = MASK if is_secret_name(name) else redact_tree(value)
     return out
-
-
-_CREDENTIALS = re.compile(r"(?<=://)([^:/@\s]+):([^@/\s]+)@")
-
-
-def redact(text: str) -> str:
-    """Hide the password of a URI (postgresql://user:secret@host -> postgresql://user:***@host)."""
-    return _CREDENTIALS.sub(lambda m: f"{m.group(1)}:***@", text)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write to a temporary name and rename: a killed job never leaves a half-written file."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
+    try:
+        tmp.write_text(json.dumps(data, indent=2, default=str))
+    except OSError:
+        _discard(tmp)
+        raise
     os.replace(tmp, path)
+
+
+def _discard(path: Path) -> None:
+    """Remove what a failed write left (on a full disk, a partial file that frees space)."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def save_result(result: JobResult, job_dir: Path) -> bool:
@@ -108,14 +114,35 @@ def save_result(result: JobResult, job_dir: Path) -> bool:
         return False
 
 
+class CorruptResultError(ValueError):
+    """A result.json that is there but is not a readable result; the message names the file."""
+
+
+def read_result(job_dir: Path) -> dict[str, Any]:
+    """The job folder's result.json; CorruptResultError (naming the file) when it cannot be
+    read as a finished result, OSError when it cannot be opened."""
+    path = Path(job_dir) / RESULT_FILE
+    text = path.read_text(errors="replace")
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise CorruptResultError(f"{path} is not a readable result ({type(e).__name__}: {e}); "
+                                 "delete it and re-run the sweep to measure that job again") from e
+    if not isinstance(data, dict) or data.get("status") not in ("ok", "failed") or \
+            not isinstance(data.get("job"), str):
+        raise CorruptResultError(f"{path} is not a result (no job name, or status is neither ok "
+                                 "nor failed); delete it and re-run the sweep to measure that "
+                                 "job again")
+    return data
+
+
 def load_result(job_dir: Path) -> dict[str, Any] | None:
     """The job folder's finished result (ok or failed), or None when there is none or it is
     unreadable (an interrupted job leaves at most a .tmp file, never a partial result.json)."""
     try:
-        data = json.loads((job_dir / RESULT_FILE).read_text())
+        return read_result(job_dir)
     except (OSError, ValueError):
         return None
-    return data if data.get("status") in ("ok", "failed") else None
 
 
 def write_samples(job_dir: Path, samples: dict[str, Any]) -> None:
@@ -150,7 +177,18 @@ def write_config(job_dir: Path, data: dict[str, Any]) -> None:
     """The job's resolved config as config.yaml (what isolation=process's worker runs)."""
     from omegaconf import OmegaConf
 
-    (job_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(data))
+    (job_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(redact_tree(data)))
+
+
+def try_write_config(job_dir: Path, data: dict[str, Any]) -> str | None:
+    """write_config, with a failure (disk full) returned as its reason instead of raised."""
+    try:
+        write_config(job_dir, data)
+        return None
+    except OSError as e:
+        log.error("could not write %s: %s", job_dir / CONFIG_FILE, e)
+        _discard(job_dir / CONFIG_FILE)
+        return f"{CONFIG_FILE} not written: {e}"
 
 
 def read_config(job_dir: Path) -> dict[str, Any]:
@@ -159,8 +197,16 @@ def read_config(job_dir: Path) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.load(job_dir / CONFIG_FILE), resolve=True)
 
 
-def write_error(job_dir: Path, text: str) -> None:
-    (job_dir / ERROR_FILE).write_text(text)
+def write_error(job_dir: Path, text: str) -> bool:
+    """error.txt; called from error handlers, so a folder that cannot take it (disk full) is
+    logged, never raised. Returns whether it was written."""
+    try:
+        (job_dir / ERROR_FILE).write_text(redact(text))
+        return True
+    except OSError as e:
+        log.error("could not write %s: %s", job_dir / ERROR_FILE, e)
+        _discard(job_dir / ERROR_FILE)
+        return False
 
 
 def config_digest(data: dict[str, Any]) -> str:
@@ -276,4 +322,4 @@ def read_sweep_file(sweep_dir: Path) -> dict[str, Any]:
 
 
 def write_sweep_file(sweep_dir: Path, info: dict[str, Any]) -> None:
-    write_json_atomic(Path(sweep_dir) / SWEEP_FILE, info)
+    write_json_atomic(Path(sweep_dir) / SWEEP_FILE, redact_tree(info))

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from sweep.result import (
-    RESULT_FILE,
     SAMPLES_FILE,
+    CorruptResultError,
     job_dirs,
     job_order,
+    read_result,
     read_samples,
     read_sweep_file,
     sweep_name,
@@ -44,6 +45,7 @@ class Sweep:
     source: str = ""
     parent_run_id: str | None = None
     tracking_uri: str | None = None
+    corrupt: list[str] = field(default_factory=list)  # why each unreadable result.json is so
 
     def ok(self) -> list[dict[str, Any]]:
         return [r for r in self.rows if r.get("status") == "ok"]
@@ -85,7 +87,12 @@ def to_row(result: dict[str, Any], job_dir: str) -> dict[str, Any]:
 
 def collect(sweep_dir: Path) -> list[dict[str, Any]]:
     """One flat row per job folder that holds a result.json."""
-    return [to_row(json.loads((d / RESULT_FILE).read_text()), d.name) for d in job_dirs(sweep_dir)]
+    return load_dir(sweep_dir).rows
+
+
+def _unreadable_row(job_dir: Path, reason: str) -> dict[str, Any]:
+    """A corrupt result.json counts as a failed job, named by its folder, with the reason."""
+    return {"job_dir": job_dir.name, "job": job_dir.name, "status": "failed", "error": reason}
 
 
 def _union(keys: Iterator[str]) -> list[str]:
@@ -95,16 +102,21 @@ def _union(keys: Iterator[str]) -> list[str]:
 def load_dir(sweep_dir: Path) -> Sweep:
     """A multirun folder: result.json and samples.json of every job folder."""
     sweep_dir = Path(sweep_dir)
-    rows, params, samples = [], [], {}
+    rows, params, samples, corrupt = [], [], {}, []
     for d in job_dirs(sweep_dir):
-        result = json.loads((d / RESULT_FILE).read_text())
+        try:
+            result = read_result(d)
+        except (CorruptResultError, OSError) as e:
+            corrupt.append(str(e))
+            rows.append(_unreadable_row(d, str(e)))
+            continue
         rows.append(to_row(result, d.name))
         params.extend(result.get("params", {}))
         if (s := read_samples(d / SAMPLES_FILE)) is not None:
             samples[d.name] = s
     info = read_sweep_file(sweep_dir)
     return Sweep(sweep_name(sweep_dir), rows, _union(iter(params)), samples, str(sweep_dir),
-                 info.get("parent_run_id"), info.get("tracking_uri"))
+                 info.get("parent_run_id"), info.get("tracking_uri"), corrupt)
 
 
 def guess_params(columns: list[str]) -> list[str]:

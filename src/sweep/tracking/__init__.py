@@ -9,9 +9,12 @@ a finished sweep), then the config's `tracking.uri`, then `sqlite:///mlflow.db`.
 from __future__ import annotations
 
 import os
+import socket
+import urllib.parse
 from pathlib import Path
 
 from sweep.config import TrackingConfig
+from sweep.redact import masked
 from sweep.result import (
     JobResult,
     job_dirs,
@@ -22,17 +25,36 @@ from sweep.result import (
 )
 from sweep.tracking.base import Tracker
 
-__all__ = ["DEFAULT_URI", "Tracker", "create_tracker", "resolve_uri", "upload_sweep"]
+__all__ = ["DEFAULT_URI", "Tracker", "create_tracker", "resolve_uri", "unreachable",
+           "upload_sweep"]
 
 DEFAULT_URI = TrackingConfig.uri
+# one short attempt per sweep: a dead server must not cost MLflow's retries for every job
+CONNECT_TIMEOUT_S = 5.0
 _open: dict[tuple[str, str, str], Tracker] = {}
 
 
 def resolve_uri(explicit: str | None = None, recorded: str | None = None,
                 configured: str | None = None) -> str:
-    """The tracking URI to use (precedence in the module docstring)."""
+    """The tracking URI to use (precedence in the module docstring); a recorded URI whose
+    password was masked is passed over (give it with --tracking-uri or MLFLOW_TRACKING_URI)."""
+    recorded, configured = (None if masked(u) else u for u in (recorded, configured))
     return (explicit or os.environ.get("MLFLOW_TRACKING_URI") or recorded or configured
             or DEFAULT_URI)
+
+
+def unreachable(uri: str, timeout_s: float = CONNECT_TIMEOUT_S) -> str | None:
+    """Why the tracking server at `uri` cannot be reached within `timeout_s`, or None. Only
+    servers (http, https) are probed; a local store's failures surface when it is opened."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout_s):
+            return None
+    except OSError as e:
+        return f"{parts.hostname}:{port} did not answer within {timeout_s:g} s ({e})"
 
 
 def create_tracker(cfg: TrackingConfig, explicit_uri: str | None = None,

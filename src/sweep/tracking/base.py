@@ -29,6 +29,10 @@ class Tracker(ABC):
         """Log the sweep's own metrics and close its parent run."""
 
     @abstractmethod
+    def kill_sweep(self, parent_id: str) -> None:
+        """Close the parent run of a sweep that a signal ended (SIGINT, SIGTERM)."""
+
+    @abstractmethod
     def log_report(self, parent_id: str, out_dir: Path) -> None:
         """Attach the report files and plots in `out_dir` to the parent run."""
 

@@ -7,6 +7,7 @@ each other.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import tempfile
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sweep.config import PipelineConfig, RuntimeConfig, ScenarioConfig, TrackingConfig
+from sweep.redact import is_secret_name, redact
 from sweep.result import (
     JOB_ARTIFACTS,
     PLOTS_DIR,
@@ -22,16 +24,14 @@ from sweep.result import (
     SAMPLES_FILE,
     flatten,
     read_samples,
-    redact,
     sweep_name,
 )
 from sweep.sources import NOT_APPLICABLE, Sweep, sweep_from_runs
 from sweep.tracking.base import Tracker
 
+log = logging.getLogger(__name__)
 # MLflow 3's UI otherwise opens an experiment on its GenAI traces overview, not the runs table
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
-# never log values of environment variables whose names look like secrets
-SECRET = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.I)
 PAGE = 1000  # runs per search page
 
 
@@ -88,8 +88,13 @@ class MlflowTracker(Tracker):
 
     def open_sweep(self, sweep_dir: Path, info: dict[str, Any]) -> str:
         before = info.get("parent_run_id")
-        if before and info.get("tracking_uri") == self.uri and self._reopen(before):
+        recorded = info.get("tracking_uri")
+        if before and recorded in (self.uri, redact(self.uri)) and self._reopen(before):
             return before
+        if before:
+            log.warning("the MLflow store at %s does not hold this sweep's parent run %s "
+                        "(deleted or emptied, or another store): a new parent run is made and "
+                        "the finished jobs are logged to it again", redact(self.uri), before)
         params = {k: redact(v) for k, _, v in
                   (o.partition("=") for o in info.get("overrides", []) if "=" in o)}
         tags = {"sweep.dir": str(Path(sweep_dir).resolve()), "sweep.role": "parent"}
@@ -111,6 +116,9 @@ class MlflowTracker(Tracker):
     def finish_sweep(self, parent_id: str, metrics: dict[str, float], failed: bool) -> None:
         self._log_metrics(parent_id, metrics)
         self.client.set_terminated(parent_id, "FAILED" if failed else "FINISHED")
+
+    def kill_sweep(self, parent_id: str) -> None:
+        self.client.set_terminated(parent_id, "KILLED")
 
     def log_report(self, parent_id: str, out_dir: Path) -> None:
         """Also tags the parent run with the recommendation of summary.json."""
@@ -174,7 +182,7 @@ class MlflowTracker(Tracker):
         from mlflow.entities import Param
 
         items = [Param(param_key(k), str(v)[:6000]) for k, v in params.items()
-                 if not SECRET.search(k)]
+                 if not is_secret_name(k)]
         for i in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[i:i + 100])
 
