@@ -94,3 +94,29 @@ def test_freezing_bypasses_fx_graph_cache_and_is_reset_after_the_job(tmp_path):
     assert prepared.cache == "miss"
     assert "bypass" in prepared.info["fxgraph_cache"]
     assert inductor_config.freezing is saved
+
+
+@pytest.mark.slow
+def test_a_damaged_compiled_artifact_in_the_cache_is_rebuilt(tmp_path, cache_dir):
+    """Issue 17, item 11: a truncated .so in the inductor cache made every later compile job
+    fail with `ImportError: ... file too short`; the cache rebuilds it instead."""
+    import json
+
+    from conftest import QUICK, run_cli
+    from test_models_files import tiny
+
+    torch.export.save(torch.export.export(tiny(), (torch.zeros(2, 3, 32, 32),)),
+                      str(tmp_path / "tiny.pt2"))
+    args = ["model=exported", "model.path=tiny.pt2", "runtime=compile", "batch=2", "device=cpu",
+            "tracking.enabled=false", *QUICK]
+    first = run_cli([*args, "hydra.run.dir=first"], tmp_path, cache_dir)
+    assert first.returncode == 0, first.stderr[-2000:]
+    libraries = list((cache_dir / "inductor").rglob("*.so"))
+    assert libraries
+    for lib in libraries:  # what a job killed while writing leaves behind
+        lib.write_bytes(lib.read_bytes()[:100])
+    again = run_cli([*args, "hydra.run.dir=again"], tmp_path, cache_dir)
+    assert again.returncode == 0, again.stderr[-2000:]
+    info = json.loads((tmp_path / "again" / "result.json").read_text())["info"]
+    assert "discarded and rebuilt" in info["cache_rebuilt"] and info["cache"] == "miss"
+    assert all(lib.stat().st_size > 100 for lib in (cache_dir / "inductor").rglob("*.so"))

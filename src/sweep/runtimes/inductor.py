@@ -24,7 +24,9 @@ before the next call.
 from __future__ import annotations
 
 import os
+import shutil
 import time
+import traceback
 
 import torch
 import torch._functorch.config as functorch_config
@@ -75,6 +77,34 @@ def _set_cache_dir(path: str | None) -> None:
     clear_caches()
 
 
+# what loading a damaged compiled artifact raises (a truncated .so, a cut pickle)
+_DAMAGE = ("file too short", "cannot read file data", "invalid ELF header", "EOFError",
+           "UnpicklingError", "truncated", "not a valid")
+
+
+def _damaged_cache(error: BaseException, cache_dir) -> bool:
+    """Whether `error` is inductor failing to load something from its cache under `cache_dir`
+    (not a model the compiler cannot handle: that fails the job as it is)."""
+    text = "".join(traceback.format_exception(error))
+    return str(cache_dir) in text and any(sign in text for sign in _DAMAGE)
+
+
+def _discard(cache_dir, error: BaseException) -> str:
+    """Move the inductor cache aside (a rename: jobs still reading it keep their files), remove
+    it, forget what this process loaded from it; say what was found."""
+    from torch._inductor.utils import clear_caches
+
+    aside = cache_dir.with_name(f"{cache_dir.name}.damaged-{os.getpid()}-{time.time_ns()}")
+    os.replace(cache_dir, aside)
+    shutil.rmtree(aside, ignore_errors=True)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    torch._dynamo.reset()
+    clear_caches()
+    line = str(error).strip().splitlines()
+    reason = next((ln for ln in line if any(s in ln for s in _DAMAGE)), line[-1] if line else "")
+    return f"a damaged entry in the inductor cache was discarded and rebuilt ({reason[:300]})"
+
+
 class CompileRuntime(TorchRuntime):
     """Eager torch's placement of the model, run through torch.compile(backend="inductor")."""
 
@@ -100,14 +130,14 @@ class CompileRuntime(TorchRuntime):
             memory_format=self.input_memory_format)
         before = _fx_cache_counts()
         t0 = time.perf_counter()
-        self.compiled = torch.compile(self.model, backend="inductor", mode=self.cfg.mode,
-                                      fullgraph=self.cfg.fullgraph, dynamic=self.cfg.dynamic)
-        # CUDA graph trees warm up on the first call and record on the second: both belong to
-        # preparing, so the job's first_infer_ms is the first replay.
-        for _ in range(2 if self._cudagraphs else 1):
-            self.infer(x)
-        if self.ctx.device.type == "cuda":
-            torch.cuda.synchronize(self.ctx.device)
+        rebuilt = None
+        try:
+            self._compile(x)
+        except Exception as e:  # a damaged cache entry is rebuilt, never trusted
+            if not _damaged_cache(e, cache_dir):
+                raise
+            rebuilt = _discard(cache_dir, e)
+            self._compile(x)
         export_s = time.perf_counter() - t0
         hits, misses, bypasses = (n - b for n, b in zip(_fx_cache_counts(), before, strict=True))
 
@@ -119,7 +149,20 @@ class CompileRuntime(TorchRuntime):
         info = {"compile_mode": self.cfg.mode, "cudagraphs": str(self._cudagraphs).lower(),
                 "fxgraph_cache": fx if caching else "disabled (force_disable_caches)",
                 "inductor_cache_dir": str(cache_dir)}
+        if rebuilt:
+            info["cache_rebuilt"] = rebuilt
+            status = "miss"
         return Prepared(export_s=export_s, cache=status, info=info)
+
+    def _compile(self, x: torch.Tensor) -> None:
+        self.compiled = torch.compile(self.model, backend="inductor", mode=self.cfg.mode,
+                                      fullgraph=self.cfg.fullgraph, dynamic=self.cfg.dynamic)
+        # CUDA graph trees warm up on the first call and record on the second: both belong to
+        # preparing, so the job's first_infer_ms is the first replay.
+        for _ in range(2 if self._cudagraphs else 1):
+            self.infer(x)
+        if self.ctx.device.type == "cuda":
+            torch.cuda.synchronize(self.ctx.device)
 
     @torch.inference_mode()
     def infer(self, x: torch.Tensor) -> torch.Tensor:
