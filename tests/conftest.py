@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+# The pipeline tests' image set: its resolution and batch.
+SET_RES, SET_BATCH = 32, 4
 # Small and quick: what every subprocess job in the tests adds to its overrides.
 QUICK = ["resolution=32", "bench.warmup=1", "bench.min_iters=3", "bench.min_seconds=0.05",
          "check.samples=4"]
@@ -118,3 +120,43 @@ def postgres_uri() -> Iterator[str]:
         proc.terminate()
         proc.wait(timeout=30)
         shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """An evaluation set (4 classes x 6, JPEG and PNG) and resnet18 weights whose classifier was
+    fitted on a separate training set of the same classes at SET_RES: accuracy and agreement
+    mean something."""
+    from sweep.demo_data import fit_head, generate
+
+    base = tmp_path_factory.mktemp("sets")
+    generate(base / "train", classes=4, per_class=12, seed=1)
+    generate(base / "eval", classes=4, per_class=6, seed=0)
+    weights = base / "head.pth"
+    assert fit_head(base / "train", weights, resolution=SET_RES) == 100.0
+    return base / "eval", weights
+
+
+@contextlib.contextmanager
+def fitted_runtime(weights: Path, device) -> Iterator:
+    """Eager PyTorch on `device`, prepared with the fitted model of `trained`."""
+    import torch
+
+    from sweep.config import ModelConfig, TorchRuntimeConfig
+    from sweep.models import build_model
+    from sweep.runtimes import JobContext, create_runtime
+
+    ctx = JobContext(device=device, precision="fp32", batch=SET_BATCH, resolution=SET_RES,
+                     channels_last=False, cache=None)
+    rt = create_runtime(TorchRuntimeConfig(), ctx)
+    rt.prepare(build_model(ModelConfig(weights=str(weights), num_classes=4)),
+               torch.zeros(SET_BATCH, 3, SET_RES, SET_RES))
+    try:
+        yield rt
+    finally:
+        rt.close()
+
+
+def image_files(root: Path) -> list[Path]:
+    """The images of a set, in a stable order."""
+    return sorted(p for p in root.rglob("*") if p.suffix in (".jpg", ".png"))

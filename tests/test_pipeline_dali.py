@@ -13,7 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import QUICK, only_sweep_dir, run_cli
+from conftest import (
+    QUICK,
+    SET_BATCH,
+    SET_RES,
+    fitted_runtime,
+    image_files,
+    only_sweep_dir,
+    run_cli,
+)
 from PIL import Image
 
 from sweep.config import (
@@ -26,7 +34,6 @@ from sweep.config import (
     TrackingConfig,
     pipeline_config,
 )
-from sweep.demo_data import fit_head, generate
 from sweep.errors import ConfigError
 from sweep.models import build_model
 from sweep.pipelines import create_pipeline
@@ -43,36 +50,14 @@ from sweep.scenarios.end_to_end import (
 
 pytest.importorskip("nvidia.dali", reason="pipeline=dali needs nvidia-dali-cuda130 ('.[dali]')")
 
-RES = 32
-BATCH = 4
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, Path]:
-    """An evaluation set (4 classes x 6, JPEG and PNG) and resnet18 weights fitted on a separate
-    training set of the same classes: accuracy and agreement mean something."""
-    base = tmp_path_factory.mktemp("sets")
-    generate(base / "train", classes=4, per_class=12, seed=1)
-    generate(base / "eval", classes=4, per_class=6, seed=0)
-    weights = base / "head.pth"
-    assert fit_head(base / "train", weights, resolution=RES) == 100.0
-    return base / "eval", weights
+RES, BATCH = SET_RES, SET_BATCH
 
 
 @pytest.fixture(scope="module")
 def runtime(trained):
-    _, weights = trained
-    ctx = JobContext(device=torch.device("cpu"), precision="fp32", batch=BATCH, resolution=RES,
-                     channels_last=False, cache=None)
-    rt = create_runtime(TorchRuntimeConfig(), ctx)
-    rt.prepare(build_model(ModelConfig(weights=str(weights), num_classes=4)),
-               torch.zeros(BATCH, 3, RES, RES))
-    yield rt
-    rt.close()
-
-
-def files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.suffix in (".jpg", ".png"))
+    """Eager PyTorch prepared with the fitted model (shared by the tests)."""
+    with fitted_runtime(trained[1], torch.device("cpu")) as rt:
+        yield rt
 
 
 def context(dtype=torch.float32, memory_format=torch.contiguous_format) -> PipelineContext:
@@ -107,7 +92,7 @@ def test_dali_batches_are_currents_preprocessing_in_the_runtimes_dtype_and_layou
     the decoded pixels are the same (libjpeg-turbo in both), but DALI's resampling is not PIL's
     code, and the levels differ by a few here and there, most of all in the images' first
     column; on average by well under one level."""
-    paths = files(trained[0])
+    paths = image_files(trained[0])
     ctx = context(dtype, memory_format)
     with closing(create_pipeline(pipeline_config("dali"), ctx)) as dali, \
             closing(CurrentPipeline(pipeline_config(), context())) as current:
@@ -129,7 +114,7 @@ def test_dali_batches_are_currents_preprocessing_in_the_runtimes_dtype_and_layou
 def test_dali_stream_left_early_leaves_no_batch_behind(trained):
     """A stream closed while DALI has batches prefetched: the next stream starts with its own
     first files, not with the batches the last one left."""
-    paths = files(trained[0])
+    paths = image_files(trained[0])
     a, b = paths[:BATCH], paths[BATCH:2 * BATCH]
     with closing(create_pipeline(pipeline_config("dali", prefetch=3), context())) as dali:
         only_b = dali.to_device(dali.preprocess(dali.decode(b)))
@@ -166,7 +151,7 @@ def test_dali_reads_grayscale_cmyk_and_png_as_current_does(tmp_path, runtime):
     rgb.save(tmp_path / "a" / "plain.png")
     rgb.convert("CMYK").save(tmp_path / "a" / "cmyk.jpg", quality=95)
     rgb.save(tmp_path / "a" / "plain.jpg", quality=95)
-    paths = files(tmp_path)
+    paths = image_files(tmp_path)
     with closing(create_pipeline(pipeline_config("dali"), context())) as dali, \
             closing(CurrentPipeline(pipeline_config(), context())) as current:
         got = levels(dali.preprocess(dali.decode(paths)))
@@ -291,7 +276,7 @@ def test_dali_on_the_gpu_agrees_with_current_and_stays_on_the_device(trained, me
         pctx = PipelineContext(device=device, batch=BATCH, resolution=RES, dtype=rt.input_dtype,
                                memory_format=rt.input_memory_format)
         with closing(create_pipeline(pipeline_config("dali"), pctx)) as dali:
-            (x,) = list(dali.batches([files(root)[:BATCH]]))
+            (x,) = list(dali.batches([image_files(root)[:BATCH]]))
         assert x.device.type == "cuda" and x.dtype == rt.input_dtype
         assert x.is_contiguous(memory_format=rt.input_memory_format)
         cfg = job_config(root, "dali", weights)
@@ -308,7 +293,7 @@ def test_a_ceiling_is_the_faster_of_its_run_and_the_instrumented_pass(trained, r
     (as if measured on an idle host) found decoding and inference far faster than any run
     here can, the ceilings are those figures."""
     root, _ = trained
-    paths = files(root)
+    paths = image_files(root)
     with closing(CurrentPipeline(pipeline_config(), context())) as pipe:
         metrics, info = measure_ceilings(pipe, runtime, paths, BATCH, 3, 0.01,
                                          torch.device("cpu"), 10.0,

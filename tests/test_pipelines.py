@@ -17,7 +17,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import QUICK, only_sweep_dir, run_cli
+from conftest import (
+    QUICK,
+    SET_BATCH,
+    SET_RES,
+    fitted_runtime,
+    image_files,
+    only_sweep_dir,
+    run_cli,
+)
 from PIL import Image
 
 from sweep.config import (
@@ -31,9 +39,7 @@ from sweep.config import (
     TrackingConfig,
     pipeline_config,
 )
-from sweep.demo_data import fit_head, generate
 from sweep.job import run_job
-from sweep.models import build_model
 from sweep.pipelines import create_pipeline
 from sweep.pipelines.base import (
     PipelineContext,
@@ -45,39 +51,19 @@ from sweep.pipelines.base import (
 )
 from sweep.pipelines.current import CurrentPipeline
 from sweep.pipelines.gpu import cpu_decode_reason, group_by_size, resize_levels
-from sweep.runtimes import JobContext, UnsupportedError, create_runtime
+from sweep.runtimes import UnsupportedError
 from sweep.scenarios.end_to_end import STAGES, measure_end_to_end, time_stages, time_stream
 
-RES = 32
-BATCH = 4
+RES, BATCH = SET_RES, SET_BATCH
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="pipeline=gpu decodes with nvJPEG: needs CUDA")
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, Path]:
-    """An evaluation set (4 classes x 6) and resnet18 weights whose classifier was fitted on a
-    separate training set of the same classes at RES: accuracy means something."""
-    base = tmp_path_factory.mktemp("sets")
-    generate(base / "train", classes=4, per_class=12, seed=1)
-    generate(base / "eval", classes=4, per_class=6, seed=0)
-    weights = base / "head.pth"
-    assert fit_head(base / "train", weights, resolution=RES) == 100.0
-    return base / "eval", weights
-
-
-@pytest.fixture(scope="module")
 def runtime(trained):
-    """Eager PyTorch on the device, prepared with the fitted model (shared by the tests)."""
-    _, weights = trained
-    device = torch.device("cuda" if CUDA else "cpu")
-    ctx = JobContext(device=device, precision="fp32", batch=BATCH, resolution=RES,
-                     channels_last=False, cache=None)
-    rt = create_runtime(TorchRuntimeConfig(), ctx)
-    rt.prepare(build_model(ModelConfig(weights=str(weights), num_classes=4)),
-               torch.zeros(BATCH, 3, RES, RES))
-    yield rt
-    rt.close()
+    """Eager PyTorch prepared with the fitted model (shared by the tests)."""
+    with fitted_runtime(trained[1], torch.device("cuda" if CUDA else "cpu")) as rt:
+        yield rt
 
 
 def job_config(root: Path | None, pipeline: str = "current", weights: Path | None = None,
@@ -109,10 +95,6 @@ def resize_tensor(img: torch.Tensor, resolution: int) -> torch.Tensor:
     return out[0].round_().clamp_(0, 255).to(torch.uint8)
 
 
-def files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.suffix in (".jpg", ".png"))
-
-
 def jpeg_bytes(img: Image.Image, **kwargs) -> bytes:
     buf = io.BytesIO()
     img.save(buf, "JPEG", **kwargs)
@@ -122,7 +104,7 @@ def jpeg_bytes(img: Image.Image, **kwargs) -> bytes:
 # --- the same preprocessing in every pipeline ---------------------------------------------------
 
 def test_current_and_fast_build_identical_batches(trained):
-    paths = files(trained[0])[:BATCH]
+    paths = image_files(trained[0])[:BATCH]
     current = create_pipeline(pipeline_config("current"), context())
     fast = create_pipeline(pipeline_config("fast", workers=2), context())
     inline = create_pipeline(pipeline_config("fast", workers=2, prefetch=0), context())
@@ -292,7 +274,7 @@ def test_gpu_resize_follows_pil_within_one_level(trained, runtime):
     CPU, differs from PIL's by at most one grey level and changes no prediction."""
     from torchvision.transforms.functional import pil_to_tensor
 
-    images = [read_rgb(p) for p in files(trained[0])]
+    images = [read_rgb(p) for p in image_files(trained[0])]
     cpu = torch.stack([resize_pil(img, RES) for img in images])
     gpu_like = resize_levels([pil_to_tensor(img) for img in images], RES).to(torch.uint8)
     diff = (cpu.int() - gpu_like.int()).abs()
@@ -360,7 +342,7 @@ def test_stage_times_account_for_the_end_to_end_time(trained, runtime, one_threa
     times, as measure_end_to_end runs them, and the fastest of each are compared, with a margin
     of a third both ways. (One pair, not alternated, once missed by 37% on a CI machine.)"""
     root, _ = trained
-    paths = files(root)
+    paths = image_files(root)
     device = runtime.ctx.device
     need = -(-len(paths) // BATCH)
     e2e, stages = [], []
@@ -392,7 +374,7 @@ def test_instrumented_pass_leaves_the_first_batch_out(trained, runtime):
     root, _ = trained
     device = runtime.ctx.device
     with closing(ColdStartPipeline(pipeline_config(), context(device.type))) as pipe:
-        timed = time_stages(pipe, runtime, files(root), BATCH, 3, 0.1, device)
+        timed = time_stages(pipe, runtime, image_files(root), BATCH, 3, 0.1, device)
     timed_images = (pipe.decodes - 1) * BATCH
     assert timed_images >= 3 * BATCH, (pipe.decodes, timed)
     assert timed["decode_ms"] * timed_images < 500  # the start's 1000 ms not among them
@@ -472,7 +454,7 @@ def test_worker_process_streams_the_same_batches_and_can_be_left_early(trained):
     """Two workers run the same pipeline in spawned processes and fill shared slots: the same
     batches as the in-process path, in order; a stream left early is wound up, and the next
     stream of the same workers starts clean; the workers serve every stream until close."""
-    paths = files(trained[0])
+    paths = image_files(trained[0])
     chunks = [paths[i:i + BATCH] for i in range(0, 24, BATCH)]
     inproc = create_pipeline(pipeline_config("fast", workers=2), context())
     worker = create_pipeline(pipeline_config("fast", workers=2, processes=2), context())
@@ -502,7 +484,7 @@ def test_worker_process_raises_the_pipelines_error_and_serves_on(tmp_path, train
     worker's traceback attached; the worker stays up for the next stream."""
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not an image")
-    good = files(trained[0])[:BATCH]
+    good = image_files(trained[0])[:BATCH]
     worker = create_pipeline(pipeline_config("current", processes=1), context())
     try:
         with pytest.raises(Exception) as e:
@@ -519,7 +501,7 @@ def test_a_killed_worker_fails_the_stream_instead_of_hanging(trained):
 
     from sweep.pipelines.process import WorkerDied
 
-    paths = files(trained[0])
+    paths = image_files(trained[0])
     worker = create_pipeline(pipeline_config("current", processes=1), context())
     try:
         it = worker.batches(paths[i:i + BATCH] for i in range(0, 24, BATCH))
@@ -575,7 +557,7 @@ def test_gpu_pipeline_overlapped_batches_match_the_staged_ones(trained, flags, a
     ctx = PipelineContext(device=torch.device("cuda"), batch=BATCH, resolution=RES,
                           dtype=torch.float16, memory_format=torch.channels_last, **flags)
     pipe = create_pipeline(pipeline_config("gpu", prefetch=ahead, processes=process), ctx)
-    chunks = [files(root)[i:i + BATCH] for i in range(0, 24, BATCH)]
+    chunks = [image_files(root)[i:i + BATCH] for i in range(0, 24, BATCH)]
     try:
         staged = [pipe.to_device(pipe.preprocess(pipe.decode(c))) for c in chunks]
         streamed = [x.clone() for x in pipe.batches(chunks)]
