@@ -14,9 +14,7 @@ source benchmarks/gpu/setup_device.sh
 out=${OUT:-results}
 mkdir -p "$out"
 w=/tmp/dali-verify
-python3 -m sweep.demo_data generate $w/j512 --classes 4 --per-class 64 --min-size 512 --max-size 512 --png-every 0 >/dev/null
-python3 -m sweep.demo_data generate $w/train --classes 4 --per-class 32 --min-size 200 --max-size 640 --seed 1 >/dev/null
-python3 -m sweep.demo_data fit-head $w/train $w/head.pth --resolution 256 | tail -1
+bash benchmarks/gpu/jpeg_set.sh $w
 if [ -z "${SKIP_TESTS:-}" ]; then  # SKIP_TESTS=1: not the tests
   timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_pipeline_dali.py 2>&1 | tail -3 | tee "$out/pytest.txt"
 fi

@@ -29,11 +29,7 @@ case $part in
     done ;;
   e2e)
     w=/tmp/e2e-verify
-    python3 -m sweep.demo_data generate $w/j512 --classes 4 --per-class 64 --min-size 512 \
-      --max-size 512 --png-every 0 >/dev/null
-    python3 -m sweep.demo_data generate $w/train --classes 4 --per-class 32 --min-size 200 \
-      --max-size 640 --seed 1 >/dev/null
-    python3 -m sweep.demo_data fit-head $w/train $w/head.pth --resolution 256 | tail -1
+    bash benchmarks/gpu/jpeg_set.sh $w
     common="data=imagefolder data.root=$w/j512 precision=fp16 batch=32 resolution=256
       model.weights=$w/head.pth model.num_classes=4 tracking.enabled=false bench.min_seconds=2"
     for round in 1 2; do
