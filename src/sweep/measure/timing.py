@@ -3,8 +3,11 @@
 Every sample is kept. On CUDA each call is bracketed by CUDA events recorded on the current
 stream, and the host never lets the GPU run dry because of the timing itself: calls are issued in
 chunks, and the host waits for chunk k (and reads its events) only after chunk k+1 is queued
-behind it; the warmup's calls are not waited for either (waiting for each chunk first idles the
-GPU at every chunk boundary: benchmarks/results/h100_runtimes_2026-11-24). On the CPU
+behind it (waiting for each chunk first idles the GPU at every chunk boundary:
+benchmarks/results/h100_runtimes_2026-11-24). The warmup's calls are waited for once, only
+when a `span` (telemetry) is given, so that its counters cover the timed calls and not the
+warmup's queued work: one idle start, whose cost was measured ABAB
+(benchmarks/results/h200_telemetry_2026-12-02). On the CPU
 the wall clock is read around each call. Python's garbage collector is paused while timing, as
 `timeit` does, so that a collection of the sweep's own objects is not charged to the runtime.
 
