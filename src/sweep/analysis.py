@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sweep import rounds
+from sweep.config import BenchConfig
 from sweep.metrics import AB
 from sweep.significance import ALPHA, MIN_EFFECT_PCT, Comparison, compare, compare_rounds
 from sweep.sources import Sweep
@@ -213,7 +214,8 @@ def noise_basis(sweep: Sweep) -> str:
 
 def unsteady(row: Row, limit_pct: float | None = None) -> str:
     """Why a job's figure is too unsteady to call a lead beyond noise ('' when it is not)."""
-    limit = limit_pct if limit_pct is not None else row.get("bench.stable_cv_pct") or 5.0
+    limit = limit_pct if limit_pct is not None else (
+        row.get("bench.stable_cv_pct") or BenchConfig.stable_cv_pct)
     cv = row.get("infer_cv_pct")
     if isinstance(cv, int | float) and cv > limit:
         return f"its timing CV is {cv:.0f}% (> {limit:g}%)"

@@ -40,7 +40,6 @@ from sweep.result import (
     save_result,
     swept_keys,
     try_write_config,
-    write_config,
     write_sweep_file,
 )
 from sweep.tracking import create_tracker
@@ -158,6 +157,23 @@ def _run(cfg: SweepConfig, job_dir: Path, swept: tuple[str, ...]) -> JobResult:
     return run_job(cfg, job_dir, swept)
 
 
+def _measure(cfg: SweepConfig | None, data: dict[str, Any], refused: str, job_dir: Path,
+             swept: tuple[str, ...]) -> JobResult:
+    """Write the job's config and run it (or record why it could not run), named as its
+    folder."""
+    unwritable = try_write_config(job_dir, data)
+    if cfg and unwritable and cfg.isolation == "process":  # the worker reads config.yaml
+        result = failed_result(flatten(cfg), unwritable)
+    elif cfg:
+        result = _run(cfg, job_dir, swept)
+    else:
+        result = failed_result(flatten(data), refused)
+    result.job = job_name(result.params, swept)  # as its folder (an isolated job's too)
+    if not cfg:
+        save_result(result, job_dir)  # uploaded with the run, as a job's own would be
+    return result
+
+
 def _without_round(data: dict[str, Any]) -> dict[str, Any]:
     bench = {k: v for k, v in (data.get("bench") or {}).items() if k != "round"}
     return {**data, "bench": bench}
@@ -175,9 +191,7 @@ def _run_round(cfg: SweepConfig, job_dir: Path, data: dict[str, Any], digest: st
         saved = None
     if saved is not None and not cfg.force and number in rounds.done(job_dir, digest):
         return JobResult(**saved), True
-    write_config(job_dir, data)
-    latest = _run(cfg, job_dir, swept)
-    latest.job = job_name(latest.params, swept)  # as its folder
+    latest = _measure(cfg, data, "", job_dir, swept)
     latest.info["config_digest"] = digest
     records = rounds.record(job_dir, number, digest, latest)
     result = rounds.combine(latest, records, cfg.bench.rounds)
@@ -204,6 +218,7 @@ def task(dcfg: DictConfig) -> float:
     data = _resolved(dcfg, hc.job.get("num"))
     digest = config_digest(_without_round(data))  # every round of a job measures one config
     cfg: SweepConfig | None = None
+    refused = ""
     try:
         cfg = from_container(data)
     except Exception as e:  # a bad value: a failed job with its reason, the sweep goes on
@@ -220,17 +235,7 @@ def task(dcfg: DictConfig) -> float:
         if skipped:
             os.utime(job_dir / RESULT_FILE)  # counted as done in this run's progress
         else:
-            unwritable = try_write_config(job_dir, data)
-            swept = _swept(sweep_dir)
-            if cfg and unwritable and cfg.isolation == "process":  # the worker reads config.yaml
-                result = failed_result(flatten(cfg), unwritable)
-            elif cfg:
-                result = _run(cfg, job_dir, swept)
-            else:
-                result = failed_result(flatten(data), refused)
-            result.job = job_name(result.params, swept)  # as its folder (an isolated job's too)
-            if not cfg:
-                save_result(result, job_dir)  # uploaded with the run, as a job's own would be
+            result = _measure(cfg, data, refused, job_dir, _swept(sweep_dir))
             result.info["config_digest"] = digest
     # a skipped job is looked up again (by its uid): a store that was deleted or emptied since
     # gets it back, under this sweep's parent run. In rounds, a job is logged once, with all
