@@ -204,7 +204,8 @@ def test_rapl_absent_or_unreadable_says_why(tmp_path):
 
 
 def test_the_energy_plot_draws_the_pareto_front(tmp_path):
-    from sweep.plots import energy_front, write_plots
+    from sweep.analysis import pareto_front
+    from sweep.plots import write_plots
     from sweep.sources import Sweep
 
     rows = [{"job_dir": f"{i}_j", "job": f"j{i}", "status": "ok", "correct": 1,
@@ -213,7 +214,7 @@ def test_the_energy_plot_draws_the_pareto_front(tmp_path):
             for i, (rt, b, fps, e) in enumerate([("torch", 1, 500.0, 0.9), ("torch", 32, 9000.0,
                                                   0.05), ("onnx", 1, 700.0, 0.6),
                                                  ("onnx", 32, 8000.0, 0.08)])]
-    front = energy_front(rows)
+    front = pareto_front(rows, "energy_j_per_img")
     assert [r["job"] for r in front] == ["j1"]  # most FPS for the least energy
     plots = {p.name: p for p in write_plots(Sweep("s", rows, ["runtime", "batch"]), tmp_path)}
     assert plots["fps_vs_energy"].path.is_file()

@@ -310,7 +310,8 @@ def latency_name(key: str) -> str:
 
 
 def pareto_front(rows: list[Row], latency: str = "infer_ms_p50") -> list[Row]:
-    """Jobs no other job beats on both latency (lower) and FPS (higher), by latency."""
+    """Jobs no other job beats on both `latency` (lower; any cost: `energy_j_per_img` too) and
+    FPS (higher), by that cost."""
     rows = [r for r in eligible(rows) if r.get(latency) is not None and r.get("fps") is not None]
     front: list[Row] = []
     for r in sorted(rows, key=lambda r: (r[latency], -r["fps"])):

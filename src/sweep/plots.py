@@ -14,7 +14,15 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from sweep.analysis import ab_pairs, add_speedups, eligible, fmt_value, label, varying_params
+from sweep.analysis import (
+    ab_pairs,
+    add_speedups,
+    eligible,
+    fmt_value,
+    label,
+    pareto_front,
+    varying_params,
+)
 from sweep.metrics import STAGES, axis_label
 from sweep.sources import Sweep
 
@@ -230,15 +238,6 @@ def plot_latency_vs_load(sweep: Sweep) -> tuple[Figure | None, str]:
     return fig, "latency vs load: p50 and p99 per offered rate"
 
 
-def energy_front(rows: list[Row]) -> list[Row]:
-    """Jobs no other job beats on both energy per image (lower) and FPS (higher)."""
-    front: list[Row] = []
-    for r in sorted(rows, key=lambda r: (r["energy_j_per_img"], -r["fps"])):
-        if not front or r["fps"] > front[-1]["fps"]:
-            front.append(r)
-    return front
-
-
 def plot_fps_vs_energy(sweep: Sweep) -> tuple[Figure | None, str]:
     """FPS against energy per image, one point per job, the Pareto front joined."""
     rows = [r for r in eligible(sweep.rows)
@@ -249,7 +248,7 @@ def plot_fps_vs_energy(sweep: Sweep) -> tuple[Figure | None, str]:
     keys = varying_params(sweep)
     for r in rows:
         ax.scatter(r["energy_j_per_img"], r["fps"], label=label(r, keys) if keys else r["job"])
-    front = energy_front(rows)
+    front = pareto_front(rows, "energy_j_per_img")  # least energy, most FPS
     ax.plot([r["energy_j_per_img"] for r in front], [r["fps"] for r in front], color="grey",
             linestyle="--", linewidth=0.8, label="Pareto front")
     ax.set(xlabel=_name("energy_j_per_img"), ylabel=_name("fps"),
