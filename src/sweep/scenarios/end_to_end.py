@@ -22,7 +22,8 @@
    runs each stage as a DALI graph of its own (dali.py says what that split hides);
 5. the ceilings, in the same process on the same files, the same stopping rule: decode alone
    (`pipe.decoded`, as the pipeline runs it) gives `decode_ceiling_fps`; the runtime alone,
-   back to back on one batch of the pipeline's output, `infer_ceiling_fps` (each the faster of
+   back to back on one batch of the pipeline's output and timed as pure inference is
+   (`time_calls`), `infer_ceiling_fps` (each the faster of
    that run and step 4's figure for the stage: load only slows a pass). `e2e_vs_ceiling_pct`
    is e2e_fps over the lower of the two, and `info.bound_by` names what bounds the job: the
    lower ceiling's stage (`decode` or `inference`) when the end-to-end run reaches
@@ -49,6 +50,7 @@ import torch
 
 from sweep.config import CurrentPipelineConfig, SweepConfig
 from sweep.data import ImageSet, scan
+from sweep.measure.timing import time_calls
 from sweep.metrics import STAGES as METRIC_STAGES
 from sweep.pipelines import create_pipeline
 from sweep.pipelines.base import PREPROCESSING, Pipeline, PipelineContext
@@ -193,22 +195,6 @@ def time_decode(pipe: Pipeline, paths: Sequence[Path], batch: int, need: int,
     return batches * batch / elapsed
 
 
-def time_infer(runtime: Any, x: torch.Tensor, batch: int, need: int, min_seconds: float,
-               device: torch.device) -> float:
-    """Images per second of the runtime alone, calls back to back on one ready batch, the
-    device synchronised at the end only (as pure inference is timed)."""
-    runtime.infer(x)
-    _sync(device)
-    calls, start = 0, time.perf_counter()
-    while True:
-        runtime.infer(x)
-        calls += 1
-        if _enough(calls, time.perf_counter() - start, need, min_seconds):
-            break
-    _sync(device)
-    return calls * batch / (time.perf_counter() - start)
-
-
 def bound_by(e2e_fps: float, decode_fps: float, infer_fps: float) -> tuple[str, float]:
     """What bounds an end-to-end run (decode, inference or host), and its fps as a percentage
     of the lower ceiling."""
@@ -229,7 +215,9 @@ def measure_ceilings(pipe: Pipeline, runtime: Any, paths: Sequence[Path], batch:
     decode_fps = time_decode(pipe, paths, batch, need, min_seconds, device)
     chunk = pass_chunks(paths, batch)[0]
     x = pipe.to_device(pipe.preprocess(pipe.decode(chunk))).clone()  # its own memory
-    infer_fps = time_infer(runtime, x, batch, need, min_seconds, device)
+    # the runtime alone, timed as pure inference is (one warm call, then back to back)
+    timing = time_calls(lambda: runtime.infer(x), device, 1, need, min_seconds)
+    infer_fps = timing.iters * batch / timing.span_s
     if stages and stages["decode_ms"] > 0 and stages["infer_ms"] > 0:
         decode_fps = max(decode_fps, 1e3 / stages["decode_ms"])
         infer_fps = max(infer_fps, 1e3 / stages["infer_ms"])
