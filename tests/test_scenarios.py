@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from conftest import QUICK, only_sweep_dir, run_cli
 from scipy import stats
 
@@ -75,6 +76,62 @@ def test_single_stream_sends_one_request_at_a_time():
     lat = run.latencies_ms()
     assert np.median(lat) >= 1.0  # each request waits its own service, no queue
     assert np.median([1e3 * (r.start - r.arrival) for r in run.requests]) < 1.0
+
+
+class SimulatedDevice:
+    """A runtime stub that queues batches like a GPU: each takes `ms` after the previous one
+    finishes, and the host waits only when it asks for the result."""
+
+    def __init__(self, ms: float) -> None:
+        self.ms, self.free_at = ms / 1e3, 0.0
+        self.outstanding: list = []
+        self.most_outstanding = 0
+        self.launched: list[tuple[int, int]] = []  # (batch size, batches already running)
+
+    def __call__(self, payloads):
+        now = time.perf_counter()
+        self.outstanding = [p for p in self.outstanding if not p.finished]
+        self.launched.append((len(payloads), len(self.outstanding)))
+        self.free_at = max(self.free_at, now) + self.ms
+        pending = SimulatedDevice.Pending(self.free_at)
+        self.outstanding.append(pending)
+        self.most_outstanding = max(self.most_outstanding, len(self.outstanding))
+        return pending
+
+    class Pending:
+        def __init__(self, done_at: float) -> None:
+            self.done_at, self.finished = done_at, False
+
+        def ready(self) -> bool:
+            return time.perf_counter() >= self.done_at
+
+        def wait(self) -> None:
+            while not self.ready():
+                time.sleep(1e-4)
+            self.finished = True
+
+
+@pytest.mark.parametrize("in_flight", [1, 2])
+def test_batches_queue_behind_a_running_one_up_to_in_flight_and_only_when_full(in_flight):
+    device = SimulatedDevice(2.0)
+    arrivals = poisson_arrivals(3000.0, 600, seed=4)  # more than one batch arrives per 2 ms
+    run = run_load(device, 4, payloads=8, delay_s=0.0, overload_s=1.0, arrivals=arrivals,
+                   in_flight=in_flight)
+    assert not run.overloaded and len(run.requests) == 600
+    assert device.most_outstanding == in_flight
+    behind = [size for size, running in device.launched if running]
+    assert (len(behind) > 0) == (in_flight > 1)
+    assert all(size == 4 for size in behind)  # with no delay, only full batches queue behind
+    # a request is done no earlier than its batch could finish on the device
+    assert all(r.arrival <= r.start and r.done >= r.start + 2e-3 for r in run.requests)
+
+
+def test_closed_loop_requests_wait_for_their_queued_batch():
+    device = SimulatedDevice(1.0)
+    run = run_load(device, 1, payloads=4, delay_s=0.0, overload_s=1.0, clients=1,
+                   duration_s=0.05, min_requests=20, in_flight=2)
+    assert len(run.requests) >= 20 and device.most_outstanding == 1  # one client: one at a time
+    assert np.median(run.latencies_ms()) >= 1.0
 
 
 def test_an_overload_ends_early_and_reports_no_latency():
@@ -169,3 +226,34 @@ def test_optuna_searches_batch_and_queue_delay_for_the_highest_qps_at_slo(tmp_pa
     report = (sweep_dir / "report.md").read_text()
     assert "## Highest qps under SLO" in report and "p99 <= 2000 ms" in report
     assert (sweep_dir / "plots" / "latency_vs_load.png").stat().st_size > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="batches are queued only on CUDA")
+def test_queued_batches_keep_their_own_logits_when_the_runtime_reuses_its_output():
+    """Like a CUDA graph, this runtime writes every call's logits into one buffer: each queued
+    batch's top-1 must still be its own (its copy was queued before the next call)."""
+    from types import SimpleNamespace
+
+    from sweep.scenarios.load import BatchRunner
+
+    device = torch.device("cuda")
+    weight = torch.randn(10, 3 * 8 * 8, device=device)
+    out = torch.empty(4, 10, device=device)
+
+    def infer(x):
+        torch.cuda._sleep(2_000_000)  # the GPU is still busy when the next batch is queued
+        return out.copy_(x.flatten(1).float() @ weight.T)
+
+    cfg = SimpleNamespace(batch=4, resolution=8, data=SimpleNamespace(name="synthetic", seed=0))
+    runtime = SimpleNamespace(input_dtype=torch.float32,
+                              input_memory_format=torch.contiguous_format, infer=infer)
+    work = SimpleNamespace(cfg=cfg, runtime=runtime, device=device)
+    runner = BatchRunner(work, pool=16, in_flight=2)
+    batches = [[0, 1, 2, 3], [4, 5, 6, 7]]
+    queued = [runner(b) for b in batches]
+    assert not queued[0].ready()  # the host did not wait for it
+    for pending, b in zip(queued, batches, strict=True):
+        pending.wait()
+        start = b[0] % (runner.size - 4 + 1)
+        expected = (runner.images[start:start + 4].flatten(1) @ weight.T).cpu()
+        assert torch.allclose(pending.host.float(), expected, atol=1e-3)

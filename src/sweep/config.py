@@ -393,9 +393,11 @@ class LoadScenarioConfig(ScenarioConfig):
     slo_ms: float | None = None  # search the highest rate whose latency percentile meets it
     slo_percentile: float = 99.0
     seed: int = 0
+    in_flight: int = 2  # batches queued on the device at once (the host prepares the next)
 
     def __post_init__(self) -> None:
         _positive("scenario.duration_s", self.duration_s, 0.05)
+        _positive("scenario.in_flight", self.in_flight, 1)
         _positive("scenario.min_requests", self.min_requests, 1)
         _positive("scenario.max_queue_delay_ms", self.max_queue_delay_ms, 0)
         _positive("scenario.overload_ms", self.overload_ms, 1)

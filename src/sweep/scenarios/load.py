@@ -6,9 +6,13 @@ meets a latency objective.
 One thread serves, as one model instance of an inference server does: it admits the requests
 that have arrived, runs a batch when `batch` of them wait, when the oldest has waited
 `max_queue_delay_ms`, or when no other request can arrive before it answers, and otherwise sleeps
-until the next arrival or deadline. A request's latency runs from its arrival to its top-1 on
-the host, queueing included. The runtime stays built for its one batch size: a batch of fewer
-requests is padded by repeating them, and the padding's results are dropped.
+until the next arrival or deadline. On a GPU up to `scenario.in_flight` batches are queued at
+once, so that the host's work for the next batch (its inputs, the launch, the last one's top-1)
+overlaps the GPU's work on this one instead of leaving the GPU idle between batches; a batch goes
+in behind a running one only when it is full or has waited `max_queue_delay_ms`, so that load
+still fills batches. A request's latency runs from its arrival to its top-1 on the host, queueing
+included. The runtime stays built for its one batch size: a batch of fewer requests is padded by
+repeating them, and the padding's results are dropped.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+import torch
 
 from sweep.accuracy import synthetic_images
 from sweep.config import LoadScenarioConfig
@@ -57,13 +62,45 @@ class LoadRun:
         return np.array([1e3 * (r.done - r.arrival) for r in self.requests])
 
 
+class Pending(Protocol):
+    """A batch queued on the device whose top-1 is not yet on the host."""
+
+    def ready(self) -> bool: ...
+
+    def wait(self) -> None: ...
+
+
+# A runner takes the payloads of one batch and either finishes it (returns None) or queues it
+# and returns what to wait on.
+Runner = Callable[[Sequence[int]], "Pending | None"]
+
+
+class _Queued:
+    """A batch's logits on their way into pinned host memory, behind a CUDA event."""
+
+    def __init__(self, event: torch.cuda.Event, host: torch.Tensor) -> None:
+        self.event, self.host = event, host
+
+    def ready(self) -> bool:
+        return self.event.query()
+
+    def wait(self) -> None:
+        self.event.synchronize()
+        self.host.float().argmax(1)  # top-1 on the host, as `top1` does
+
+
 class BatchRunner:
     """Runs the payloads of a list of requests as one batch through the runtime to top-1 on the
-    host: synthetic tensors stacked and copied, or files through the pipeline's stages."""
+    host: synthetic tensors stacked and copied, or files through the pipeline's stages. On CUDA
+    the batch is only queued: its logits are copied into one of a ring of pinned buffers (the
+    runtime's own output buffer is overwritten by its next call), and the caller waits."""
 
-    def __init__(self, work: Workload, pool: int = 64) -> None:
+    def __init__(self, work: Workload, pool: int = 64, in_flight: int = 1) -> None:
         cfg = work.cfg
         self.batch, self.runtime, self.device = cfg.batch, work.runtime, work.device
+        self._ring: list[torch.Tensor] = []
+        self._ring_size = in_flight + 1  # a buffer is reused only after its batch was waited on
+        self._next = 0
         self.pipe = None
         if cfg.data.name == "imagefolder":
             from sweep.data import scan
@@ -81,7 +118,7 @@ class BatchRunner:
                 memory_format=self.runtime.input_memory_format)
             self.size = len(self.images)
 
-    def __call__(self, payloads: Sequence[int]) -> None:
+    def __call__(self, payloads: Sequence[int]) -> _Queued | None:
         picked = fill(list(payloads), self.batch)
         if self.pipe is not None:
             x = self.pipe.to_device(self.pipe.preprocess(self.pipe.decode(
@@ -89,11 +126,34 @@ class BatchRunner:
         else:  # a slice of the pool: no copy (which ready image a request is does not matter)
             start = picked[0] % (self.size - self.batch + 1)
             x = self.images[start:start + self.batch]
-        top1(self.runtime.infer(x))  # to the host: the batch is done
+        logits = self.runtime.infer(x)
+        if not logits.is_cuda:
+            top1(logits)  # on the host already: the batch is done
+            return None
+        if not self._ring or self._ring[0].shape != logits.shape:
+            self._ring = [torch.empty(logits.shape, dtype=logits.dtype, pin_memory=True)
+                          for _ in range(self._ring_size)]
+        host = self._ring[self._next % self._ring_size]
+        self._next += 1
+        host.copy_(logits, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        return _Queued(event, host)
+
+    def finish(self, payloads: Sequence[int]) -> None:
+        """One batch to its top-1 on the host."""
+        pending = self(payloads)
+        if pending is not None:
+            pending.wait()
 
     def close(self) -> None:
         if self.pipe is not None:
             self.pipe.close()
+
+
+def _wait(pending: Pending | None) -> None:
+    if pending is not None:
+        pending.wait()
 
 
 def _sleep_until(deadline: float, clock: Callable[[], float]) -> None:
@@ -110,21 +170,37 @@ def poisson_arrivals(qps: float, n: int, seed: int) -> np.ndarray:
     return np.cumsum(rng.exponential(1.0 / qps, n))
 
 
-def run_load(runner: Callable[[Sequence[int]], None], batch: int, *, payloads: int,
-             delay_s: float, overload_s: float, arrivals: np.ndarray | None = None,
-             clients: int | None = None, duration_s: float = 0.0, min_requests: int = 0,
+def run_load(runner: Runner, batch: int, *, payloads: int, delay_s: float, overload_s: float,
+             arrivals: np.ndarray | None = None, clients: int | None = None,
+             duration_s: float = 0.0, min_requests: int = 0, in_flight: int = 1,
              clock: Callable[[], float] = time.perf_counter) -> LoadRun:
     """Serve open-loop `arrivals` (seconds), or `clients` closed loops until both `duration_s`
-    and `min_requests`; stop early, overloaded, once the oldest waiting request has waited
-    `overload_s`."""
+    and `min_requests`, with up to `in_flight` batches queued at once; stop early, overloaded,
+    once the oldest waiting request has waited `overload_s`."""
     closed = arrivals is None
     run = LoadRun(None if closed else len(arrivals) / float(arrivals[-1]))
     queue: deque[Request] = deque()
+    running: deque[tuple[Pending, list[Request]]] = deque()
     issued = 0
     if closed:
         queue.extend(Request(0.0, i % payloads) for i in range(clients or 1))
         issued = clients or 1
     t0 = clock()
+
+    def complete(take: list[Request], end: float) -> None:
+        nonlocal issued
+        for r in take:
+            r.done = end
+        run.requests.extend(take)
+        if closed and (end < duration_s or issued < min_requests):
+            queue.extend(Request(end, (issued + k) % payloads) for k in range(len(take)))
+            issued += len(take)
+
+    def finish_oldest() -> None:
+        pending, take = running.popleft()
+        pending.wait()
+        complete(take, clock() - t0)
+
     while True:
         now = clock() - t0
         if not closed:
@@ -134,26 +210,42 @@ def run_load(runner: Callable[[Sequence[int]], None], batch: int, *, payloads: i
         if queue and now - queue[0].arrival > overload_s:
             run.overloaded = True
             break
+        while running and running[0][0].ready():  # finished meanwhile
+            finish_oldest()
         more = (issued < len(arrivals)) if not closed else False  # can one arrive meanwhile?
-        if queue and (len(queue) >= batch or now - queue[0].arrival >= delay_s or not more):
+        waited = bool(queue) and now - queue[0].arrival >= delay_s
+        if not running:
+            launch = bool(queue) and (len(queue) >= batch or waited or not more)
+        else:  # behind a running batch only a full one, or one that has waited its delay
+            launch = len(running) < in_flight and bool(queue) and (
+                len(queue) >= batch or (delay_s > 0 and waited))
+        if launch:
             take = [queue.popleft() for _ in range(min(batch, len(queue)))]
             start = clock() - t0
-            runner([r.payload for r in take])
-            end = clock() - t0
             for r in take:
-                r.start, r.done = start, end
-            run.requests.extend(take)
+                r.start = start
             run.fills.append(len(take))
-            if closed and (end < duration_s or issued < min_requests):
-                queue.extend(Request(end, (issued + k) % payloads) for k in range(len(take)))
-                issued += len(take)
+            pending = runner([r.payload for r in take])
+            if pending is None:
+                complete(take, clock() - t0)
+            else:
+                running.append((pending, take))
             continue
-        if not queue and not more:
+        if not queue and not more and not running:
             break
         wake = queue[0].arrival + delay_s if queue else math.inf
         if more:
             wake = min(wake, float(arrivals[issued]))
+        if running:  # the oldest batch finishing, or the next arrival or deadline
+            if math.isinf(wake) or len(running) >= in_flight:
+                finish_oldest()
+            else:
+                while clock() - t0 < wake and not running[0][0].ready():
+                    pass
+            continue
         _sleep_until(t0 + wake, clock)
+    for pending, _ in running:  # an overloaded run leaves its queued batches to finish
+        pending.wait()
     if run.requests:
         run.span_s = max(r.done for r in run.requests) - min(r.arrival for r in run.requests)
     return run
@@ -230,18 +322,24 @@ def samples_of(run: LoadRun) -> dict[str, Any]:
 class Load:
     """The load runs of one job: its runner, its batch, its scenario's options."""
 
-    def __init__(self, runner: Callable[[Sequence[int]], None], batch: int, payloads: int,
+    def __init__(self, runner: Runner, batch: int, payloads: int,
                  cfg: LoadScenarioConfig) -> None:
         self.runner, self.batch, self.payloads, self.cfg = runner, batch, payloads, cfg
         self.steps: list[dict[str, Any]] = []
 
     def capacity_qps(self, calls: int = 5) -> float:
-        """Requests per second when full batches run back to back (after one warm call)."""
+        """Requests per second when full batches run back to back through the serving path,
+        `in_flight` queued at once (after one warm call)."""
         full = list(range(self.batch))
-        self.runner(full)
+        _wait(self.runner(full))
+        running: deque[Pending | None] = deque()
         t0 = time.perf_counter()
         for _ in range(calls):
-            self.runner(full)
+            if len(running) >= self.cfg.in_flight:
+                _wait(running.popleft())
+            running.append(self.runner(full))
+        while running:
+            _wait(running.popleft())
         return calls * self.batch / (time.perf_counter() - t0)
 
     def _count(self, qps: float, need: int = 0) -> int:
@@ -251,7 +349,8 @@ class Load:
         arrivals = poisson_arrivals(qps, self._count(qps, need), self.cfg.seed + seed_offset)
         run = run_load(self.runner, self.batch, payloads=self.payloads,
                        delay_s=self.cfg.max_queue_delay_ms / 1e3,
-                       overload_s=self.cfg.overload_ms / 1e3, arrivals=arrivals)
+                       overload_s=self.cfg.overload_ms / 1e3, arrivals=arrivals,
+                       in_flight=self.cfg.in_flight)
         self.steps.append(step_record(run, self.batch))
         return run
 
@@ -259,7 +358,8 @@ class Load:
         run = run_load(self.runner, self.batch, payloads=self.payloads,
                        delay_s=self.cfg.max_queue_delay_ms / 1e3,
                        overload_s=self.cfg.overload_ms / 1e3, clients=clients,
-                       duration_s=self.cfg.duration_s, min_requests=self.cfg.min_requests)
+                       duration_s=self.cfg.duration_s, min_requests=self.cfg.min_requests,
+                       in_flight=self.cfg.in_flight)
         self.steps.append(step_record(run, self.batch))
         return run
 
@@ -322,7 +422,7 @@ def serve_measurement(work: Workload, action: Callable[[Load], tuple[LoadRun | N
     from sweep.scenarios.base import Measurement
 
     cfg = work.cfg
-    runner = BatchRunner(work)
+    runner = BatchRunner(work, in_flight=cfg.scenario.in_flight)
     try:
         load = Load(runner, cfg.batch, runner.size, cfg.scenario)
         run, info, extra = action(load)
@@ -331,6 +431,9 @@ def serve_measurement(work: Workload, action: Callable[[Load], tuple[LoadRun | N
     out = Measurement(load_metrics(run, cfg.batch) if run else {}, info)
     out.metrics.update(extra)
     out.info["batching"] = PADDING.format(batch=cfg.batch)
+    if work.device.type == "cuda":
+        out.info["in_flight"] = (f"up to {cfg.scenario.in_flight} batches queued on the device "
+                                 "at once (scenario.in_flight)")
     out.info["request"] = ("a file through pipeline=" + cfg.pipeline.name + "'s stages on the "
                            "serving thread (decode and preprocessing in the latency)"
                            if cfg.data.name == "imagefolder" else
