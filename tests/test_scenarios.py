@@ -241,7 +241,7 @@ def test_queued_batches_keep_their_own_logits_when_the_runtime_reuses_its_output
     out = torch.empty(4, 10, device=device)
 
     def infer(x):
-        torch.cuda._sleep(2_000_000)  # the GPU is still busy when the next batch is queued
+        torch.cuda._sleep(50_000_000)  # the GPU is still busy when the next batch is queued
         return out.copy_(x.flatten(1).float() @ weight.T)
 
     cfg = SimpleNamespace(batch=4, resolution=8, data=SimpleNamespace(name="synthetic", seed=0))
@@ -249,6 +249,7 @@ def test_queued_batches_keep_their_own_logits_when_the_runtime_reuses_its_output
                               input_memory_format=torch.contiguous_format, infer=infer)
     work = SimpleNamespace(cfg=cfg, runtime=runtime, device=device)
     runner = BatchRunner(work, pool=16, in_flight=2)
+    runner.finish([0, 1, 2, 3])  # the first call allocates the pinned ring, which synchronises
     batches = [[0, 1, 2, 3], [4, 5, 6, 7]]
     queued = [runner(b) for b in batches]
     assert not queued[0].ready()  # the host did not wait for it

@@ -10,4 +10,6 @@ for wheels in .gpu-carry/wheels .gpu-carry/min; do
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site $wheels/*.whl
   fi
 done
-export PYTHONPATH=/tmp/ort:/tmp/site:$PWD/src PYTHONUNBUFFERED=1 SWEEP_CACHE_DIR=/tmp/sweep-cache
+# what the caller put on PYTHONPATH (e.g. DALI, nvImageCodec in their own --target folders) stays
+export PYTHONPATH=/tmp/ort:/tmp/site:$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 \
+  SWEEP_CACHE_DIR=/tmp/sweep-cache

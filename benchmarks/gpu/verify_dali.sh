@@ -19,7 +19,8 @@ if [ -z "${SKIP_TESTS:-}" ]; then  # SKIP_TESTS=1: not the tests
   timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_pipeline_dali.py 2>&1 | tail -3 | tee "$out/pytest.txt"
 fi
 common="data=imagefolder data.root=$w/j512 precision=fp16 batch=32 resolution=256
-  model.weights=$w/head.pth model.num_classes=4 tracking.enabled=false bench.min_seconds=2"
+  model.weights=$w/head.pth model.num_classes=4 tracking.enabled=false bench.min_seconds=2
+  force=true"  # a re-run in the same lease measures again (its run folders are fixed)
 compiled="runtime=compile runtime.mode=reduce-overhead"
 runs=("pipeline=dali" "pipeline=gpu" "pipeline=gpu pipeline.decoder=nvimgcodec" "pipeline=fast"
       "pipeline=dali $compiled" "pipeline=gpu $compiled"
