@@ -217,13 +217,14 @@ def test_torch_runtimes_refuse_an_onnx_file_naming_those_that_can(runtime):
     with pytest.raises(UnsupportedError) as e:
         check_model(runtime, "onnx")
     assert f"runtime={runtime.name} cannot run model=onnx" in str(e.value)
-    assert "the runtimes that can: onnx, openvino" in str(e.value)
+    assert "the runtimes that can: onnx, trt, openvino" in str(e.value)
 
 
 def test_which_runtime_runs_which_kind():
     for kind in ("torchvision", "timm", "exported", "onnx"):
         check_model(OnnxRuntimeConfig(), kind)
         check_model(OpenVinoRuntimeConfig(), kind)
+    check_model(TrtRuntimeConfig(), "onnx")  # TensorRT's own parser (not run here)
     with pytest.raises(UnsupportedError, match="runtime=trt cannot run model=exported"):
         check_model(TrtRuntimeConfig(), "exported")
 
@@ -319,7 +320,7 @@ def test_onnx_files_on_onnx_and_openvino_and_the_refusals(tmp_path, cache_dir):
     for stem in ("static2", "dyn", "cut"):
         error = results[f"torch-{stem}-32-b2-fp32"]["error"]
         assert "runtime=torch cannot run model=onnx" in error
-        assert "the runtimes that can: onnx, openvino" in error
+        assert "the runtimes that can: onnx, trt, openvino" in error
 
 
 @pytest.mark.slow

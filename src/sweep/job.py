@@ -170,7 +170,7 @@ def _run(cfg: SweepConfig, job_dir: Path, result: JobResult) -> None:
     hw = resolve_hardware(cfg.hardware, device_name(str(device)), device.type == "cuda")
     result.info.update(hardware_used=hw.name, hardware_description=hw.description,
                        device_used=str(device))
-    check_supported(cfg.runtime, device, cfg.precision)  # at once, before any work
+    check_supported(cfg.runtime, device, cfg.precision, cfg.model.kind)  # before any work
     check_model(cfg.runtime, cfg.model.kind)
     check_resolution(cfg.model, cfg.resolution)
     with progress.phase(result.job, "building"):  # the model and its fp32 reference outputs
@@ -195,7 +195,8 @@ def _run(cfg: SweepConfig, job_dir: Path, result: JobResult) -> None:
         ctx = JobContext(device=device, precision=cfg.precision, batch=cfg.batch,
                          resolution=cfg.resolution, channels_last=cfg.flags.channels_last,
                          cache=cache, model_identity=identity,
-                         input_dtype=model.input.torch_dtype if file_model else None)
+                         input_dtype=model.input.torch_dtype if file_model else None,
+                         model_kind=cfg.model.kind)
         runtime = create_runtime(cfg.runtime, ctx)
         reference = _reference(model, inputs, cfg.batch, device) if cfg.check.enabled else None
     set_math_mode(cfg.precision)
