@@ -77,6 +77,15 @@ def build_timm(cfg: ModelConfig) -> nn.Module:
     return model.eval()
 
 
+def _timm_cfg(cfg: ModelConfig, key: str):
+    """A value of the timm model's default (pretrained) config; None when it has none."""
+    timm = _timm(cfg)
+    try:
+        return timm.get_pretrained_cfg_value(cfg.name, key)
+    except RuntimeError:  # a registered architecture without a pretrained config
+        return None
+
+
 TORCHVISION_RESOLUTION = 224  # what torchvision builds its classifiers for (weights=None)
 
 
@@ -87,7 +96,7 @@ def native_resolution(cfg: ModelConfig) -> tuple[int, str]:
     whose default is not is a ConfigError that says what to set."""
     if cfg.kind != "timm":
         return TORCHVISION_RESOLUTION, f"torchvision builds {cfg.name} for 224"
-    size = _timm(cfg).get_pretrained_cfg_value(cfg.name, "input_size")
+    size = _timm_cfg(cfg, "input_size")
     if not size:
         return TORCHVISION_RESOLUTION, f"timm's {cfg.name} declares no input_size: 224"
     _, height, width = size
@@ -201,7 +210,7 @@ def check_resolution(cfg: ModelConfig, resolution: int) -> None:
     """A resolution the model cannot take is a clear error before anything is built (files:
     checked against their declared input; other timm models: at the FLOP count)."""
     if cfg.kind == "timm":
-        if _timm(cfg).get_pretrained_cfg_value(cfg.name, "fixed_input_size"):
+        if _timm_cfg(cfg, "fixed_input_size"):
             side, _ = native_resolution(cfg)
             if resolution != side:
                 raise config_error("resolution", resolution,
