@@ -51,9 +51,13 @@ def test_every_option_composes_to_its_schema(group, tmp_path):
 
 
 def test_default_is_the_embedded_cpu_job():
+    from sweep.job import resolve_resolution
+
     cfg = make()
     assert (cfg.runtime.name, cfg.model.name, cfg.resolution, cfg.batch, cfg.precision) == (
-        "torch", "resnet18", 224, 1, "fp32")
+        "torch", "resnet18", None, 1, "fp32")  # None: the model's own, resolved per job
+    assert resolve_resolution(cfg) == "torchvision builds resnet18 for 224"
+    assert cfg.resolution == 224
     assert cfg.tracking.uri == "sqlite:///mlflow.db"
     assert job_name(flatten(cfg)) == "torch-resnet18-224-b1-fp32"
 

@@ -22,8 +22,14 @@ register_configs()
 
 
 def make(*overrides: str) -> SweepConfig:
+    """The job's config as it runs: composed, and `resolution: null` made the model's own."""
+    from sweep.job import resolve_resolution
+
     with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
-        return OmegaConf.to_object(compose("config", overrides=list(overrides)))
+        cfg = OmegaConf.to_object(compose("config", overrides=list(overrides)))
+    if cfg.resolution is None:
+        resolve_resolution(cfg)
+    return cfg
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from sweep.config import (
 )
 from sweep.errors import ConfigError, UnsupportedError
 from sweep.model_files import count_onnx_gflop, load_exported, open_onnx
-from sweep.models import build_model, default_resolution
+from sweep.models import build_model, check_resolution, native_resolution
 from sweep.runtimes import check_model
 
 
@@ -217,13 +217,14 @@ def test_torch_runtimes_refuse_an_onnx_file_naming_those_that_can(runtime):
     with pytest.raises(UnsupportedError) as e:
         check_model(runtime, "onnx")
     assert f"runtime={runtime.name} cannot run model=onnx" in str(e.value)
-    assert "the runtimes that can: onnx, openvino" in str(e.value)
+    assert "the runtimes that can: onnx, trt, openvino" in str(e.value)
 
 
 def test_which_runtime_runs_which_kind():
     for kind in ("torchvision", "timm", "exported", "onnx"):
         check_model(OnnxRuntimeConfig(), kind)
         check_model(OpenVinoRuntimeConfig(), kind)
+    check_model(TrtRuntimeConfig(), "onnx")  # TensorRT's own parser (not run here)
     with pytest.raises(UnsupportedError, match="runtime=trt cannot run model=exported"):
         check_model(TrtRuntimeConfig(), "exported")
 
@@ -234,9 +235,50 @@ def test_which_runtime_runs_which_kind():
 def test_timm_by_name_without_download():
     model = build_model(ModelConfig(kind="timm", name="test_resnet", num_classes=10))
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
-    assert default_resolution(ModelConfig(kind="timm", name="test_resnet")) == 160
     with pytest.raises(ConfigError, match="not a timm model.*test_resnet"):
         build_model(ModelConfig(kind="timm", name="test_resnez"))
+
+
+def test_the_models_own_resolution_and_where_it_comes_from():
+    side, source = native_resolution(ModelConfig(kind="timm", name="test_resnet"))
+    assert (side, source) == (160, "timm's default config of test_resnet: input_size "
+                                    "(3, 160, 160)")
+    assert native_resolution(ModelConfig(name="vit_b_16"))[0] == 224
+    # the sweep's resolution is square: a timm default that is not says what to set
+    with pytest.raises(ConfigError, match=r"resolution=null .*1024x768 .*resolution=1024"):
+        native_resolution(ModelConfig(kind="timm", name="vit_base_patch16_sapiens2"))
+    with pytest.raises(ConfigError, match="not a timm model"):
+        native_resolution(ModelConfig(kind="timm", name="test_resnez"))
+    # a timm model that takes only its own size refuses another before anything is built
+    with pytest.raises(ConfigError, match=r"resolution=32 .*test_vit takes only .*160x160.*"
+                                          r"Use resolution=160"):
+        check_resolution(ModelConfig(kind="timm", name="test_vit"), 32)
+    check_resolution(ModelConfig(kind="timm", name="test_vit"), 160)
+    check_resolution(ModelConfig(kind="timm", name="test_resnet"), 32)  # any size
+
+
+def test_a_files_own_resolution_is_its_declared_size(tmp_path):
+    from sweep.config import SweepConfig
+    from sweep.job import resolve_resolution
+
+    def resolved(path, **kwargs):
+        cfg = SweepConfig(runtime=OnnxRuntimeConfig(), **kwargs,
+                          model=ModelConfig(kind="onnx", name="f", path=str(path)))
+        return resolve_resolution(cfg) if cfg.resolution is None else "set", cfg.resolution
+
+    source, side = resolved(export(tmp_path / "s48.onnx", batch=None, resolution=48))
+    assert side == 48 and source.startswith("the static input of model.path=")
+    dynamic = tmp_path / "dyn.onnx"
+    graph_file(dynamic, [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                       ["n", 3, "h", "w"])])
+    source, side = resolved(dynamic)
+    assert side == 224 and "takes any size" in source and "resolution=N" in source
+    assert resolved(dynamic, resolution=64) == ("set", 64)
+    torch.export.save(torch.export.export(tiny(), (torch.zeros(2, 3, 40, 40),)),
+                      str(tmp_path / "p.pt2"))
+    cfg = SweepConfig(runtime=OnnxRuntimeConfig(),
+                      model=ModelConfig(kind="exported", name="p", path=str(tmp_path / "p.pt2")))
+    assert "static input" in resolve_resolution(cfg) and cfg.resolution == 40
 
 
 # --- real multiruns ------------------------------------------------------------------------------
@@ -278,7 +320,7 @@ def test_onnx_files_on_onnx_and_openvino_and_the_refusals(tmp_path, cache_dir):
     for stem in ("static2", "dyn", "cut"):
         error = results[f"torch-{stem}-32-b2-fp32"]["error"]
         assert "runtime=torch cannot run model=onnx" in error
-        assert "the runtimes that can: onnx, openvino" in error
+        assert "the runtimes that can: onnx, trt, openvino" in error
 
 
 @pytest.mark.slow
@@ -299,16 +341,32 @@ def test_exported_program_through_torch_compile_and_onnx(tmp_path, cache_dir):
 
 @pytest.mark.slow
 def test_timm_model_through_a_multirun(tmp_path, cache_dir):
-    proc = run_cli(["-m", "model=timm", "model.name=test_resnet", "runtime=torch,onnx",
-                    "batch=2", "device=cpu", "tracking.enabled=false", *QUICK],
-                   tmp_path, cache_dir)
+    """resolution=null is the timm model's own (160 for test_efficientnet), in the job's
+    params, name, config.yaml and info; resolution=32 still overrides it."""
+    quick = [o for o in QUICK if not o.startswith("resolution=")]
+    proc = run_cli(["-m", "model=timm", "model.name=test_efficientnet", "runtime=torch,onnx",
+                    "resolution=null,32", "batch=2", "device=cpu", "tracking.enabled=false",
+                    *quick], tmp_path, cache_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = _results(tmp_path)
-    assert sorted(results) == ["onnx-test_resnet-32-b2-fp32", "torch-test_resnet-32-b2-fp32"]
-    for r in results.values():
+    assert sorted(results) == [f"{rt}-test_efficientnet-{side}-b2-fp32"
+                               for rt in ("onnx", "torch") for side in (160, 32)]
+    for job, r in results.items():
         assert r["metrics"]["correct"] == 1.0 and r["metrics"]["decisive_pct"] > 0
-        assert r["info"]["model_default_resolution"] == "160"
         assert r["metrics"]["gflop_per_img"] > 0 and not math.isnan(r["metrics"]["fps"])
+        side = int(job.split("-")[2])
+        assert r["params"]["resolution"] == side
+        if side == 160:
+            assert r["info"]["resolution_from"] == ("timm's default config of "
+                                                    "test_efficientnet: input_size (3, 160, 160)")
+        else:
+            assert r["info"]["resolution_from"] == "set: resolution=32"
+    for folder in only_sweep_dir(tmp_path).glob("*_*-test_efficientnet-*"):
+        side = int(folder.name.split("-")[2])
+        assert f"\nresolution: {side}\n" in (folder / "config.yaml").read_text()
+    flops = {job: r["metrics"]["gflop_per_img"] for job, r in results.items()}
+    assert flops["torch-test_efficientnet-160-b2-fp32"] > 20 * flops[
+        "torch-test_efficientnet-32-b2-fp32"]  # (160/32)^2 = 25 times the pixels
 
 
 # --- a user's file on the runtimes, in the process -------------------------------------------

@@ -135,3 +135,144 @@ def test_module_imports_without_tensorrt():
 
     assert runtime_class(RUNTIME_SCHEMAS["trt"]) is TensorRTRuntime
     assert TensorRTRuntime.supported == {"cuda": ("fp32", "tf32", "fp16", "bf16", "int8")}
+
+
+# --- model=onnx: the user's file, built by TensorRT's own ONNX parser ----------------------------
+
+HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None
+TRT_PIP = "TensorRT is not installed: pip install tensorrt"
+
+
+def _file(tmp_path, name="m.onnx", dims=("n", 3, 32, 32), qdq=False, elem=None):
+    """A small ONNX classifier file (conv, pool, gemm), with a Q/DQ pair on its input if asked."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    elem = elem or TensorProto.FLOAT
+    rng = np.random.default_rng(0)
+    dtype = np.float16 if elem == TensorProto.FLOAT16 else np.float32
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(dtype), n) for n, s in
+             (("w", (4, 3, 3, 3)), ("fc", (4, 10)))]
+    first, nodes = "x", []
+    if qdq:
+        inits += [numpy_helper.from_array(np.array(0.05, np.float32), "s"),
+                  numpy_helper.from_array(np.array(0, np.int8), "z")]
+        nodes += [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+                  helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"])]
+        first = "xd"
+    nodes += [helper.make_node("Conv", [first, "w"], ["c"]),
+              helper.make_node("GlobalAveragePool", ["c"], ["p"]),
+              helper.make_node("Flatten", ["p"], ["f"]),
+              helper.make_node("MatMul", ["f", "fc"], ["logits"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", elem, list(dims))],
+                              [helper.make_tensor_value_info("logits", elem, [dims[0], 10])],
+                              initializer=inits)
+    path = tmp_path / name
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    return path
+
+
+def _open(path):
+    from sweep.config import ModelConfig
+    from sweep.model_files import open_onnx
+
+    return open_onnx(ModelConfig(kind="onnx", name="m", path=str(path)))
+
+
+@pytest.mark.skipif(HAVE_TENSORRT, reason="tensorrt is installed here")
+def test_an_onnx_file_takes_tensorrts_own_path_and_names_what_is_missing(tmp_path):
+    """runtime=trt with model=onnx asks for TensorRT itself (not Torch-TensorRT): on a CUDA
+    device the check passes the GPU test and stops at the import, naming the pip command."""
+    model = _open(_file(tmp_path))
+    rt = TensorRTRuntime(TrtRuntimeConfig(), JobContext(
+        device=torch.device("cuda"), precision="fp16", batch=2, resolution=32,
+        channels_last=False, cache=ArtifactCache(tmp_path / "cache"),
+        model_identity=model.identity("m"), input_dtype=torch.float32, model_kind="onnx"))
+    with pytest.raises(UnsupportedError) as e:
+        rt.prepare(model, torch.zeros(2, 3, 32, 32))
+    msg = str(e.value)
+    assert msg.startswith(TRT_PIP) and "TensorRT's own ONNX parser" in msg
+    assert "torch-tensorrt" not in msg and "NVIDIA GPU" not in msg
+    with pytest.raises(UnsupportedError, match=TRT_PIP):  # what create_runtime checks at once
+        TensorRTRuntime.check_supported(torch.device("cuda"), "int8", "onnx")
+
+
+@pytest.mark.skipif(HAVE_TENSORRT, reason="tensorrt is installed here")
+def test_an_onnx_file_job_on_the_cpu_fails_with_both_reasons(tmp_path):
+    from sweep.config import ModelConfig
+    from sweep.job import run_job
+
+    cfg = SweepConfig(runtime=TrtRuntimeConfig(), resolution=32, batch=2, device="cpu",
+                      model=ModelConfig(kind="onnx", name="m", path=str(_file(tmp_path))),
+                      tracking=TrackingConfig(enabled=False), cache_dir=str(tmp_path / "cache"))
+    result = run_job(cfg, tmp_path / "job")
+    assert result.status == "failed"
+    assert "needs an NVIDIA GPU" in result.error and TRT_PIP in result.error
+    assert "torch-tensorrt" not in result.error  # the file needs TensorRT, not Torch-TensorRT
+
+
+def test_build_plan_per_precision(tmp_path):
+    from sweep.runtimes.tensorrt_onnx import build_plan
+
+    model = _open(_file(tmp_path))
+    assert build_plan(model, "fp32") == {"strongly_typed": True, "set": [], "clear": ["TF32"]}
+    assert build_plan(model, "tf32") == {"strongly_typed": True, "set": ["TF32"], "clear": []}
+    assert build_plan(model, "fp16") == {"strongly_typed": False, "set": ["FP16"], "clear": []}
+    assert build_plan(model, "bf16")["set"] == ["BF16"]
+    with pytest.raises(UnsupportedError, match=r"precision=int8 .*has none: quantise it to Q/DQ"):
+        build_plan(model, "int8")  # no Q/DQ nodes: TensorRT 10 would have to calibrate it
+    qdq = _open(_file(tmp_path, "q.onnx", qdq=True))
+    assert build_plan(qdq, "int8") == {"strongly_typed": True, "set": [], "clear": ["TF32"]}
+
+
+def test_a_half_file_runs_as_it_is_not_as_fp16(tmp_path):
+    from onnx import TensorProto
+
+    from sweep.runtimes.tensorrt_onnx import build_plan
+
+    half = _open(_file(tmp_path, "h.onnx", elem=TensorProto.FLOAT16))
+    assert build_plan(half, "fp32")["strongly_typed"]  # in the file's own types
+    with pytest.raises(UnsupportedError, match="takes float16 input already: use precision=fp32"):
+        build_plan(half, "fp16")
+
+
+def test_profile_shapes_from_the_files_input(tmp_path):
+    from sweep.runtimes.tensorrt_onnx import profile_shapes
+
+    dynamic = _open(_file(tmp_path)).input
+    assert profile_shapes(dynamic, 8, 32) == ((8, 3, 32, 32),) * 3  # min = opt = max
+    static = _open(_file(tmp_path, "s.onnx", dims=(2, 3, 32, 32))).input
+    assert profile_shapes(static, 2, 32) is None
+    sized = _open(_file(tmp_path, "d.onnx", dims=(4, 3, "h", "w"))).input
+    assert profile_shapes(sized, 4, 64) == ((4, 3, 64, 64),) * 3
+
+
+def test_engine_cache_key_names_the_file_shape_precision_and_build(tmp_path):
+    from sweep.runtimes.tensorrt_onnx import build_plan, engine_parts
+
+    env = {"tensorrt": "10.13.0", "gpu": "NVIDIA H200", "compute_capability": "9.0"}
+    model = _open(_file(tmp_path))
+    other = _open(_file(tmp_path, "other.onnx", qdq=True))
+    assert model.sha256 != other.sha256
+
+    default = TrtRuntimeConfig()
+
+    def k(m=model, precision="fp32", batch=2, resolution=32, cfg=default, env=env):
+        ctx = JobContext(device=torch.device("cuda"), precision=precision, batch=batch,
+                         resolution=resolution, channels_last=False, cache=None,
+                         model_identity=m.identity("m"), input_dtype=torch.float32,
+                         model_kind="onnx")
+        return ArtifactCache.key(engine_parts(cfg, ctx, build_plan(m, precision), env))
+
+    base = k()
+    assert k() == base
+    variants = [k(m=other), k(precision="tf32"), k(precision="fp16"), k(batch=8),
+                k(resolution=64), k(cfg=TrtRuntimeConfig(workspace_gb=8)),
+                k(cfg=TrtRuntimeConfig(optimization_level=5)),
+                k(env={**env, "tensorrt": "10.14.0"}), k(env={**env, "gpu": "NVIDIA A100"})]
+    assert len({base, *variants}) == len(variants) + 1
+    ctx = JobContext(device=torch.device("cuda"), precision="fp32", batch=2, resolution=32,
+                     channels_last=False, cache=None, model_identity=model.identity("m"))
+    parts = engine_parts(TrtRuntimeConfig(), ctx, build_plan(model, "fp32"), env)
+    assert parts["file"] == model.sha256 and "torch_tensorrt" not in parts

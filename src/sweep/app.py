@@ -57,10 +57,27 @@ def _swept(sweep_dir: Path | None) -> tuple[str, ...]:
     return tuple(swept_keys(read_sweep_file(sweep_dir).get("overrides") or [])) if sweep_dir else ()
 
 
+def _typed(data: dict[str, Any]) -> tuple[SweepConfig, str]:
+    """The job's typed config, with `resolution: null` made the model's own and written back
+    into `data`, so that its config.yaml, digest, params and name hold the resolution it runs
+    at; and where that resolution comes from (the job's info `resolution_from`)."""
+    cfg = from_container(data)
+    source = f"set: resolution={cfg.resolution}"
+    if cfg.resolution is None:
+        from sweep.job import resolve_resolution  # torch and timm: only for a job that asks
+
+        source = resolve_resolution(cfg)
+        data["resolution"] = cfg.resolution
+    return cfg, source
+
+
 def _job_name(*, _root_: DictConfig) -> str:
-    """`${sweep_job_name:}`: the job folder's name by the rule of run names (result.job_name)."""
+    """`${sweep_job_name:}`: the job folder's name by the rule of run names (result.job_name),
+    at the resolution the job will run at."""
     data = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
             for k, v in _root_.items() if k != "hydra"}
+    with contextlib.suppress(Exception):  # a config the job refuses: it says why, not here
+        _typed(data)
     return job_name(flatten(data), _swept(Path(_root_.hydra.sweep.dir)))
 
 
@@ -158,7 +175,7 @@ def _run(cfg: SweepConfig, job_dir: Path, swept: tuple[str, ...]) -> JobResult:
 
 
 def _measure(cfg: SweepConfig | None, data: dict[str, Any], refused: str, job_dir: Path,
-             swept: tuple[str, ...]) -> JobResult:
+             swept: tuple[str, ...], resolution_from: str = "") -> JobResult:
     """Write the job's config and run it (or record why it could not run), named as its
     folder."""
     unwritable = try_write_config(job_dir, data)
@@ -169,6 +186,8 @@ def _measure(cfg: SweepConfig | None, data: dict[str, Any], refused: str, job_di
     else:
         result = failed_result(flatten(data), refused)
     result.job = job_name(result.params, swept)  # as its folder (an isolated job's too)
+    if resolution_from:
+        result.info["resolution_from"] = resolution_from
     if not cfg:
         save_result(result, job_dir)  # uploaded with the run, as a job's own would be
     return result
@@ -180,7 +199,7 @@ def _without_round(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run_round(cfg: SweepConfig, job_dir: Path, data: dict[str, Any], digest: str,
-               swept: tuple[str, ...]) -> tuple[JobResult, bool]:
+               swept: tuple[str, ...], resolution_from: str) -> tuple[JobResult, bool]:
     """One round of a job measured in rounds: run it unless this round is done, record it, and
     return the job's result over its rounds so far (and whether this round was skipped)."""
     from sweep import rounds
@@ -191,7 +210,7 @@ def _run_round(cfg: SweepConfig, job_dir: Path, data: dict[str, Any], digest: st
         saved = None
     if saved is not None and not cfg.force and number in rounds.done(job_dir, digest):
         return JobResult(**saved), True
-    latest = _measure(cfg, data, "", job_dir, swept)
+    latest = _measure(cfg, data, "", job_dir, swept, resolution_from)
     latest.info["config_digest"] = digest
     records = rounds.record(job_dir, number, digest, latest)
     result = rounds.combine(latest, records, cfg.bench.rounds)
@@ -216,17 +235,18 @@ def task(dcfg: DictConfig) -> float:
     sweep_dir = Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
     job_dir.mkdir(parents=True, exist_ok=True)
     data = _resolved(dcfg, hc.job.get("num"))
-    digest = config_digest(_without_round(data))  # every round of a job measures one config
     cfg: SweepConfig | None = None
-    refused = ""
+    refused = resolution_from = ""
     try:
-        cfg = from_container(data)
+        cfg, resolution_from = _typed(data)
     except Exception as e:  # a bad value: a failed job with its reason, the sweep goes on
         refused = f"{type(e).__name__}: {e}"
+    digest = config_digest(_without_round(data))  # every round of a job measures one config
     tracking = cfg.tracking if cfg else tracking_of(data)
     in_rounds = cfg is not None and cfg.bench.round > 0
     if in_rounds:
-        result, skipped = _run_round(cfg, job_dir, data, digest, _swept(sweep_dir))
+        result, skipped = _run_round(cfg, job_dir, data, digest, _swept(sweep_dir),
+                                     resolution_from)
     else:
         result = None if cfg and cfg.force else _finished_before(job_dir, digest)
         if result and result.status != "ok" and data.get("resume") == "retry_failed":
@@ -235,7 +255,8 @@ def task(dcfg: DictConfig) -> float:
         if skipped:
             os.utime(job_dir / RESULT_FILE)  # counted as done in this run's progress
         else:
-            result = _measure(cfg, data, refused, job_dir, _swept(sweep_dir))
+            result = _measure(cfg, data, refused, job_dir, _swept(sweep_dir),
+                              resolution_from)
             result.info["config_digest"] = digest
     # a skipped job is looked up again (by its uid): a store that was deleted or emptied since
     # gets it back, under this sweep's parent run. In rounds, a job is logged once, with all

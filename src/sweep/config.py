@@ -525,7 +525,7 @@ class SweepConfig:
     data: DataConfig = field(default_factory=DataConfig)
     pipeline: Any = None  # a PipelineConfig choice (None: current)
     scenario: Any = None  # a ScenarioConfig choice (None: offline)
-    resolution: int = 224
+    resolution: int | None = None  # None: the model's own (job.resolve_resolution)
     batch: int = 1
     precision: str = "fp32"
     device: str = "auto"
@@ -564,7 +564,8 @@ class SweepConfig:
                 raise config_error(key, getattr(self, key),
                                    f"allowed values are {choices_of(family)}")
         _positive("batch", self.batch, 1)
-        _positive("resolution", self.resolution, 8)
+        if self.resolution is not None:
+            _positive("resolution", self.resolution, 8)
         _choice("precision", self.precision, PRECISIONS)
         if not (self.device in DEVICES or self.device.startswith("cuda:")):
             raise config_error("device", self.device, "allowed values are auto, cpu, cuda, cuda:N",

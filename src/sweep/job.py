@@ -16,14 +16,14 @@ import torch
 from sweep import progress
 from sweep.accuracy import compare, make_decisive, run_batches, synthetic_images
 from sweep.cache import ArtifactCache
-from sweep.config import SweepConfig
+from sweep.config import ModelConfig, SweepConfig
 from sweep.env import device_name, environment
 from sweep.hardware import resolve_hardware
 from sweep.measure.flops import count_gflop_per_img
 from sweep.measure.memory import reset_gpu_peak
 from sweep.measure.timing import time_first_call
 from sweep.model_files import OnnxModel, count_onnx_gflop, load_exported, open_onnx
-from sweep.models import build_model, check_resolution, default_resolution
+from sweep.models import build_model, check_resolution, native_resolution
 from sweep.result import JobResult, flatten, job_name, save_result, write_error, write_samples
 from sweep.runtimes import JobContext, Runtime, check_model, check_supported, create_runtime
 from sweep.runtimes.base import set_math_mode
@@ -55,6 +55,31 @@ def inject_fault(fault: str | None) -> None:
         os._exit(3)
 
 
+_NATIVE: dict[tuple, tuple[int, str]] = {}  # the folder's name and the job both ask
+
+
+def resolve_resolution(cfg: SweepConfig) -> str:
+    """`resolution: null` is the model's own input side, set on `cfg` here: 224 or a timm
+    model's default config (models.native_resolution), the size a file declares; returns where
+    it comes from (the job's info `resolution_from`)."""
+    model = cfg.model
+    path = Path(str(model.path)).expanduser() if model.path else None
+    stat = path.stat() if path is not None and path.is_file() else None
+    key = (model.kind, model.name, model.path, stat and (stat.st_size, stat.st_mtime_ns))
+    if key not in _NATIVE:
+        _NATIVE[key] = _native_resolution(model)
+    cfg.resolution, source = _NATIVE[key]
+    return source
+
+
+def _native_resolution(model: ModelConfig) -> tuple[int, str]:
+    if model.kind == "onnx":
+        return open_onnx(model).input.native_resolution(str(model.path))
+    if model.kind == "exported":
+        return load_exported(model)[1].native_resolution(str(model.path))
+    return native_resolution(model)
+
+
 def run_job(cfg: SweepConfig, job_dir: Path, swept: tuple[str, ...] = ()) -> JobResult:
     """Run one job; any exception becomes a failed result with its reason, never a crash.
     `swept`: the params its sweep varies, which its name shows (result.job_name)."""
@@ -64,6 +89,10 @@ def run_job(cfg: SweepConfig, job_dir: Path, swept: tuple[str, ...] = ()) -> Job
     inject_fault(cfg.fault)
     t0 = time.perf_counter()
     try:
+        if cfg.resolution is None:  # called directly: the app resolves it before naming a job
+            result.info["resolution_from"] = resolve_resolution(cfg)
+            result.params = flatten(cfg)
+            result.job = job_name(result.params, swept)
         _run(cfg, job_dir, result)
         result.status = "ok"
     except Exception as e:  # the sweep goes on; the reason is recorded
@@ -94,9 +123,6 @@ def _load_model(cfg: SweepConfig, result: JobResult) -> torch.nn.Module | OnnxMo
         spec.check_job(cfg.model.path, cfg.batch, cfg.resolution)
         result.info.update(info)
         return module
-    default = default_resolution(cfg.model)
-    if default is not None:
-        result.info["model_default_resolution"] = str(default)
     return build_model(cfg.model)
 
 
@@ -144,7 +170,7 @@ def _run(cfg: SweepConfig, job_dir: Path, result: JobResult) -> None:
     hw = resolve_hardware(cfg.hardware, device_name(str(device)), device.type == "cuda")
     result.info.update(hardware_used=hw.name, hardware_description=hw.description,
                        device_used=str(device))
-    check_supported(cfg.runtime, device, cfg.precision)  # at once, before any work
+    check_supported(cfg.runtime, device, cfg.precision, cfg.model.kind)  # before any work
     check_model(cfg.runtime, cfg.model.kind)
     check_resolution(cfg.model, cfg.resolution)
     with progress.phase(result.job, "building"):  # the model and its fp32 reference outputs
@@ -169,7 +195,8 @@ def _run(cfg: SweepConfig, job_dir: Path, result: JobResult) -> None:
         ctx = JobContext(device=device, precision=cfg.precision, batch=cfg.batch,
                          resolution=cfg.resolution, channels_last=cfg.flags.channels_last,
                          cache=cache, model_identity=identity,
-                         input_dtype=model.input.torch_dtype if file_model else None)
+                         input_dtype=model.input.torch_dtype if file_model else None,
+                         model_kind=cfg.model.kind)
         runtime = create_runtime(cfg.runtime, ctx)
         reference = _reference(model, inputs, cfg.batch, device) if cfg.check.enabled else None
     set_math_mode(cfg.precision)

@@ -52,6 +52,15 @@ class InputSpec:
                                                      self.width)]
         return f"{self.name}: NCHW {'x'.join(map(str, dims))} {self.dtype}"
 
+    def native_resolution(self, path: str) -> tuple[int, str]:
+        """The side the file declares (`resolution: null`), and where it comes from; 224 for
+        a file whose height and width are both dynamic."""
+        side = self.height or self.width
+        if side:
+            return side, f"the static input of model.path={path}: {self.describe()}"
+        return 224, (f"model.path={path} takes any size ({self.describe()}): 224; set "
+                     "resolution=N to choose")
+
     def check_job(self, path: str, batch: int, resolution: int) -> None:
         """A static dimension of the file that the job's `batch` or `resolution` contradicts is
         a clear error naming both."""

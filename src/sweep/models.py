@@ -50,8 +50,8 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     return model.eval()
 
 
-def build_timm(cfg: ModelConfig) -> nn.Module:
-    """A timm model created with pretrained=False: nothing is downloaded."""
+def _timm(cfg: ModelConfig):
+    """The timm package, once `cfg.name` is known to it; a ConfigError says what to do."""
     try:
         import timm
     except ImportError as e:
@@ -64,6 +64,12 @@ def build_timm(cfg: ModelConfig) -> nn.Module:
         close = close or timm.list_models(f"*{cfg.name.lower()[:4]}*")[:8]
         raise config_error("model.name", cfg.name, "not a timm model",
                            f"Close names: {', '.join(close)}. Any of timm.list_models() works.")
+    return timm
+
+
+def build_timm(cfg: ModelConfig) -> nn.Module:
+    """A timm model created with pretrained=False: nothing is downloaded."""
+    timm = _timm(cfg)
     torch.manual_seed(cfg.seed)
     model = timm.create_model(cfg.name, pretrained=False, num_classes=cfg.num_classes)
     if cfg.weights:
@@ -71,15 +77,35 @@ def build_timm(cfg: ModelConfig) -> nn.Module:
     return model.eval()
 
 
-def default_resolution(cfg: ModelConfig) -> int | None:
-    """The input side a timm model was designed for (its default config), else None."""
-    if cfg.kind != "timm":
+def _timm_cfg(cfg: ModelConfig, key: str):
+    """A value of the timm model's default (pretrained) config; None when it has none."""
+    timm = _timm(cfg)
+    try:
+        return timm.get_pretrained_cfg_value(cfg.name, key)
+    except RuntimeError:  # a registered architecture without a pretrained config
         return None
-    import timm
 
-    size = timm.get_pretrained_cfg_value(cfg.name, "input_size") if timm.is_model(cfg.name) \
-        else None
-    return int(size[-1]) if size else None
+
+TORCHVISION_RESOLUTION = 224  # what torchvision builds its classifiers for (weights=None)
+
+
+def native_resolution(cfg: ModelConfig) -> tuple[int, str]:
+    """The input side a model built by name is made for, and where that comes from: 224 for
+    torchvision (its ViTs are built for 224 and take nothing else), a timm model's default
+    config (`pretrained_cfg['input_size']`). The sweep's resolution is square, so a timm model
+    whose default is not is a ConfigError that says what to set."""
+    if cfg.kind != "timm":
+        return TORCHVISION_RESOLUTION, f"torchvision builds {cfg.name} for 224"
+    size = _timm_cfg(cfg, "input_size")
+    if not size:
+        return TORCHVISION_RESOLUTION, f"timm's {cfg.name} declares no input_size: 224"
+    _, height, width = size
+    if height != width:
+        raise ConfigError(f"resolution=null (the model's own) does not fit timm's "
+                          f"{cfg.name}: its default config is {height}x{width} (height x width) "
+                          f"and the sweep's resolution is square. Set it: "
+                          f"resolution={max(height, width)} (or another side the model takes).")
+    return int(height), f"timm's default config of {cfg.name}: input_size {tuple(size)}"
 
 
 def load_weights(model: nn.Module, cfg: ModelConfig) -> None:
@@ -181,7 +207,19 @@ def _mismatch(expected: dict, given: dict, num_classes: int | None = None) -> st
 
 
 def check_resolution(cfg: ModelConfig, resolution: int) -> None:
-    if cfg.kind != "torchvision":  # timm: its own error at the FLOP count; files: their spec
+    """A resolution the model cannot take is a clear error before anything is built (files:
+    checked against their declared input; other timm models: at the FLOP count)."""
+    if cfg.kind == "timm":
+        if _timm_cfg(cfg, "fixed_input_size"):
+            side, _ = native_resolution(cfg)
+            if resolution != side:
+                raise config_error("resolution", resolution,
+                                   f"timm's {cfg.name} takes only its default input size "
+                                   f"{side}x{side} (fixed_input_size in its config)",
+                                   f"Use resolution={side}, or resolution=null for the "
+                                   "model's own.")
+        return
+    if cfg.kind != "torchvision":
         return
     need = min_resolution(cfg.name)
     if resolution < need:

@@ -18,9 +18,11 @@ def runtime_class(cfg: RuntimeConfig | type[RuntimeConfig]) -> type[Runtime]:
     return cfg.implementation()
 
 
-def check_supported(cfg: RuntimeConfig, device: torch.device, precision: str) -> None:
-    """Raise UnsupportedError when the runtime cannot run `precision` on `device`."""
-    runtime_class(cfg).check_supported(device, precision)
+def check_supported(cfg: RuntimeConfig, device: torch.device, precision: str,
+                    model_kind: str = "torchvision") -> None:
+    """Raise UnsupportedError when the runtime cannot run `precision` on `device` (or lacks the
+    libraries it needs for a model of `model_kind`)."""
+    runtime_class(cfg).check_supported(device, precision, model_kind)
 
 
 def check_model(cfg: RuntimeConfig, kind: str) -> None:
@@ -40,5 +42,5 @@ def check_model(cfg: RuntimeConfig, kind: str) -> None:
 def create_runtime(cfg: RuntimeConfig, ctx: JobContext) -> Runtime:
     """The runtime for `cfg`, after checking it can run the job's precision on its device."""
     cls = runtime_class(cfg)
-    cls.check_supported(ctx.device, ctx.precision)
+    cls.check_supported(ctx.device, ctx.precision, ctx.model_kind)
     return cls(cfg, ctx)

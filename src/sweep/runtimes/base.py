@@ -25,6 +25,7 @@ class JobContext:
     cache: object  # sweep.cache.ArtifactCache
     model_identity: dict[str, str] = field(default_factory=dict)  # the weights, for the cache
     input_dtype: torch.dtype | None = None  # model=onnx: the dtype the file's input declares
+    model_kind: str = "torchvision"  # config.MODEL_KINDS: what `prepare` will be given
 
 
 @dataclass
@@ -54,8 +55,10 @@ class Runtime(ABC):
         self.ctx = ctx
 
     @classmethod
-    def check_supported(cls, device: torch.device, precision: str) -> None:
-        """Fail at once, before any export, when the precision cannot run on this device."""
+    def check_supported(cls, device: torch.device, precision: str,
+                        model_kind: str = "torchvision") -> None:
+        """Fail at once, before any export, when the precision cannot run on this device (a
+        runtime whose libraries depend on the model's kind also checks those)."""
         ok = cls.supported.get(device.type, ())
         if precision not in ok:
             where = [f"{d}: {', '.join(p)}" for d, p in cls.supported.items()]

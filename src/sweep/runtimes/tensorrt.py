@@ -25,6 +25,9 @@ Precisions (CUDA only):
 
 The engine takes a contiguous NCHW input whatever ``flags.channels_last`` says: TensorRT picks
 its own internal layouts, and the job's info says so.
+
+A user's ONNX file (model=onnx) is built by TensorRT itself, without Torch-TensorRT:
+``sweep.runtimes.tensorrt_onnx`` (also not run here).
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ import torch
 from torch import nn
 
 from sweep.config import TrtRuntimeConfig
+from sweep.model_files import OnnxModel
+from sweep.runtimes import tensorrt_onnx
 from sweep.runtimes.base import DTYPES, JobContext, Prepared, Runtime, UnsupportedError
 
 log = logging.getLogger(__name__)
@@ -158,44 +163,52 @@ class TensorRTRuntime(Runtime):
 
     name = "trt"
     supported = {"cuda": ("fp32", "tf32", "fp16", "bf16", "int8")}
-    model_kinds = ("torchvision", "timm")  # a GraphModule of torch.export: not tried here
+    model_kinds = ("torchvision", "timm", "onnx")  # torch.export's GraphModule: not tried here
 
     @property
     def prepare_phase(self) -> str:
         return "calibrating and compiling" if self.ctx.precision == "int8" else "compiling"
 
     @classmethod
-    def check_supported(cls, device: torch.device, precision: str) -> None:
-        """Fail at once: no GPU, no Torch-TensorRT (or ModelOpt for int8), or a precision
-        TensorRT does not run. Every problem found is named in one message."""
+    def check_supported(cls, device: torch.device, precision: str,
+                        model_kind: str = "torchvision") -> None:
+        """Fail at once: no GPU, no Torch-TensorRT (or ModelOpt for int8; TensorRT itself for
+        an ONNX file), or a precision TensorRT does not run. Every problem found is named in one
+        message."""
         problems = []
         if device.type != "cuda":
             problems.append(f"runtime=trt needs an NVIDIA GPU, and this job's device is "
                             f"{device.type} (use runtime=torch, compile or onnx on the CPU)")
         try:
-            import_torch_tensorrt()
-            if precision == "int8":
-                import_modelopt_quantization()
+            if model_kind == "onnx":
+                tensorrt_onnx.import_tensorrt()
+            else:
+                import_torch_tensorrt()
+                if precision == "int8":
+                    import_modelopt_quantization()
         except UnsupportedError as e:
             problems.append(str(e).rstrip("."))
         if problems:
             raise UnsupportedError("; ".join(problems) + ".")
-        super().check_supported(device, precision)
+        super().check_supported(device, precision, model_kind)
 
     @property
     def input_memory_format(self) -> torch.memory_format:
         return torch.contiguous_format  # the engine's input binding is linear NCHW
 
-    def prepare(self, model: nn.Module, example: torch.Tensor) -> Prepared:
+    def prepare(self, model: nn.Module | OnnxModel, example: torch.Tensor) -> Prepared:
+        kind = "onnx" if isinstance(model, OnnxModel) else self.ctx.model_kind
         # also when called without create_runtime
-        self.check_supported(self.ctx.device, self.ctx.precision)
-        torch_tensorrt = import_torch_tensorrt()
+        self.check_supported(self.ctx.device, self.ctx.precision, kind)
         device = compile_settings(self.cfg, self.ctx)["device"]
         if self.ctx.precision == "bf16" and torch.cuda.get_device_capability(device) < (8, 0):
             raise UnsupportedError(
                 f"runtime=trt precision=bf16 needs compute capability 8.0 or newer (Ampere); "
                 f"{torch.cuda.get_device_name(device)} has "
                 f"{'.'.join(map(str, torch.cuda.get_device_capability(device)))}.")
+        if isinstance(model, OnnxModel):
+            return self._prepare_file(model, device)
+        torch_tensorrt = import_torch_tensorrt()
         x = example.to(device, self.input_dtype).contiguous()
         parts = cache_parts(self.cfg, self.ctx, build_env(self.ctx, device))
         built: dict[str, nn.Module] = {}
@@ -230,6 +243,58 @@ class TensorRTRuntime(Runtime):
         if self.ctx.channels_last:
             info["channels_last"] = "ignored: TensorRT chooses its own layouts"
         return Prepared(export_s=export_s, cache=status, info=info)
+
+    def _prepare_file(self, model: OnnxModel, device: torch.device) -> Prepared:
+        """The user's ONNX file built into an engine by TensorRT itself (tensorrt_onnx), cached
+        by the file's content; a cached engine that does not load here is built again."""
+        trt = tensorrt_onnx.import_tensorrt()
+        ctx = self.ctx
+        plan = tensorrt_onnx.build_plan(model, ctx.precision)
+        profile = tensorrt_onnx.profile_shapes(model.input, ctx.batch, ctx.resolution)
+        parts = tensorrt_onnx.engine_parts(self.cfg, ctx, plan,
+                                           tensorrt_onnx.build_env(trt, device))
+        engine = tensorrt_onnx.ENGINE_FILE
+
+        def build(folder: Path) -> None:
+            blob = tensorrt_onnx.build_engine(trt, model, plan, self.cfg, profile)
+            (folder / engine).write_bytes(blob)
+
+        t0 = time.perf_counter()
+        with torch.cuda.device(device):
+            folder, status = ctx.cache.fetch("trt-onnx", parts, build)
+            shape = input_shape(ctx)
+
+            def load() -> tensorrt_onnx.EngineRunner:
+                return tensorrt_onnx.EngineRunner(trt, (folder / engine).read_bytes(), model.input,
+                                                  model.output_name, shape, device)
+
+            try:
+                self.runner = load()
+            except RuntimeError as e:
+                if status != "hit":
+                    raise
+                log.warning("cached TensorRT engine %s does not load (%s): rebuilding it",
+                            folder, e)
+                shutil.rmtree(folder, ignore_errors=True)
+                folder, _ = ctx.cache.fetch("trt-onnx", parts, build)
+                status, self.runner = "rebuilt", load()
+            self.module = self.runner.infer
+            x = torch.zeros(shape, dtype=self.input_dtype, device=device)
+            self.infer(x)  # the context's first run: lazy allocations happen here
+            torch.cuda.synchronize(device)
+        info = {"engine_file": str(folder / engine),
+                "engine_mb": f"{(folder / engine).stat().st_size / 2**20:.1f}",
+                "trt_versions": f"tensorrt {parts['tensorrt']} (its ONNX parser, no "
+                                "Torch-TensorRT)",
+                "trt_build": (f"strongly typed: the file's own types"
+                              f"{', int8 from its Q/DQ nodes' if ctx.precision == 'int8' else ''}"
+                              if plan["strongly_typed"]
+                              else f"weakly typed, BuilderFlag.{plan['set'][0]}"),
+                "trt_profile": "none: static shape" if profile is None else
+                               "x".join(map(str, profile[1])) + " (min = opt = max)"}
+        if self.ctx.channels_last:
+            info["channels_last"] = "ignored: TensorRT chooses its own layouts"
+        return Prepared(export_s=time.perf_counter() - t0, cache=status, info=info)
 
     def _compile(self, torch_tensorrt: Any, model: nn.Module, x: torch.Tensor,
                  device: torch.device) -> nn.Module:
@@ -268,6 +333,6 @@ class TensorRTRuntime(Runtime):
         return _first(self.module(x))
 
     def close(self) -> None:
-        self.module = None
+        self.module = self.runner = None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
