@@ -18,6 +18,7 @@ from conftest import QUICK, free_port, run_cli
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def runs(uri: str, experiment: str) -> tuple[list, list]:
@@ -338,3 +339,65 @@ def test_cache_dir_that_is_a_file_is_named(tmp_path):
     (tmp_path / "not-a-folder").write_text("")
     with pytest.raises(ConfigError, match=r"cache_dir=.*is a file, not a folder.*Give a folder"):
         ArtifactCache.open(str(tmp_path / "not-a-folder"))
+
+
+# --- 8: a folder named `sweep` in the working directory ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def editable(tmp_path_factory) -> Path:
+    """This checkout installed as CI installs it (pip install -e), in a throwaway venv over this
+    interpreter's packages: its python."""
+    venv = tmp_path_factory.mktemp("venv")
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip",
+                    str(venv)], check=True)
+    python = venv / "bin" / "python"
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q",
+                    "--no-deps", "--no-build-isolation", "-e", str(ROOT)],
+                   check=True, capture_output=True)
+    return python
+
+
+@pytest.fixture(params=["editable", "pythonpath"])
+def installed(request) -> tuple[str, dict[str, str]]:
+    """How `python -m sweep` finds the package: the editable install, or PYTHONPATH=src."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_TRACKING_URI")}
+    if request.param == "editable":
+        return str(request.getfixturevalue("editable")), env
+    return sys.executable, {**env, "PYTHONPATH": str(ROOT / "src")}
+
+
+def _sweep_with(installed, args: list[str], cwd: Path, cache: Path,
+                module: str = "sweep") -> subprocess.CompletedProcess:
+    python, env = installed
+    return subprocess.run([python, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
+                          env={**env, "SWEEP_CACHE_DIR": str(cache)}, timeout=600)
+
+
+def _reported(sweep_dir: Path, proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "2 jobs: 2 ok" in (sweep_dir / "report.md").read_text()
+    assert list((sweep_dir / "plots").glob("*.png"))  # sweep.plots imported, not the folder
+
+
+def test_a_sweep_folder_in_the_working_directory_does_not_shadow_the_package(
+        installed, tmp_path, cache_dir):
+    (tmp_path / "sweep" / "plots").mkdir(parents=True)  # a folder of the user's, nothing inside
+    proc = _sweep_with(installed, ["-m", "batch=1,2", "hydra.sweep.dir=ms",
+                                   "tracking.enabled=false", *QUICK], tmp_path, cache_dir)
+    _reported(tmp_path / "ms", proc)
+
+
+def test_hydra_sweep_dir_named_sweep_is_reported(installed, tmp_path, cache_dir):
+    args = ["-m", "batch=1,2", "hydra.sweep.dir=sweep", "tracking.enabled=false", *QUICK]
+    _reported(tmp_path / "sweep", _sweep_with(installed, args, tmp_path, cache_dir))
+    # the folder is there from the start now: a resume, then the report rebuilt with its plots
+    for png in (tmp_path / "sweep" / "plots").glob("*.png"):
+        png.unlink()
+    _reported(tmp_path / "sweep", _sweep_with(installed, args, tmp_path, cache_dir))
+    for png in (tmp_path / "sweep" / "plots").glob("*.png"):
+        png.unlink()
+    again = _sweep_with(installed, ["sweep", "--plots"], tmp_path, cache_dir,
+                        module="sweep.report")
+    _reported(tmp_path / "sweep", again)

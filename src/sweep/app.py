@@ -68,7 +68,7 @@ OmegaConf.register_new_resolver("sweep_job_name", _job_name, replace=True)
 
 
 def help_groups() -> str:
-    """`${sweep_groups:}` in --help: the config groups a user picks from, as conf/ holds them
+    """`${sweep_groups:}` in --help: the config groups a user picks from, as sweep/conf/ holds them
     (the schema/* groups are internal), and the launchers of hydra/launcher."""
     root = conf_dir()
     groups = sorted(p for p in root.iterdir() if p.is_dir() and p.name != "hydra")

@@ -1,6 +1,6 @@
 """Typed schemas for the sweep's configuration, and the one registry of each config group.
 
-The YAML files under ``conf/`` hold values; these dataclasses hold the shape, the defaults and
+The YAML files under ``sweep/conf/`` hold values; these dataclasses hold the shape, the defaults and
 the validation. Hydra composes YAML onto them, ``OmegaConf.to_object`` turns the result into
 a :class:`SweepConfig`, and below that point no code sees a DictConfig. A group whose choices
 are implementations (runtime, pipeline, scenario) has one schema per choice, registered by
@@ -614,7 +614,7 @@ def register_configs() -> None:
     """Put the schemas in Hydra's ConfigStore; YAML files list them in their defaults."""
     from omegaconf import OmegaConf
 
-    # conf/model/{onnx,exported}.yaml: a model file is named by its stem (job and run names)
+    # sweep/conf/model/{onnx,exported}.yaml: a model file is named by its stem (job and run names)
     OmegaConf.register_new_resolver(
         "sweep_stem", lambda p: str(p).replace("\\", "/").rsplit("/", 1)[-1].split(".")[0]
         if p else "file", replace=True)
