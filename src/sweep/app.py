@@ -23,7 +23,14 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from sweep import state
-from sweep.config import SweepConfig, TrackingConfig, from_container, register_configs, tracking_of
+from sweep.config import (
+    SweepConfig,
+    TrackingConfig,
+    from_container,
+    job_values,
+    register_configs,
+    tracking_of,
+)
 from sweep.paths import conf_dir
 from sweep.progress import log as progress_log
 from sweep.progress import sweep_bar
@@ -201,13 +208,6 @@ def _run_round(cfg: SweepConfig, job_dir: Path, data: dict[str, Any], digest: st
     return result, False
 
 
-def _resolved(dcfg: DictConfig, job_num: Any) -> dict[str, Any]:
-    data = OmegaConf.to_container(dcfg, resolve=True)
-    if data.get("fault_at") and job_num in data["fault_at"]:  # fault_at={3:segfault}
-        data["fault"] = data["fault_at"][job_num]
-    return data
-
-
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base=None)
 def task(dcfg: DictConfig) -> float:
     """One job. Returns its objective, for optimising sweepers (Optuna)."""
@@ -215,13 +215,15 @@ def task(dcfg: DictConfig) -> float:
     job_dir = Path(hc.runtime.output_dir)
     sweep_dir = Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
     job_dir.mkdir(parents=True, exist_ok=True)
-    data = _resolved(dcfg, hc.job.get("num"))
+    data = job_values(OmegaConf.to_container(dcfg, resolve=True), hc.job.get("num"))
     digest = config_digest(_without_round(data))  # every round of a job measures one config
     cfg: SweepConfig | None = None
     refused = ""
     try:
         cfg = from_container(data)
-    except Exception as e:  # a bad value: a failed job with its reason, the sweep goes on
+    except Exception as e:
+        # a bad value that could not be checked before the sweep began (an optuna trial's are
+        # drawn as it starts; sweep.callbacks checks a grid's): a failed job, the sweep goes on
         refused = f"{type(e).__name__}: {e}"
     tracking = cfg.tracking if cfg else tracking_of(data)
     in_rounds = cfg is not None and cfg.bench.round > 0

@@ -21,6 +21,9 @@ PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8")
 ISOLATIONS = ("inline", "process")
 FAULTS = ("hang", "segfault", "exit")
 DEVICES = ("auto", "cpu", "cuda")
+# the input side, in pixels: beyond it, one fp32 image alone is over 800 MB and its activations
+# are many times that
+MAX_RESOLUTION = 8192
 
 
 def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -563,6 +566,10 @@ class SweepConfig:
                                    f"allowed values are {choices_of(family)}")
         _positive("batch", self.batch, 1)
         _positive("resolution", self.resolution, 8)
+        if self.resolution > MAX_RESOLUTION:
+            raise config_error("resolution", self.resolution,
+                               f"the input side must be 8..{MAX_RESOLUTION} pixels",
+                               "e.g. resolution=224 (resolution=512 for a large input)")
         _choice("precision", self.precision, PRECISIONS)
         if not (self.device in DEVICES or self.device.startswith("cuda:")):
             raise config_error("device", self.device, "allowed values are auto, cpu, cuda, cuda:N",
@@ -599,6 +606,14 @@ def from_container(data: dict[str, Any]) -> SweepConfig:
                                f"e.g. {key}={next(iter(family.choices))}")
         cfg[key] = OmegaConf.merge(OmegaConf.structured(family.choices[name]), node)
     return OmegaConf.to_object(cfg)
+
+
+def job_values(data: dict[str, Any], job_num: Any) -> dict[str, Any]:
+    """A job's resolved values (the composed config without `hydra`) with `fault_at` applied:
+    fault_at={3:segfault} gives job 3 its fault."""
+    if data.get("fault_at") and job_num in data["fault_at"]:
+        data = {**data, "fault": data["fault_at"][job_num]}
+    return data
 
 
 def tracking_of(data: dict[str, Any]) -> TrackingConfig:
