@@ -24,6 +24,11 @@ QUICK = ["resolution=32", "bench.warmup=1", "bench.min_iters=3", "bench.min_seco
          "check.samples=4"]
 
 
+# a batch whose inputs alone (11 TiB at resolution 32) exceed the memory of any host: a valid
+# config whose job fails at job level, before it allocates anything
+HUGE = 1_000_000_000
+
+
 @pytest.fixture
 def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cache")

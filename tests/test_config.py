@@ -82,6 +82,7 @@ def test_any_torchvision_model_by_name():
     ("batch=-3", "batch=-3", ">= 1"),
     ("precision=fp64", "precision='fp64'", "fp32, tf32, fp16, bf16, int8"),
     ("resolution=4", "resolution=4", ">= 8"),
+    ("resolution=100000", "resolution=100000", "8..8192 pixels"),
     ("device=tpu", "device='tpu'", "auto, cpu, cuda"),
     ("runtime=compile runtime.mode=fast", "runtime.mode='fast'", "reduce-overhead"),
     ("runtime=onnx runtime.provider=rocm", "runtime.provider='rocm'", "cuda, tensorrt"),

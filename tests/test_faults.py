@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import QUICK, free_port, run_cli
+from conftest import HUGE, QUICK, free_port, run_cli
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def runs(uri: str, experiment: str) -> tuple[list, list]:
@@ -197,13 +198,14 @@ def progress(stdout: str) -> list[str]:
 
 
 def test_retry_failed_reruns_only_the_failed_jobs(tmp_path, cache_dir):
-    args = ["-m", "batch=1,0", "hydra.sweep.dir=multirun/f", "tracking.enabled=false", *QUICK]
+    args = ["-m", f"batch=1,{HUGE}", "hydra.sweep.dir=multirun/f", "tracking.enabled=false",
+            *QUICK]
     first = run_cli(args, tmp_path, cache_dir)
     assert first.returncode == 1, first.stderr[-3000:]
     again = run_cli([*args, "resume=retry_failed"], tmp_path, cache_dir)
     lines = progress(again.stdout)
     assert len(lines) == 2, again.stdout[-3000:]
-    ok, failed = sorted(lines, key=lambda line: "-b0-" in line)
+    ok, failed = sorted(lines, key=lambda line: f"-b{HUGE}-" in line)
     assert "skipped, finished before" in ok and "skipped" not in failed
     assert "FAILED" in failed and again.returncode == 1
 
@@ -237,15 +239,25 @@ def test_secrets_reach_no_file_console_line_or_store(tmp_path, cache_dir):
                    *QUICK], tmp_path, cache_dir)
     assert ran.returncode == 0, ran.stderr[-3000:]
     assert results(tmp_path / "multirun" / "a")  # the job ran; its store was unreachable
-    refused = run_cli(["-m", "batch=1,2", f"+api_token={token}", "hydra.sweep.dir=multirun/b",
-                       "tracking.experiment=secrets", *QUICK], tmp_path, cache_dir)
-    assert refused.returncode == 1, refused.stderr[-3000:]
+    secret_key = [f"+api_token={token}", "hydra.sweep.dir=multirun/b",
+                  "tracking.experiment=secrets", *QUICK]
+    refused = run_cli(["-m", "batch=1,2", *secret_key], tmp_path, cache_dir)
+    assert refused.returncode == 2, refused.stderr[-3000:]  # a grid: refused before it starts
+    assert "(+api_token=***): api_token is not a key of this config" in refused.stderr
+    assert not (tmp_path / "multirun" / "b").exists()
+    # optuna draws a trial's values as it starts: there the key fails each trial, recorded
+    failed = run_cli(["-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2",
+                      "hydra.sweeper.max_failure_rate=1.0", "batch=choice(1,2)", *secret_key],
+                     tmp_path, cache_dir)
+    assert failed.returncode == 1, failed.stderr[-3000:]
+    assert all(r["status"] == "failed" and "api_token" in r["error"]
+               for r in results(tmp_path / "multirun" / "b").values())
     _, children = runs(sqlite(tmp_path), "secrets")
     assert len(children) == 2  # logged, with their artifacts
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert any(p.name == "multirun.yaml" for p in written)
     assert any(p.parent.name == ".hydra" for p in written)
-    for proc in (ran, refused):
+    for proc in (ran, refused, failed):
         for secret in (token, password):
             assert secret not in proc.stdout + proc.stderr
     leaks = [str(p) for p in written for secret in (token, password)
@@ -338,3 +350,111 @@ def test_cache_dir_that_is_a_file_is_named(tmp_path):
     (tmp_path / "not-a-folder").write_text("")
     with pytest.raises(ConfigError, match=r"cache_dir=.*is a file, not a folder.*Give a folder"):
         ArtifactCache.open(str(tmp_path / "not-a-folder"))
+
+
+# --- 8: a folder named `sweep` in the working directory ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def editable(tmp_path_factory) -> Path:
+    """This checkout installed as CI installs it (pip install -e), in a throwaway venv over this
+    interpreter's packages: its python."""
+    venv = tmp_path_factory.mktemp("venv")
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip",
+                    str(venv)], check=True)
+    python = venv / "bin" / "python"
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q",
+                    "--no-deps", "--no-build-isolation", "-e", str(ROOT)],
+                   check=True, capture_output=True)
+    return python
+
+
+@pytest.fixture(params=["editable", "pythonpath"])
+def installed(request) -> tuple[str, dict[str, str]]:
+    """How `python -m sweep` finds the package: the editable install, or PYTHONPATH=src."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_TRACKING_URI")}
+    if request.param == "editable":
+        return str(request.getfixturevalue("editable")), env
+    return sys.executable, {**env, "PYTHONPATH": str(ROOT / "src")}
+
+
+def _sweep_with(installed, args: list[str], cwd: Path, cache: Path,
+                module: str = "sweep") -> subprocess.CompletedProcess:
+    python, env = installed
+    return subprocess.run([python, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
+                          env={**env, "SWEEP_CACHE_DIR": str(cache)}, timeout=600)
+
+
+def _reported(sweep_dir: Path, proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "2 jobs: 2 ok" in (sweep_dir / "report.md").read_text()
+    assert list((sweep_dir / "plots").glob("*.png"))  # sweep.plots imported, not the folder
+
+
+def test_a_sweep_folder_in_the_working_directory_does_not_shadow_the_package(
+        installed, tmp_path, cache_dir):
+    (tmp_path / "sweep" / "plots").mkdir(parents=True)  # a folder of the user's, nothing inside
+    proc = _sweep_with(installed, ["-m", "batch=1,2", "hydra.sweep.dir=ms",
+                                   "tracking.enabled=false", *QUICK], tmp_path, cache_dir)
+    _reported(tmp_path / "ms", proc)
+
+
+def test_hydra_sweep_dir_named_sweep_is_reported(installed, tmp_path, cache_dir):
+    args = ["-m", "batch=1,2", "hydra.sweep.dir=sweep", "tracking.enabled=false", *QUICK]
+    _reported(tmp_path / "sweep", _sweep_with(installed, args, tmp_path, cache_dir))
+    # the folder is there from the start now: a resume, then the report rebuilt with its plots
+    for png in (tmp_path / "sweep" / "plots").glob("*.png"):
+        png.unlink()
+    _reported(tmp_path / "sweep", _sweep_with(installed, args, tmp_path, cache_dir))
+    for png in (tmp_path / "sweep" / "plots").glob("*.png"):
+        png.unlink()
+    again = _sweep_with(installed, ["sweep", "--plots"], tmp_path, cache_dir,
+                        module="sweep.report")
+    _reported(tmp_path / "sweep", again)
+
+
+# --- 10: every job's config checked before any job starts -------------------------------
+
+NO_RESOLUTION = [o for o in QUICK if not o.startswith("resolution=")]
+
+
+def test_a_bad_value_in_a_grid_refuses_the_sweep_before_anything_starts(tmp_path, cache_dir):
+    proc = run_cli(["-m", "batch=1,0", "resolution=32,100000", "+fault_at={0:exit}",
+                    "hydra.sweep.dir=multirun/v", "tracking.experiment=valid", *NO_RESOLUTION],
+                   tmp_path, cache_dir)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "3 bad value(s) in the config of this sweep's 4 jobs; no job was started" in proc.stderr
+    assert ("job 0 (batch=1 resolution=32): fault='exit' is not valid: a fault would take the "
+            "whole sweep down with isolation=inline. Add isolation=process.") in proc.stderr
+    assert ("job 1 (batch=1 resolution=100000): resolution=100000 is not valid: the input side "
+            "must be 8..8192 pixels. e.g. resolution=224") in proc.stderr
+    assert "jobs 2, 3 (batch=0): batch=0 is not valid: must be a number >= 1" in proc.stderr
+    assert "Traceback" not in proc.stderr and not progress(proc.stdout)
+    # nothing made: no folder, no store, no parent run; the fixed command is no foreign sweep
+    assert not (tmp_path / "multirun").exists() and not (tmp_path / "mlflow.db").exists()
+    fixed = run_cli(["-m", "batch=1", "hydra.sweep.dir=multirun/v", "tracking.experiment=valid",
+                     *QUICK], tmp_path, cache_dir)
+    assert fixed.returncode == 0, fixed.stderr[-3000:]
+    parents, children = runs(sqlite(tmp_path), "valid")
+    assert len(parents) == 1 and len(children) == 1
+
+
+def test_a_bad_value_of_one_job_is_refused_before_its_folder_is_made(tmp_path, cache_dir):
+    proc = run_cli(["resolution=100000", *NO_RESOLUTION], tmp_path, cache_dir)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert ("resolution=100000 is not valid: the input side must be 8..8192 pixels. "
+            "e.g. resolution=224") in proc.stderr
+    assert "Traceback" not in proc.stderr and "alloc" not in proc.stderr
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_inputs_too_large_for_the_host_are_a_recorded_job_failure(tmp_path, cache_dir):
+    proc = run_cli(["-m", f"batch={HUGE}", "hydra.sweep.dir=multirun/m", "tracking.enabled=false",
+                    *QUICK], tmp_path, cache_dir)
+    assert proc.returncode == 1, proc.stderr[-3000:]  # the job ran and failed, as an OOM does
+    (result,) = results(tmp_path / "multirun" / "m").values()
+    assert result["status"] == "failed"
+    assert re.search(rf"batch={HUGE} is not valid: at resolution=32 its {HUGE} input image\(s\) "
+                     r"need [\d,.]+ GiB, more than the [\d,.]+ GiB free on the host\. Use a "
+                     r"smaller batch or resolution", result["error"]), result["error"]

@@ -1,5 +1,5 @@
 """`python -m sweep --help` is this tool's help: what it does, the groups a user picks (from
-conf/, never the internal schema/* groups), examples, and where results go."""
+sweep/conf/, never the internal schema/* groups), examples, and where results go."""
 
 from __future__ import annotations
 

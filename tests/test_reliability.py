@@ -206,7 +206,7 @@ def test_full_disk_fails_the_job_loudly_and_mlflow_keeps_the_result(tmp_path, ca
 
 def test_fault_needs_process_isolation(tmp_path, cache_dir):
     proc = run_cli(["fault=segfault", "tracking.enabled=false", *QUICK], tmp_path, cache_dir)
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # refused before the job starts
     assert "fault='segfault' is not valid" in proc.stderr and "isolation=process" in proc.stderr
 
 

@@ -23,7 +23,14 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from sweep import state
-from sweep.config import SweepConfig, TrackingConfig, from_container, register_configs, tracking_of
+from sweep.config import (
+    SweepConfig,
+    TrackingConfig,
+    from_container,
+    job_values,
+    register_configs,
+    tracking_of,
+)
 from sweep.paths import conf_dir
 from sweep.progress import log as progress_log
 from sweep.progress import sweep_bar
@@ -85,7 +92,7 @@ OmegaConf.register_new_resolver("sweep_job_name", _job_name, replace=True)
 
 
 def help_groups() -> str:
-    """`${sweep_groups:}` in --help: the config groups a user picks from, as conf/ holds them
+    """`${sweep_groups:}` in --help: the config groups a user picks from, as sweep/conf/ holds them
     (the schema/* groups are internal), and the launchers of hydra/launcher."""
     root = conf_dir()
     groups = sorted(p for p in root.iterdir() if p.is_dir() and p.name != "hydra")
@@ -220,13 +227,6 @@ def _run_round(cfg: SweepConfig, job_dir: Path, data: dict[str, Any], digest: st
     return result, False
 
 
-def _resolved(dcfg: DictConfig, job_num: Any) -> dict[str, Any]:
-    data = OmegaConf.to_container(dcfg, resolve=True)
-    if data.get("fault_at") and job_num in data["fault_at"]:  # fault_at={3:segfault}
-        data["fault"] = data["fault_at"][job_num]
-    return data
-
-
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base=None)
 def task(dcfg: DictConfig) -> float:
     """One job. Returns its objective, for optimising sweepers (Optuna)."""
@@ -234,12 +234,14 @@ def task(dcfg: DictConfig) -> float:
     job_dir = Path(hc.runtime.output_dir)
     sweep_dir = Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
     job_dir.mkdir(parents=True, exist_ok=True)
-    data = _resolved(dcfg, hc.job.get("num"))
+    data = job_values(OmegaConf.to_container(dcfg, resolve=True), hc.job.get("num"))
     cfg: SweepConfig | None = None
     refused = resolution_from = ""
     try:
         cfg, resolution_from = _typed(data)
-    except Exception as e:  # a bad value: a failed job with its reason, the sweep goes on
+    except Exception as e:
+        # a bad value that could not be checked before the sweep began (an optuna trial's are
+        # drawn as it starts; sweep.callbacks checks a grid's): a failed job, the sweep goes on
         refused = f"{type(e).__name__}: {e}"
     digest = config_digest(_without_round(data))  # every round of a job measures one config
     tracking = cfg.tracking if cfg else tracking_of(data)

@@ -1,4 +1,5 @@
-"""Hydra callback for multiruns: the tracking parent run, progress counts and the summary.
+"""Hydra callback for multiruns: every job's config checked before any job starts, the
+tracking parent run, progress counts and the summary.
 
 `on_multirun_*` run on the submitting machine; jobs (possibly elsewhere) find the parent run id
 and the job count in the sweep file (`sweep.result.SWEEP_FILE`).
@@ -6,20 +7,24 @@ and the job count in the sweep file (`sweep.result.SWEEP_FILE`).
 
 from __future__ import annotations
 
+import copy
 import logging
-import math
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf.errors import ConfigKeyError
 
 from sweep import state
-from sweep.config import CONTROL_KEYS, TrackingConfig
+from sweep.config import CONTROL_KEYS, TrackingConfig, from_container, job_values
+from sweep.errors import ConfigError
 from sweep.redact import redact_file
 from sweep.report import Options, write_reports
 from sweep.result import REPORT_FILES, read_sweep_file, redact, write_sweep_file
@@ -38,14 +43,94 @@ def sweep_overrides(config: DictConfig) -> list[str]:
     return overrides
 
 
-def count_jobs(overrides: list[str]) -> int:
-    """Size of the cartesian product the basic sweeper will launch."""
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    by_key: dict[str, int] = {}
-    for o in parsed:
-        sweep = o.is_sweep_override()
-        by_key[o.get_key_element()] = len(list(o.sweep_string_iterator())) if sweep else 1
-    return math.prod(by_key.values()) if by_key else 1
+def job_grid(overrides: list[str]) -> list[list[str]]:
+    """Each job's overrides, in the order (and so with the job numbers) the basic sweeper and
+    the rounds sweeper give them."""
+    parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+    return BasicSweeper.split_arguments(parser.parse_overrides(overrides), None)[0]
+
+
+# the sweepers whose jobs are the grid of their overrides, known before any job starts; an
+# optimising sweeper (optuna) draws a trial's values as it starts: a bad one fails that trial
+GRID_SWEEPERS = ("RoundsSweeper", "BasicSweeper")
+
+
+def _reason(e: Exception) -> tuple[str | None, str]:
+    """The config key at fault (when one is known) and a one-line reason."""
+    if isinstance(e, ConfigError):
+        return e.key, str(e)
+    key = getattr(e, "full_key", None) or getattr(e.__cause__, "full_key", None)
+    if isinstance(e, ConfigKeyError) and key:
+        return key, (f"{key} is not a key of this config: drop it, or check its spelling "
+                     "(python -m sweep --cfg job shows every key)")
+    text = f"{type(e).__name__}: {e}" + (f" ({e.__cause__})" if e.__cause__ else "")
+    return key, " ".join(text.split()).split(" Config search path")[0]
+
+
+def _refusal(config: DictConfig, job_num: Any) -> tuple[str | None, str] | None:
+    """Why a composed job config (with its `hydra` node) cannot run, or None: what the job
+    itself would raise building its typed config (the key at fault, the reason)."""
+    config = copy.deepcopy(config)
+    try:
+        with read_write(config), open_dict(config):
+            del config["hydra"]  # as Hydra hands it to the job
+        from_container(job_values(OmegaConf.to_container(config, resolve=True), job_num))
+    except Exception as e:
+        return _reason(e)
+    return None
+
+
+def refused_jobs(config: DictConfig, grid: list[list[str]]) -> list[str]:
+    """One line per bad value of the grid's jobs: the job numbers, their swept overrides and the
+    reason (key, value, what is allowed)."""
+    loader = GlobalHydra.instance().config_loader()
+    values: dict[str, set[str]] = {}
+    for job in grid:
+        for override in job:
+            key, _, value = override.partition("=")
+            values.setdefault(key, set()).add(value)
+    swept = {key for key, seen in values.items() if len(seen) > 1}
+    by_reason: dict[tuple[str | None, str], list[int]] = {}
+    for num, job in enumerate(grid):
+        try:
+            refusal = _refusal(loader.load_sweep_config(config, list(job)), num)
+        except Exception as e:  # Hydra's composition: an unknown choice, a value of a wrong type
+            refusal = _reason(e)
+        if refusal:
+            by_reason.setdefault(refusal, []).append(num)
+    lines = []
+    for (key, reason), nums in by_reason.items():
+        shared = set.intersection(*(set(grid[n]) for n in nums))
+        which = [o for o in grid[nums[0]] if o in shared and o.partition("=")[0] in swept]
+        # the override that set the key at fault, when it is not a swept one
+        which += [o for o in grid[nums[0]] if key and o.partition("=")[0].lstrip("+~") == key
+                  and o not in which]
+        label = f"job {nums[0]}" if len(nums) == 1 else f"jobs {_numbers(nums)}"
+        which_text = f" ({' '.join(redact(o) for o in which)})" if which else ""
+        lines.append(f"{label}{which_text}: {redact(reason)}")
+    return lines
+
+
+def _numbers(nums: list[int]) -> str:
+    """Job numbers with runs shortened: 0-3, 5, 7."""
+    runs: list[list[int]] = []
+    for n in nums:
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 2 else ", ".join(map(str, r)) for r in runs)
+
+
+def _refuse(lines: list[str], jobs: int) -> None:
+    """End the run before anything starts, exit status 2 (a callback's exceptions would only
+    become warnings in Hydra)."""
+    head = (f"error: {len(lines)} bad value(s) in the config of this sweep's {jobs} jobs; no job "
+            "was started:" if jobs > 1 else "error: the config has a bad value; the job was not "
+            "started:")
+    print("\n  ".join([head, *lines]) + "\nFix the value(s) named and run the same command "
+          "again.", file=sys.stderr, flush=True)
+    raise SystemExit(2)
 
 
 def _grid(overrides: list[str]) -> dict[str, set[str]]:
@@ -84,6 +169,12 @@ def _tracking(config: DictConfig) -> TrackingConfig:
 
 
 class SweepCallback(Callback):
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """One job: its config checked before Hydra makes its folder."""
+        refusal = _refusal(config, None)
+        if refusal:
+            _refuse([redact(refusal[1])], 1)
+
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Hydra has configured this job's log handlers and written its `.hydra/` files (and
         the sweeper its multirun.yaml): mask their secrets before anything reads them."""
@@ -95,11 +186,21 @@ class SweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
         overrides = sweep_overrides(config)
         trials = OmegaConf.select(config, "hydra.sweeper.n_trials")  # an optimising sweeper
+        try:
+            grid = None if trials else job_grid(overrides)
+        except Exception:  # a search space (an interval) of another sweeper: not a grid
+            grid = None
+        sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_") or "")
+        if grid and sweeper.rsplit(".", 1)[-1] in GRID_SWEEPERS:
+            # before anything is made (folder, sweep file, parent run): a fixed command re-run
+            # into the same folder is then no foreign sweep
+            if refused := refused_jobs(config, grid):
+                _refuse(refused, len(grid))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
         info: dict[str, Any] = {"started": time.time(), "overrides": overrides,
-                                "total_jobs": trials or count_jobs(overrides),
+                                "total_jobs": trials or (len(grid) if grid else None),
                                 "parent_run_id": None}
         tracking = _tracking(config)
         before = read_sweep_file(sweep_dir)

@@ -1,6 +1,6 @@
 """Typed schemas for the sweep's configuration, and the one registry of each config group.
 
-The YAML files under ``conf/`` hold values; these dataclasses hold the shape, the defaults and
+The YAML files under ``sweep/conf/`` hold values; these dataclasses hold the shape, the defaults and
 the validation. Hydra composes YAML onto them, ``OmegaConf.to_object`` turns the result into
 a :class:`SweepConfig`, and below that point no code sees a DictConfig. A group whose choices
 are implementations (runtime, pipeline, scenario) has one schema per choice, registered by
@@ -21,6 +21,9 @@ PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8")
 ISOLATIONS = ("inline", "process")
 FAULTS = ("hang", "segfault", "exit")
 DEVICES = ("auto", "cpu", "cuda")
+# the input side, in pixels: beyond it, one fp32 image alone is over 800 MB and its activations
+# are many times that
+MAX_RESOLUTION = 8192
 
 
 def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -566,6 +569,10 @@ class SweepConfig:
         _positive("batch", self.batch, 1)
         if self.resolution is not None:
             _positive("resolution", self.resolution, 8)
+            if self.resolution > MAX_RESOLUTION:
+                raise config_error("resolution", self.resolution,
+                                   f"the input side must be 8..{MAX_RESOLUTION} pixels",
+                                   "e.g. resolution=224 (resolution=512 for a large input)")
         _choice("precision", self.precision, PRECISIONS)
         if not (self.device in DEVICES or self.device.startswith("cuda:")):
             raise config_error("device", self.device, "allowed values are auto, cpu, cuda, cuda:N",
@@ -604,6 +611,14 @@ def from_container(data: dict[str, Any]) -> SweepConfig:
     return OmegaConf.to_object(cfg)
 
 
+def job_values(data: dict[str, Any], job_num: Any) -> dict[str, Any]:
+    """A job's resolved values (the composed config without `hydra`) with `fault_at` applied:
+    fault_at={3:segfault} gives job 3 its fault."""
+    if data.get("fault_at") and job_num in data["fault_at"]:
+        data = {**data, "fault": data["fault_at"][job_num]}
+    return data
+
+
 def tracking_of(data: dict[str, Any]) -> TrackingConfig:
     """The tracking part of a resolved config alone: where a job whose config is invalid (so
     that no SweepConfig exists) is still recorded."""
@@ -617,7 +632,7 @@ def register_configs() -> None:
     """Put the schemas in Hydra's ConfigStore; YAML files list them in their defaults."""
     from omegaconf import OmegaConf
 
-    # conf/model/{onnx,exported}.yaml: a model file is named by its stem (job and run names)
+    # sweep/conf/model/{onnx,exported}.yaml: a model file is named by its stem (job and run names)
     OmegaConf.register_new_resolver(
         "sweep_stem", lambda p: str(p).replace("\\", "/").rsplit("/", 1)[-1].split(".")[0]
         if p else "file", replace=True)

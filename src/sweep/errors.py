@@ -8,6 +8,8 @@ from typing import Any
 class ConfigError(ValueError):
     """A configuration value that cannot work; the message says what to type instead."""
 
+    key: str | None = None  # the config key at fault, when one is
+
 
 class UnsupportedError(RuntimeError):
     """A runtime or pipeline cannot do what the job asks (precision, device, missing library)."""
@@ -18,4 +20,6 @@ def config_error(key: str, value: Any, allowed: str, hint: str = "") -> ConfigEr
     msg = f"{key}={value!r} is not valid: {allowed}."
     if hint:
         msg += f" {hint}"
-    return ConfigError(msg)
+    error = ConfigError(msg)
+    error.key = key
+    return error

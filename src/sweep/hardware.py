@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 
 def known_hardware() -> dict[str, HardwareConfig]:
-    """Every entry of conf/hardware/ except `auto`, by name."""
+    """Every entry of sweep/conf/hardware/ except `auto`, by name."""
     entries = {}
     for path in sorted((conf_dir() / "hardware").glob("*.yaml")):
         raw = OmegaConf.to_container(OmegaConf.load(path))
@@ -40,7 +40,8 @@ def resolve_hardware(hw: HardwareConfig, device_name: str, is_cuda: bool) -> Har
             return entry
     msg = (
         f"hardware=auto has no entry for the device {device_name!r}; util_pct is not reported. "
-        f"Known: {', '.join(entries)}. Add conf/hardware/<name>.yaml or pass hardware=<name>."
+        f"Known: {', '.join(entries)}. Add {conf_dir() / 'hardware'}/<name>.yaml or "
+        "pass hardware=<name>."
     )
     log.warning(msg)
     return HardwareConfig(name="auto", description=msg)

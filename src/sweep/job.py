@@ -18,9 +18,10 @@ from sweep.accuracy import compare, make_decisive, run_batches, synthetic_images
 from sweep.cache import ArtifactCache
 from sweep.config import ModelConfig, SweepConfig
 from sweep.env import device_name, environment
+from sweep.errors import config_error
 from sweep.hardware import resolve_hardware
 from sweep.measure.flops import count_gflop_per_img
-from sweep.measure.memory import reset_gpu_peak
+from sweep.measure.memory import free_bytes, reset_gpu_peak
 from sweep.measure.timing import time_first_call
 from sweep.model_files import OnnxModel, count_onnx_gflop, load_exported, open_onnx
 from sweep.models import build_model, check_resolution, native_resolution
@@ -161,6 +162,38 @@ def _check(cfg: SweepConfig, runtime: Runtime, reference: torch.Tensor, inputs: 
         log.warning("job %s: outputs differ from PyTorch fp32: %s", result.job, check.reason)
 
 
+def _gib(n: float) -> str:
+    return f"{n / 2**30:,.1f} GiB"
+
+
+def check_input_fits(cfg: SweepConfig, device: torch.device) -> None:
+    """Refuse, before anything is allocated, a job whose fp32 inputs alone exceed the memory
+    free on the host (the check's images) or on the GPU (one batch), rather than let the
+    allocator fail with its own message. What the model's activations add is left to the run."""
+    per_image = 3 * cfg.resolution**2 * 4
+    images = _check_images(cfg)
+    places = [("the host", torch.device("cpu"), images)]
+    if device.type == "cuda":
+        places.append((str(device), device, cfg.batch))
+    for where, dev, n in places:
+        free = free_bytes(dev)
+        if free is None or n * per_image <= free:
+            continue
+        fits = free // per_image
+        hint = (f"Use a smaller batch or resolution (the inputs alone allow batch={fits} here, "
+                "and the model's activations need more)." if fits
+                else "Use a smaller resolution.")
+        raise config_error("batch", cfg.batch, f"at resolution={cfg.resolution} its {n} input "
+                           f"image(s) need {_gib(n * per_image)}, more than the {_gib(free)} "
+                           f"free on {where}", hint)
+
+
+def _check_images(cfg: SweepConfig) -> int:
+    """How many images a job makes for its output check: whole batches, at least
+    check.samples."""
+    return cfg.batch * max(1, math.ceil(cfg.check.samples / cfg.batch))
+
+
 def _run(cfg: SweepConfig, job_dir: Path, result: JobResult) -> None:
     device = resolve_device(cfg.device)
     # the cached environment plus what this job chose (tags: A/B of the autotuner)
@@ -173,6 +206,7 @@ def _run(cfg: SweepConfig, job_dir: Path, result: JobResult) -> None:
     check_supported(cfg.runtime, device, cfg.precision, cfg.model.kind)  # before any work
     check_model(cfg.runtime, cfg.model.kind)
     check_resolution(cfg.model, cfg.resolution)
+    check_input_fits(cfg, device)
     with progress.phase(result.job, "building"):  # the model and its fp32 reference outputs
         model = _load_model(cfg, result)
         file_model = isinstance(model, OnnxModel)
@@ -186,7 +220,7 @@ def _run(cfg: SweepConfig, job_dir: Path, result: JobResult) -> None:
             except RuntimeError as e:
                 raise RuntimeError(f"resolution={cfg.resolution} does not work with "
                                    f"model.name={cfg.model.name}: {e}") from e
-        inputs = _inputs(cfg, cfg.batch * max(1, math.ceil(cfg.check.samples / cfg.batch)), 0)
+        inputs = _inputs(cfg, _check_images(cfg), 0)
         if not cfg.model.weights and cfg.model.kind in ("torchvision", "timm"):  # not a file
             make_decisive(model, _inputs(cfg, 16, 1), seed=cfg.model.seed)
         cache = ArtifactCache.open(cfg.cache_dir)

@@ -7,11 +7,8 @@ from pathlib import Path
 
 
 def conf_dir() -> Path:
-    """The `conf/` folder: inside the installed wheel, else at the top of the repository."""
-    packaged = Path(__file__).parent / "conf"
-    if packaged.is_dir():
-        return packaged
-    return Path(__file__).resolve().parents[2] / "conf"
+    """The Hydra groups, `sweep/conf/`: in the source tree and in the installed wheel alike."""
+    return Path(__file__).parent / "conf"
 
 
 def cache_dir(configured: str | None = None) -> Path:

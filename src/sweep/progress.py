@@ -93,8 +93,8 @@ def sweep_bar(done: int, failed: int, total: int | None, elapsed_s: float) -> st
 
 
 class ConsoleFormatter(logging.Formatter):
-    """The console's look (conf/hydra/job_logging/sweep.yaml): progress as bare lines, anything
-    else with its logger and level as Hydra prints it."""
+    """The console's look (sweep/conf/hydra/job_logging/sweep.yaml): progress as bare lines,
+    anything else with its logger and level as Hydra prints it."""
 
     def __init__(self) -> None:
         super().__init__("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")

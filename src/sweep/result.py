@@ -229,7 +229,7 @@ _FLAGS = (("channels_last", "cl"), ("pin_memory", "pin"), ("gpu_non_blocking", "
 _NAMED = {"runtime", "runtime.mode", "model", "resolution", "batch", "precision", "pipeline",
           *(f"pipeline.{k}" for k, _ in _PIPELINE_OPTIONS), *(k for k, _ in _SCENARIO_OPTIONS),
           *(f"flags.{k}" for k, _ in _FLAGS), "scenario",
-          "model.path"}  # a model file is named by its stem (conf/model/onnx.yaml)
+          "model.path"}  # a model file is named by its stem (sweep/conf/model/onnx.yaml)
 
 
 def job_name(params: dict[str, Any], swept: tuple[str, ...] | list[str] = ()) -> str:

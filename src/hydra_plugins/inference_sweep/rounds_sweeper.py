@@ -3,7 +3,8 @@ basic grid, and with `bench.rounds=N` > 1 the grid N times, each round in a new 
 order, so that the machine's drift between jobs falls on every configuration alike.
 
 In rounds the jobs are launched one at a time, each with its grid number, so a job keeps its
-folder across rounds and the launcher's parallelism cannot mix two measurements.
+folder across rounds and the launcher's parallelism cannot mix two measurements. Every job's
+config of the grid is checked before this sweeper starts (`sweep.callbacks.refused_jobs`).
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
 
@@ -33,3 +34,21 @@ def gpu_mem_used_mb(device: torch.device) -> float | None:
         return None
     free, total = torch.cuda.mem_get_info(device)
     return (total - free) / 2**20
+
+
+def free_bytes(device: torch.device) -> int | None:
+    """Memory free for new allocations: the GPU's (cudaMemGetInfo), or the host's (Linux's
+    MemAvailable, else the free physical pages); None where the system does not say."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
