@@ -479,6 +479,30 @@ def test_worker_process_streams_the_same_batches_and_can_be_left_early(trained):
     assert not worker._workers
 
 
+def test_decode_ceiling_of_worker_processes_is_decoded_by_the_workers(trained, monkeypatch):
+    """`decoded` of a pipeline in worker processes is decoding in those workers, overlapped as
+    end to end, not the job's own (sequential) decoder; a stream of batches follows it cleanly
+    on the same workers."""
+    paths = image_files(trained[0])
+    chunks = [paths[i:i + BATCH] for i in range(0, 24, BATCH)]
+    worker = create_pipeline(pipeline_config("fast", workers=2, processes=2), context())
+    try:
+        expected = [x.clone() for x in worker.batches(chunks)]
+
+        def not_here(_paths):
+            raise AssertionError("decoded in the job's process")
+
+        monkeypatch.setattr(worker.inner, "decode", not_here)
+        assert len(list(worker.decoded(chunks))) == len(chunks)
+        it = worker.decoded(iter(chunks))  # left early, then a stream of batches
+        next(it)
+        it.close()
+        again = [x.clone() for x in worker.batches(chunks)]
+    finally:
+        worker.close()
+    assert all(torch.equal(a, b) for a, b in zip(expected, again, strict=True))
+
+
 def test_worker_process_raises_the_pipelines_error_and_serves_on(tmp_path, trained):
     """A file the pipeline cannot decode fails its stream in the job's process with the
     worker's traceback attached; the worker stays up for the next stream."""
@@ -547,6 +571,27 @@ def test_gpu_pipeline_end_to_end(messy, trained, runtime, process, decoder):
     assert "grayscale JPEG" in info["cpu_decode_fallbacks"]
     assert metrics["pipeline_agreement_pct"] >= 95  # nvJPEG's IDCT differs from libjpeg's a little
     assert metrics["accuracy_top1_pct"] >= 80 and metrics["e2e_fps"] > 0
+
+
+@needs_cuda
+@pytest.mark.parametrize(("ahead", "process"), [(2, 0), (0, 0), (2, 2)])
+def test_gpu_decode_ceiling_runs_as_the_pipeline_runs(trained, ahead, process):
+    """decoded(): read ahead and prefetched on the side stream in the job's process (the same
+    images as decode()), or decoded in the workers (one mark per chunk)."""
+    ctx = PipelineContext(device=torch.device("cuda"), batch=BATCH, resolution=RES,
+                          dtype=torch.float16, memory_format=torch.channels_last)
+    pipe = create_pipeline(pipeline_config("gpu", prefetch=ahead, processes=process), ctx)
+    chunks = [image_files(trained[0])[i:i + BATCH] for i in range(0, 24, BATCH)]
+    try:
+        got = list(pipe.decoded(chunks))
+        torch.cuda.synchronize()
+        staged = [pipe.decode(c) for c in chunks]
+    finally:
+        pipe.close()
+    assert len(got) == len(chunks)
+    if not process:
+        assert all(torch.equal(a, b) for g, s in zip(got, staged, strict=True)
+                   for a, b in zip(g, s, strict=True))
 
 
 @needs_cuda

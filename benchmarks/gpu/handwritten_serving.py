@@ -12,7 +12,11 @@ torch.compile(mode="reduce-overhead"), as a careful person would serve it by han
     queued b32     the same with the next batch launched before the last one's top-1 is read
                    (logits copied to pinned memory behind an event; two in flight)
 
-    python3 benchmarks/gpu/handwritten_serving.py [--seconds 3] [--out hw.json]
+    python3 benchmarks/gpu/handwritten_serving.py [--seconds 3] [--out hw.json] [--onnx FILE]
+
+--onnx FILE: the same measurements through ONNX Runtime's CUDA provider on that fp16 file (the
+one the sweep's runtime=onnx job exported), an IO-bound session as its documentation writes it,
+instead of torch.compile.
 """
 
 from __future__ import annotations
@@ -40,6 +44,30 @@ def compiled(batch: int):
     with torch.inference_mode():
         for _ in range(20):
             call()
+    torch.cuda.synchronize()
+    return call
+
+
+def ort_call(path: str, batch: int):
+    import onnxruntime as ort
+
+    ort.preload_dlls()  # after torch: the CUDA and cuDNN libraries torch loaded
+    sess = ort.InferenceSession(path, providers=[("CUDAExecutionProvider",
+                                                  {"device_id": "0", "prefer_nhwc": "1"})])
+    x = torch.randn(batch, 3, 224, 224, device="cuda").half()
+    out = torch.empty(batch, 1000, device="cuda", dtype=torch.half)
+    binding = sess.io_binding()
+    binding.bind_input(sess.get_inputs()[0].name, "cuda", 0, np.float16, tuple(x.shape),
+                       x.data_ptr())
+    binding.bind_output(sess.get_outputs()[0].name, "cuda", 0, np.float16, tuple(out.shape),
+                        out.data_ptr())
+
+    def call():
+        sess.run_with_iobinding(binding)  # returns when the outputs are written
+        return out
+
+    for _ in range(20):
+        call()
     torch.cuda.synchronize()
     return call
 
@@ -80,13 +108,15 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--out")
+    ap.add_argument("--onnx")
     a = ap.parse_args()
+    make = compiled if a.onnx is None else (lambda batch: ort_call(a.onnx, batch))
     out: dict[str, float] = {}
     with torch.inference_mode():
-        call = compiled(1)
+        call = make(1)
         out["offline_b1_p99_ms"] = offline_p99(call, a.seconds)
         out["single_b1_p50_ms"], out["single_b1_p99_ms"] = single(call, a.seconds)
-        call = compiled(32)
+        call = make(32)
         chunk = []
 
         def offline():  # one wait per 10 calls
@@ -114,7 +144,8 @@ def main() -> None:
                 h0.float().argmax(1)
 
         out["queued_b32_fps"] = rate(two_in_flight, 32, a.seconds)
-    line = json.dumps({k: round(v, 4) for k, v in out.items()})
+    line = json.dumps({"runtime": "compile" if a.onnx is None else "onnx",
+                       **{k: round(v, 4) for k, v in out.items()}})
     print("handwritten_serving", line)
     if a.out:
         with open(a.out, "a") as f:

@@ -3,7 +3,7 @@
 # (4 classes, a classifier fitted to them), eager and runtime=compile reduce-overhead, through
 # pipeline=gpu (torchvision's nvJPEG, and nvImageCodec's hw backend), pipeline=dali and
 # pipeline=fast; each job reports decode_ceiling_fps, infer_ceiling_fps, e2e_vs_ceiling_pct and
-# bound_by (runs.json). Then the hand-written DALI reference (handwritten_dali.py) on the same
+# bound_by (runs.json); and pipeline.processes=2 and 8. Then the hand-written DALI reference (handwritten_dali.py) on the same
 # files, eager and compiled: pipeline=dali is held to within 10% of it. Needs hydra-core/omegaconf
 # (setup_device.sh) and DALI + nvImageCodec installed into /tmp/site (carried in parts:
 # ../shared/device/carry-wheel.sh; handwritten_dali.py's docstring lists what DALI imports).
@@ -22,12 +22,23 @@ common="data=imagefolder data.root=$w/j512 precision=fp16 batch=32 resolution=25
   model.weights=$w/head.pth model.num_classes=4 tracking.enabled=false bench.min_seconds=2
   force=true"  # a re-run in the same lease measures again (its run folders are fixed)
 compiled="runtime=compile runtime.mode=reduce-overhead"
-runs=("pipeline=dali" "pipeline=gpu" "pipeline=gpu pipeline.decoder=nvimgcodec" "pipeline=fast"
-      "pipeline=dali $compiled" "pipeline=gpu $compiled"
-      "pipeline=gpu pipeline.decoder=nvimgcodec $compiled" "pipeline=fast $compiled")
+nvimg="pipeline=gpu pipeline.decoder=nvimgcodec"
+# SET=torch: what needs torch and torchvision only; SET=dali: what needs DALI or nvImageCodec
+# (then the hand-written DALI reference); both by default. The processes= runs ask whether more
+# decoders side by side (one per worker process) lift the decode ceiling.
+torch_runs=("pipeline=gpu" "pipeline=fast" "pipeline=gpu $compiled" "pipeline=fast $compiled"
+            "pipeline=gpu pipeline.processes=8 $compiled")
+dali_runs=("pipeline=dali" "$nvimg" "pipeline=dali $compiled" "$nvimg $compiled"
+           "$nvimg pipeline.processes=8 $compiled" "$nvimg pipeline.processes=2 $compiled")
+case ${SET:-all} in
+  torch) runs=("${torch_runs[@]}") ;;
+  dali) runs=("${dali_runs[@]}") ;;
+  *) runs=("${torch_runs[@]}" "${dali_runs[@]}") ;;
+esac
 for run in "${runs[@]}"; do
   python3 -m sweep $common $run hydra.run.dir=$w/runs/"$(echo $run | tr " =." "__-")" "$@" 2>&1 | grep -v "^\[20"
   python3 benchmarks/gpu/summarise_runs.py $w/runs "$out/runs.json"  # every run so far
 done
+[ "${SET:-all}" = torch ] && exit 0
 (python3 benchmarks/gpu/handwritten_dali.py --files $w/j512
  python3 benchmarks/gpu/handwritten_dali.py --files $w/j512 --compile) 2>&1 | grep -v Warn | tee "$out/handwritten_dali.txt"

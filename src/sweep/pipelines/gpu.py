@@ -36,12 +36,12 @@ both decoders, so the two are compared on the same files.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -128,6 +128,8 @@ def resize_levels(images: Sequence[torch.Tensor], resolution: int) -> torch.Tens
     assert out is not None, "no images"
     return out
 
+
+T = TypeVar("T")
 
 NVIMGCODEC_INSTALL = "pip install nvidia-nvimgcodec-cu13 (or pip install -e '.[gpu]')"
 
@@ -241,28 +243,42 @@ class GpuPipeline(Pipeline):
     def _input(self, reads: Future[list[_Read]]) -> torch.Tensor:
         return self.to_device(self.preprocess(self._decode_reads(reads.result())))
 
-    def _produce(self, reads: Future[list[_Read]]) -> tuple[torch.Tensor, torch.cuda.Event]:
-        with torch.cuda.stream(self.side):
-            x = self._input(reads)
-            ready = torch.cuda.Event()
-            ready.record(self.side)
-        return x, ready
+    def _images(self, reads: Future[list[_Read]]) -> list[torch.Tensor]:
+        return self._decode_reads(reads.result())
 
-    def batches(self, chunks: Iterable[Sequence[Path]]) -> Iterator[torch.Tensor]:
+    def _overlapped(self, work: Callable[[Future[list[_Read]]], T],
+                    chunks: Iterable[Sequence[Path]]) -> Iterator[T]:
+        """`work` on each chunk's reads, as the pipeline runs: files read ahead; with prefetch,
+        in a background thread on the side stream, the job's stream waiting for each result."""
+        reads = self._read_ahead(chunks)
         if self.cfg.prefetch == 0:  # on the job's thread and stream, files still read ahead
-            yield from map(self._input, self._read_ahead(chunks))
+            yield from map(work, reads)
             return
+
+        def on_side(job: Future[list[_Read]]) -> tuple[T, torch.cuda.Event]:
+            with torch.cuda.stream(self.side):
+                out = work(job)
+                ready = torch.cuda.Event()
+                ready.record(self.side)
+            return out, ready
 
         def on_device() -> torch.cuda.device:
             return torch.cuda.device(self.ctx.device)  # the current device is per thread
 
-        with closing(prefetch(self._produce, self._read_ahead(chunks), self.cfg.prefetch,
-                              on_device)) as ready:
-            for x, event in ready:
-                current = torch.cuda.current_stream(self.ctx.device)
-                current.wait_event(event)
-                x.record_stream(current)  # allocated on the side stream, read on this one
-                yield x
+        with closing(prefetch(on_side, reads, self.cfg.prefetch, on_device)) as ready:
+            for out, event in ready:
+                torch.cuda.current_stream(self.ctx.device).wait_event(event)
+                yield out
+
+    def batches(self, chunks: Iterable[Sequence[Path]]) -> Iterator[torch.Tensor]:
+        for x in self._overlapped(self._input, chunks):
+            # allocated on the side stream (with prefetch), read on the job's
+            x.record_stream(torch.cuda.current_stream(self.ctx.device))
+            yield x
+
+    def decoded(self, chunks: Iterable[Sequence[Path]]) -> Iterator[list[torch.Tensor]]:
+        """Decode alone with the same read-ahead and prefetch as `batches`."""
+        return self._overlapped(self._images, chunks)
 
     def close(self) -> None:
         self.ahead.shutdown(wait=True, cancel_futures=True)

@@ -14,9 +14,13 @@ pipeline=gpu reads the files of the next chunk before it hands on a batch. A wor
 pipeline, without a prefetch thread (the worker is the prefetcher), over the chunks it is sent,
 and copies each batch into the slot it was told to fill:
 
-    job -> worker   ("stream",) ... ("chunk", slot, paths) ... ("end",) ... ("exit",)
+    job -> worker   ("stream", what) ... ("chunk", slot, paths) ... ("end",) ... ("exit",)
     worker -> job   ("ready",) once, then per stream ("batch", slot, new CPU fallbacks) ...
                     and one ("end",) or ("error", exception, traceback)
+
+A stream is of "batches" (the pipeline's input batches, copied into the slots) or of "decoded"
+(the pipeline's `decoded` alone, nothing copied: the end-to-end scenario's decode ceiling,
+measured with the workers, the overlap and the decoders the pipeline runs end to end).
 
 On CUDA, interprocess events order the two processes on the device without blocking either
 host: `ready[slot]` is recorded by the worker after its copy and waited on by the job's stream;
@@ -174,13 +178,22 @@ class ProcessPipeline(Pipeline):
     def batches(self, chunks: Iterable[Sequence[Path]]) -> Iterator[torch.Tensor]:
         """Each chunk's batch, in order. A yielded batch is a slot a worker refills once the
         caller asks for the next one: use it (queue the work that reads it) before that."""
+        return self._run(chunks, "batches")
+
+    def decoded(self, chunks: Iterable[Sequence[Path]]) -> Iterator[Any]:
+        """Each chunk decoded by the workers (their own `decoded`, overlapped as in `batches`),
+        in order; on CUDA the job's stream waits for each. What is yielded holds no images (a
+        worker cannot hand back images of varying sizes): it only marks a chunk decoded."""
+        return self._run(chunks, "decoded")
+
+    def _run(self, chunks: Iterable[Sequence[Path]], what: str) -> Iterator[torch.Tensor]:
         if not self._workers:
             self._start()
         device = self.ctx.device
         cuda = device.type == "cuda"
         todo = iter(chunks)
         for worker in self._workers:
-            worker.orders.send(("stream",))
+            worker.orders.send(("stream", what))
             worker.terminal = False
         ended = False
         queued: deque[tuple[_Worker, int]] = deque()  # (worker, slot) of each chunk sent
@@ -256,7 +269,8 @@ def serve(orders: Any, results: Any, cfg: PipelineConfig, ctx: PipelineContext,
                     session.join()
                 todo = queue.Queue()
                 session = threading.Thread(target=_stream, name="sweep-pipeline-stream",
-                                           args=(pipe, todo, results, ctx, slots, ready, free))
+                                           args=(pipe, msg[1], todo, results, ctx, slots, ready,
+                                                 free))
                 session.start()
             elif msg[0] == "chunk":
                 todo.put((msg[1], [Path(p) for p in msg[2]]))
@@ -272,10 +286,12 @@ def serve(orders: Any, results: Any, cfg: PipelineConfig, ctx: PipelineContext,
             shared.clear()
 
 
-def _stream(pipe: Pipeline, todo: queue.Queue[Any], results: Any, ctx: PipelineContext,
-            slots: list[torch.Tensor], ready: list[Any], free: list[Any]) -> None:
+def _stream(pipe: Pipeline, what: str, todo: queue.Queue[Any], results: Any,
+            ctx: PipelineContext, slots: list[torch.Tensor], ready: list[Any],
+            free: list[Any]) -> None:
     """One stream: the pipeline's own batches over the chunks as they come, each copied into
-    its slot; then one last message, ("end",) or ("error", ...)."""
+    its slot (or, for "decoded", the pipeline's decoding alone, nothing copied); then one last
+    message, ("end",) or ("error", ...)."""
     cuda = ctx.device.type == "cuda"
     targets: deque[int] = deque()
     seen = set(pipe.stats.cpu_fallbacks)
@@ -288,11 +304,13 @@ def _stream(pipe: Pipeline, todo: queue.Queue[Any], results: Any, ctx: PipelineC
     try:
         stream = torch.cuda.Stream(ctx.device) if cuda else None
         with torch.cuda.stream(stream) if cuda else nullcontext():
-            for x in pipe.batches(chunks()):
+            batches = what == "batches"
+            for x in (pipe.batches if batches else pipe.decoded)(chunks()):
                 slot = targets.popleft()
-                if cuda:
-                    stream.wait_event(free[slot])  # the job has used what the slot held
-                slots[slot].copy_(x)
+                if batches:
+                    if cuda:
+                        stream.wait_event(free[slot])  # the job has used what the slot held
+                    slots[slot].copy_(x)
                 if cuda:
                     ready[slot].record(stream)
                 new = {p: r for p, r in pipe.stats.cpu_fallbacks.items() if p not in seen}

@@ -21,10 +21,11 @@
    `h2d`; `gpu` normalises on the GPU in `preprocess`, leaving `h2d` next to nothing; `dali`
    runs each stage as a DALI graph of its own (dali.py says what that split hides);
 5. the ceilings, in the same process on the same files, the same stopping rule: decode alone
-   (`pipe.decoded`, as the pipeline runs it) gives `decode_ceiling_fps`; the runtime alone,
-   back to back on one batch of the pipeline's output and timed as pure inference is
-   (`time_calls`), `infer_ceiling_fps` (each the faster of
-   that run and step 4's figure for the stage: load only slows a pass). `e2e_vs_ceiling_pct`
+   (`pipe.decoded`, run as the end-to-end run runs it: the same read-ahead, prefetch thread and
+   worker processes, so as many decoders side by side) gives `decode_ceiling_fps`; the runtime
+   alone, back to back on one batch of the pipeline's output and timed as pure inference is
+   (`time_calls`), `infer_ceiling_fps` (each the faster of that run and step 4's figure for the
+   stage: load only slows a pass). `e2e_vs_ceiling_pct`
    is e2e_fps over the lower of the two, and `info.bound_by` names what bounds the job: the
    lower ceiling's stage (`decode` or `inference`) when the end-to-end run reaches
    BOUND_PCT of it, else `host`: neither stage alone, but the work between them (resize,
