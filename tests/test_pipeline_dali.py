@@ -44,6 +44,7 @@ from sweep.scenarios.end_to_end import (
     BOUND_PCT,
     STAGES,
     bound_by,
+    host_note,
     measure_ceilings,
     measure_end_to_end,
 )
@@ -300,4 +301,11 @@ def test_a_ceiling_is_the_faster_of_its_run_and_the_instrumented_pass(trained, r
                                          {"decode_ms": 1e-6, "infer_ms": 2e-6})
     assert metrics["decode_ceiling_fps"] == pytest.approx(1e9)
     assert metrics["infer_ceiling_fps"] == pytest.approx(5e8)
+    assert metrics["pipeline_ceiling_fps"] == pytest.approx(1e9)  # decode is all of its stages
     assert info["bound_by"] == "host"  # 10 img/s is nowhere near either
+    assert "slow each other down" in info["bound_basis"]
+
+
+def test_a_host_bound_run_says_whether_the_pipeline_alone_is_as_slow():
+    assert "beyond decoding" in host_note(950.0, 1000.0, 5000.0)
+    assert "slow each other down" in host_note(500.0, 1000.0, 5000.0)

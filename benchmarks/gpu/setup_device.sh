@@ -15,6 +15,7 @@ done
 extra=$(ls -d /tmp/dali /tmp/nvimg 2>/dev/null | tr '\n' ':')
 export PYTHONPATH=/tmp/ort:/tmp/site:$extra$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 \
   SWEEP_CACHE_DIR=/tmp/sweep-cache
-if [ -d /tmp/nvimg/nvidia/cu13/lib ]; then  # nvImageCodec loads nvJPEG from the library path
-  export LD_LIBRARY_PATH=/tmp/nvimg/nvidia/cu13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-fi
+# nvImageCodec loads nvJPEG from the library path, and DALI's mixed decoder nvImageCodec itself
+for lib in /tmp/nvimg/nvidia/cu13/lib /tmp/nvimg/nvidia/nvimgcodec; do
+  if [ -d $lib ]; then export LD_LIBRARY_PATH=$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}; fi
+done

@@ -333,6 +333,9 @@ class DaliPipelineConfig(PipelineConfig):
 
     impl: ClassVar[str] = "sweep.pipelines.dali:DaliPipeline"
     name: str = "dali"
+    # fed through an external source, depth 2 ran 0.73x depth 4 on an H200 (and 0.75x DALI's
+    # own file reader at depth 2): benchmarks/results/h200_e2e_serving_2026-12-02b
+    prefetch: int = 4
     hw_decoder_load: float = 0.65  # share of the JPEGs for the hardware decoder (DALI's default)
 
     def __post_init__(self) -> None:

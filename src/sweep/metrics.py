@@ -104,6 +104,7 @@ METRICS: tuple[Metric, ...] = (
     # end to end: the ceilings in the same process, and how close the end-to-end run came
     _m("decode_ceiling_fps", "images/s", False, label="decode ceiling FPS"),
     _m("infer_ceiling_fps", "images/s", False, label="inference ceiling FPS"),
+    _m("pipeline_ceiling_fps", "images/s", False, label="pipeline ceiling FPS"),
     _m("e2e_vs_ceiling_pct", "%", False, label="E2E % of ceiling"),
     # serving: per request, arrival to top-1 on the host; each percentile with its 95% bounds
     _m("latency_ms_p90", "ms", True, label="p90 latency ms"),
