@@ -15,7 +15,7 @@ from pathlib import Path
 KEYS = ["infer_ms_per_img", "e2e_ms_per_img", "e2e_fps", "decode_ms", "preprocess_ms", "h2d_ms",
         "infer_ms", "postprocess_ms", "accuracy_top1_pct", "pipeline_agreement_pct",
         "unreadable_files", "gpu_busy_pct", "decode_ceiling_fps", "infer_ceiling_fps",
-        "e2e_vs_ceiling_pct", "cpu_decode_fallbacks"]
+        "pipeline_ceiling_fps", "e2e_vs_ceiling_pct", "cpu_decode_fallbacks"]
 
 
 def main() -> None:
@@ -28,7 +28,8 @@ def main() -> None:
         ratio = round(m["e2e_ms_per_img"] / m["infer_ms_per_img"], 2) if both else None
         rows.append({"run": job.name, "status": r["status"], "error": r["error"],
                      **{k: round(m[k], 4) for k in KEYS if k in m}, "e2e_over_pure": ratio,
-                     "bound_by": r["info"].get("bound_by")})
+                     "bound_by": r["info"].get("bound_by"),
+                     "bound_basis": r["info"].get("bound_basis")})
     for row in rows:
         print(row["run"], row["status"], row.get("infer_ms_per_img"), row.get("e2e_ms_per_img"),
               row["e2e_over_pure"], row.get("e2e_fps"), row.get("e2e_vs_ceiling_pct"),
