@@ -214,14 +214,20 @@ def time_pipeline(pipe: Pipeline, paths: Sequence[Path], batch: int, need: int,
 
 
 def host_note(e2e_fps: float, pipeline_fps: float, infer_fps: float) -> str:
-    """Why a run bound by neither stage is slower: the pipeline's own work beyond decoding, or
-    the pipeline and the runtime slowing each other down when they run together."""
+    """Why a run bound by neither stage is slower: the pipeline's own work beyond decoding, the
+    pipeline and the runtime taking turns instead of overlapping (the run no faster than the two
+    one after the other), or their slowing each other down otherwise."""
     alone = f"the input pipeline alone (decode to input batch, no model) runs {pipeline_fps:.0f}/s"
     if 100.0 * e2e_fps / pipeline_fps >= BOUND_PCT:
         return f"{alone}: its work beyond decoding (resize, normalisation, copies) bounds the run"
-    return (f"{alone} and the runtime alone {infer_fps:.0f}/s: run together they slow each "
-            "other down (the host's cores, the GIL, or a GPU shared with the worker processes' "
-            "CUDA contexts, which it time-slices)")
+    serial = 1.0 / (1.0 / pipeline_fps + 1.0 / infer_fps)
+    alone += f" and the runtime alone {infer_fps:.0f}/s"
+    if e2e_fps <= serial * (1.0 + (100.0 - BOUND_PCT) / 100.0):
+        return (f"{alone}; one after the other they would run {serial:.0f}/s, and the run is no "
+                "faster: the two take turns instead of overlapping (a GPU time-sliced between "
+                "the worker processes' CUDA contexts and the job's does this)")
+    return (f"{alone}: run together they slow each other down (the host's cores, the GIL, "
+            "memory bandwidth)")
 
 
 def bound_by(e2e_fps: float, decode_fps: float, infer_fps: float) -> tuple[str, float]:
