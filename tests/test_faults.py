@@ -449,6 +449,27 @@ def test_a_bad_value_of_one_job_is_refused_before_its_folder_is_made(tmp_path, c
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "mlflow.db").exists()
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["batch=abc"], "batch='abc' is not valid: must be a whole number. e.g. batch=1"),
+    (["-m", "flags.channels_last=maybe", "resolution=32,64"],
+     "flags.channels_last='maybe' is not valid: must be true or false. "
+     "e.g. flags.channels_last=false"),
+    (["runtime=onnx", "runtime.opset=z"],
+     "runtime.opset='z' is not valid: must be a whole number. e.g. runtime.opset=18"),
+    (["runtime=tensorflow"], "runtime='tensorflow' is not valid: one of compile, onnx, openvino, "
+                             "torch, trt. e.g. runtime=compile"),
+])
+def test_a_value_hydra_cannot_compose_is_refused_as_any_bad_value(tmp_path, cache_dir, args,
+                                                                  message):
+    """A value of the wrong type or an unknown choice on the command line (unswept: Hydra
+    composes it before any callback) gets the same refusal: exit 2, key, value, what to type."""
+    proc = run_cli([*args, "tracking.enabled=false"], tmp_path, cache_dir)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert message in proc.stderr
+    assert "HYDRA_FULL_ERROR" not in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()
+
+
 def test_inputs_too_large_for_the_host_are_a_recorded_job_failure(tmp_path, cache_dir):
     proc = run_cli(["-m", f"batch={HUGE}", "hydra.sweep.dir=multirun/m", "tracking.enabled=false",
                     *QUICK], tmp_path, cache_dir)

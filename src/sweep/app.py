@@ -326,6 +326,9 @@ def main() -> None:
     """`python -m sweep`: exit status 1 when any job failed, 128 + the signal's number when a
     signal ended it."""
     signal.signal(signal.SIGTERM, _terminate)
+    from sweep.callbacks import check_command_line  # what Hydra loads for a multirun anyway
+
+    check_command_line(sys.argv[1:])  # exit 2 on a bad value Hydra would meet first
     try:
         task()
     except KeyboardInterrupt as e:

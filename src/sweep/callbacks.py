@@ -24,7 +24,7 @@ from omegaconf.errors import ConfigKeyError
 
 from sweep import state
 from sweep.config import CONTROL_KEYS, TrackingConfig, from_container, job_values
-from sweep.errors import ConfigError
+from sweep.errors import ConfigError, config_error
 from sweep.redact import redact_file
 from sweep.report import Options, write_reports
 from sweep.result import REPORT_FILES, read_sweep_file, redact, write_sweep_file
@@ -120,6 +120,78 @@ def _numbers(nums: list[int]) -> str:
         else:
             runs.append([n])
     return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 2 else ", ".join(map(str, r)) for r in runs)
+
+
+_TYPE_WORDS = (("to Integer", "must be a whole number"), ("to Float", "must be a number"),
+               ("valid bool", "must be true or false"))
+
+
+def _typed_reason(e: Exception, base: Any) -> str | None:
+    """The tool's one-line reason for what Hydra's composition rejects: a value of the wrong
+    type (key, value, what is allowed, the key's default as what to type) or an unknown group
+    choice (the choices there are). None for anything else."""
+    from hydra.errors import MissingConfigException
+    from omegaconf.errors import ValidationError
+
+    cause = e.__cause__
+    if isinstance(cause, ValidationError) and cause.full_key:
+        key, msg = cause.full_key, str(cause.msg)
+        allowed = next((w for k, w in _TYPE_WORDS if k in msg), msg.splitlines()[0])
+        default = OmegaConf.select(base, key) if base is not None else None
+        if isinstance(default, bool):
+            default = str(default).lower()
+        hint = f"e.g. {key}={default}" if default is not None else ""
+        return str(config_error(key, cause.value, allowed, hint))
+    if isinstance(e, MissingConfigException) and "Available options in '" in str(e):
+        text = str(e)
+        group, rest = text.split("Available options in '", 1)[1].split("':", 1)
+        options = rest.split("Config search path")[0].split()
+        value = text.split(f"'{group}/", 1)[1].split("'", 1)[0] if f"'{group}/" in text else "?"
+        return str(config_error(group, value, f"one of {', '.join(options)}",
+                                f"e.g. {group}={options[0]}" if options else ""))
+    return None
+
+
+CLI_FLAGS = ("-m", "--multirun")  # anything else (--cfg, -cn NAME, --help): Hydra's own way
+
+
+def check_command_line(args: list[str]) -> None:
+    """Compose the command line's plain (unswept) overrides before Hydra does: Hydra composes
+    them ahead of any callback, so a value of the wrong type (batch=abc) or an unknown choice
+    would end the run with its own message and exit status 1. Refused here like every other
+    bad value (exit 2); the swept values are checked per job by the callbacks."""
+    if any(a.startswith("-") and a not in CLI_FLAGS for a in args):
+        return
+    from hydra import compose, initialize_config_dir
+
+    from sweep.config import register_configs
+    from sweep.paths import conf_dir
+
+    try:
+        parsed = OverridesParser.create().parse_overrides([a for a in args if a[0] != "-"])
+    except Exception:  # noqa: BLE001 - a syntax error: Hydra says what is wrong
+        return
+    plain_parsed = [o for o in parsed
+                    if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")]
+    plain = [o.input_line for o in plain_parsed]
+    if not plain:
+        return
+    register_configs()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
+        try:
+            compose("config", overrides=plain)
+            return
+        except Exception as e:  # noqa: BLE001 - told apart below
+            error = e
+        key = getattr(error.__cause__, "full_key", None)
+        try:  # the same choices without the value at fault: its default, as what to type
+            base = compose("config", overrides=[o.input_line for o in parsed if o in plain_parsed
+                                                and o.key_or_group != key])
+        except Exception:  # noqa: BLE001 - no default to show
+            base = None
+    reason = _typed_reason(error, base)
+    if reason is not None:
+        _refuse([redact(reason)], 1)
 
 
 def _refuse(lines: list[str], jobs: int) -> None:
