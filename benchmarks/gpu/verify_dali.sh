@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Issue 16's GPU check: resnet18 256x256 fp16 batch 32 end to end on 256 generated 512x512 JPEGs
 # (4 classes, a classifier fitted to them), eager and runtime=compile reduce-overhead, through
-# pipeline=gpu (torchvision's nvJPEG, and nvImageCodec's hw backend), pipeline=dali and
-# pipeline=fast; each job reports decode_ceiling_fps, infer_ceiling_fps, e2e_vs_ceiling_pct and
-# bound_by (runs.json); and pipeline.processes=2 and 8. Then the hand-written DALI reference (handwritten_dali.py) on the same
-# files, eager and compiled: pipeline=dali is held to within 10% of it. Needs hydra-core/omegaconf
-# (setup_device.sh) and DALI + nvImageCodec installed into /tmp/site (carried in parts:
-# ../shared/device/carry-wheel.sh; handwritten_dali.py's docstring lists what DALI imports).
+# pipeline=gpu (torchvision's nvJPEG, and nvImageCodec's hw backend; and pipeline.processes=2
+# and 8), pipeline=dali and pipeline=fast; each job reports its decode, pipeline and inference
+# ceilings, e2e_vs_ceiling_pct and bound_by (runs.json). Then the hand-written DALI reference
+# (handwritten_dali.py) on the same files: pipeline=dali is held to within 10% of it. Needs
+# hydra-core/omegaconf and DALI + nvImageCodec, carried in parts and installed by assemble.sh
+# (setup_device.sh puts them on the paths; handwritten_dali.py's docstring lists what DALI imports).
 # Results: $OUT (or results/): runs.json, handwritten_dali.txt, pytest.txt.
-#   bash benchmarks/gpu/verify_dali.sh [extra overrides...]
+#   [SET=torch|dali] bash benchmarks/gpu/verify_dali.sh [extra overrides...]
 set -uo pipefail
 source benchmarks/gpu/setup_device.sh
 out=${OUT:-results}
