@@ -271,10 +271,11 @@ class GpuPipeline(Pipeline):
                 yield out
 
     def batches(self, chunks: Iterable[Sequence[Path]]) -> Iterator[torch.Tensor]:
-        for x in self._overlapped(self._input, chunks):
-            # allocated on the side stream (with prefetch), read on the job's
-            x.record_stream(torch.cuda.current_stream(self.ctx.device))
-            yield x
+        with closing(self._overlapped(self._input, chunks)) as xs:  # closed early: stops now
+            for x in xs:
+                # allocated on the side stream (with prefetch), read on the job's
+                x.record_stream(torch.cuda.current_stream(self.ctx.device))
+                yield x
 
     def decoded(self, chunks: Iterable[Sequence[Path]]) -> Iterator[list[torch.Tensor]]:
         """Decode alone with the same read-ahead and prefetch as `batches`."""
