@@ -29,10 +29,11 @@
    figure for its stages: load only slows a pass). `e2e_vs_ceiling_pct` is e2e_fps over the
    lower of decode and inference, and `info.bound_by` names what bounds the job: the lower
    ceiling's stage (`decode` or `inference`) when the end-to-end run reaches BOUND_PCT of it,
-   else `host`: neither stage alone. `info.bound_basis` then says which of the two the
-   pipeline ceiling shows: the pipeline's work beyond decoding (resize, normalisation,
-   copies, Python), or the pipeline and the runtime slowing each other down when run together
-   (host cores, the GIL, a GPU time-sliced between processes' CUDA contexts).
+   else `host`: neither stage alone. `info.bound_basis` then says what the pipeline ceiling
+   shows (`host_note`): the pipeline's own work beyond decoding (resize, normalisation, copies,
+   Python), the pipeline and the runtime taking turns (the run no faster than the two one after
+   the other: a GPU time-sliced between processes' CUDA contexts), or their slowing each other
+   down otherwise (host cores, the GIL).
 
 The runtime was built for one batch size: a last, partial batch is filled by repeating its own
 files (the extra predictions are dropped), and the stream wraps around to the first files.
