@@ -114,7 +114,8 @@ class SimulatedDevice:
 @pytest.mark.parametrize("in_flight", [1, 2])
 def test_batches_queue_behind_a_running_one_up_to_in_flight_and_only_when_full(in_flight):
     device = SimulatedDevice(2.0)
-    arrivals = poisson_arrivals(3000.0, 600, seed=4)  # more than one batch arrives per 2 ms
+    # 80% of the device's 2,000/s: often a full batch arrives while one runs, and no overload
+    arrivals = poisson_arrivals(1600.0, 600, seed=4)
     run = run_load(device, 4, payloads=8, delay_s=0.0, overload_s=1.0, arrivals=arrivals,
                    in_flight=in_flight)
     assert not run.overloaded and len(run.requests) == 600
@@ -139,7 +140,23 @@ def test_an_overload_ends_early_and_reports_no_latency():
     t0 = time.perf_counter()
     run = run_load(sleeper(10.0), 1, payloads=4, delay_s=0.0, overload_s=0.1, arrivals=arrivals)
     assert run.overloaded and time.perf_counter() - t0 < 1.5
+    assert run.overload_reason == "the oldest request waited over 100 ms"
     assert load_metrics(run, 1) == {}
+
+
+def test_a_queue_that_grows_within_a_short_run_is_an_overload_too():
+    """A device that serves 2,000 requests/s (4 per 2 ms) offered 3,000/s for a third of a
+    second: no request waits the 5 s overload limit, but the queue grows all along, so the run
+    is overloaded, with its reason, and reports no latency; offered 1,000/s it is not."""
+    over = run_load(SimulatedDevice(2.0), 4, payloads=8, delay_s=0.0, overload_s=5.0,
+                    arrivals=poisson_arrivals(3000.0, 1000, seed=5))
+    assert over.overloaded and "the queue grew by" in over.overload_reason
+    assert len(over.requests) == 1000  # it ran to its end: the wait rule did not stop it
+    assert load_metrics(over, 4) == {}
+    fine = run_load(SimulatedDevice(2.0), 4, payloads=8, delay_s=0.0, overload_s=5.0,
+                    arrivals=poisson_arrivals(1000.0, 1000, seed=5))
+    assert not fine.overloaded and fine.overload_reason == ""
+    assert load_metrics(fine, 4)["latency_ms_p99"] > 0
 
 
 def test_percentile_bounds_bracket_the_percentile_and_need_enough_samples():
