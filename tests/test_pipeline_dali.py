@@ -212,6 +212,11 @@ def test_cli_sweep_of_dali_and_current_reports_the_bound(trained, tmp_path, cach
     rows = [line for line in table.splitlines()[2:] if "| dali |" in line]
     assert len(rows) == 1
     assert any(f"| {b} |" in rows[0] for b in ("decode", "inference", "host")), rows[0]
+    # a host-bound job's finding (what the pipeline ceiling showed) is said under the table
+    for result in sweep.glob("*/result.json"):
+        info = json.loads(result.read_text())["info"]
+        finding = info["bound_basis"].split("less the host; ")[-1]
+        assert (finding in report) == (info["bound_by"] == "host"), (info, report)
 
 
 # --- nvImageCodec's decoder for pipeline=gpu ------------------------------------------------------
@@ -311,4 +316,6 @@ def test_a_host_bound_run_says_whether_the_pipeline_alone_is_as_slow_or_the_two_
     # one after the other: 1 / (1/1000 + 1/3000) = 750 img/s
     assert "take turns" in host_note(750.0, 1000.0, 3000.0)
     assert "take turns" in host_note(820.0, 1000.0, 3000.0)  # within 10% of it
+    assert "same cores" in host_note(750.0, 1000.0, 3000.0, "cpu")
+    assert "CUDA contexts" in host_note(750.0, 1000.0, 3000.0, "processes")
     assert "slow each other down" in host_note(850.0, 1000.0, 3000.0)

@@ -214,10 +214,18 @@ def time_pipeline(pipe: Pipeline, paths: Sequence[Path], batch: int, need: int,
     return time_rate(pipe.batches(stream_chunks(paths, batch)), batch, need, min_seconds, device)
 
 
-def host_note(e2e_fps: float, pipeline_fps: float, infer_fps: float) -> str:
+TURNS = {"cpu": "on a CPU the same cores run both",
+         "processes": "a GPU time-sliced between the worker processes' CUDA contexts and the "
+                      "job's does this",
+         "thread": "in one process they share the GIL and the GPU's queues"}
+
+
+def host_note(e2e_fps: float, pipeline_fps: float, infer_fps: float,
+              where: str = "processes") -> str:
     """Why a run bound by neither stage is slower: the pipeline's own work beyond decoding, the
     pipeline and the runtime taking turns instead of overlapping (the run no faster than the two
-    one after the other), or their slowing each other down otherwise."""
+    one after the other; `where` they run says the likely cause, a TURNS key), or their slowing
+    each other down otherwise."""
     alone = f"the input pipeline alone (decode to input batch, no model) runs {pipeline_fps:.0f}/s"
     if 100.0 * e2e_fps / pipeline_fps >= BOUND_PCT:
         return f"{alone}: its work beyond decoding (resize, normalisation, copies) bounds the run"
@@ -225,8 +233,7 @@ def host_note(e2e_fps: float, pipeline_fps: float, infer_fps: float) -> str:
     alone += f" and the runtime alone {infer_fps:.0f}/s"
     if e2e_fps <= serial * (1.0 + (100.0 - BOUND_PCT) / 100.0):
         return (f"{alone}; one after the other they would run {serial:.0f}/s, and the run is no "
-                "faster: the two take turns instead of overlapping (a GPU time-sliced between "
-                "the worker processes' CUDA contexts and the job's does this)")
+                f"faster: the two take turns instead of overlapping ({TURNS[where]})")
     return (f"{alone}: run together they slow each other down (the host's cores, the GIL, "
             "memory bandwidth)")
 
@@ -266,7 +273,9 @@ def measure_ceilings(pipe: Pipeline, runtime: Any, paths: Sequence[Path], batch:
              f"({infer_fps:.0f}/s): {pct:.0f}%; at least {BOUND_PCT:.0f}% names that stage, "
              "less the host")
     if bound == "host":
-        basis += "; " + host_note(e2e_fps, pipeline_fps, infer_fps)
+        where = ("cpu" if device.type != "cuda"
+                 else "processes" if getattr(pipe.cfg, "processes", 0) else "thread")
+        basis += "; " + host_note(e2e_fps, pipeline_fps, infer_fps, where)
     return metrics, {"bound_by": bound, "bound_basis": basis}
 
 
