@@ -458,11 +458,16 @@ def test_a_bad_value_of_one_job_is_refused_before_its_folder_is_made(tmp_path, c
      "runtime.opset='z' is not valid: must be a whole number. e.g. runtime.opset=18"),
     (["runtime=tensorflow"], "runtime='tensorflow' is not valid: one of compile, onnx, openvino, "
                              "torch, trt. e.g. runtime=compile"),
+    # swept: each job's composition in the callback gives the same reasons, per job
+    (["-m", "batch=1,abc"], "job 1 (batch=abc): batch='abc' is not valid: must be a whole number"),
+    (["-m", "runtime=torch,tensorflow"], "job 1 (runtime=tensorflow): runtime='tensorflow' is not "
+                                         "valid: one of compile, onnx, openvino, torch, trt"),
 ])
 def test_a_value_hydra_cannot_compose_is_refused_as_any_bad_value(tmp_path, cache_dir, args,
                                                                   message):
-    """A value of the wrong type or an unknown choice on the command line (unswept: Hydra
-    composes it before any callback) gets the same refusal: exit 2, key, value, what to type."""
+    """A value of the wrong type or an unknown choice on the command line gets the same refusal
+    as any bad value, unswept (Hydra composes it before any callback) or swept: exit 2, key,
+    value, what to type."""
     proc = run_cli([*args, "tracking.enabled=false"], tmp_path, cache_dir)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert message in proc.stderr

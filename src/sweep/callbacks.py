@@ -55,10 +55,14 @@ def job_grid(overrides: list[str]) -> list[list[str]]:
 GRID_SWEEPERS = ("RoundsSweeper", "BasicSweeper")
 
 
-def _reason(e: Exception) -> tuple[str | None, str]:
-    """The config key at fault (when one is known) and a one-line reason."""
+def _reason(e: Exception, base: Any = None) -> tuple[str | None, str]:
+    """The config key at fault (when one is known) and a one-line reason; `base`, a composed
+    config, gives a wrongly typed key's default as what to type."""
     if isinstance(e, ConfigError):
         return e.key, str(e)
+    typed = _typed_reason(e, base)
+    if typed is not None:
+        return typed
     key = getattr(e, "full_key", None) or getattr(e.__cause__, "full_key", None)
     if isinstance(e, ConfigKeyError) and key:
         return key, (f"{key} is not a key of this config: drop it, or check its spelling "
@@ -126,10 +130,10 @@ _TYPE_WORDS = (("to Integer", "must be a whole number"), ("to Float", "must be a
                ("valid bool", "must be true or false"))
 
 
-def _typed_reason(e: Exception, base: Any) -> str | None:
-    """The tool's one-line reason for what Hydra's composition rejects: a value of the wrong
-    type (key, value, what is allowed, the key's default as what to type) or an unknown group
-    choice (the choices there are). None for anything else."""
+def _typed_reason(e: Exception, base: Any) -> tuple[str, str] | None:
+    """The key and the tool's one-line reason for what Hydra's composition rejects: a value of
+    the wrong type (key, value, what is allowed, the key's default in `base` as what to type)
+    or an unknown group choice (the choices there are). None for anything else."""
     from hydra.errors import MissingConfigException
     from omegaconf.errors import ValidationError
 
@@ -141,14 +145,14 @@ def _typed_reason(e: Exception, base: Any) -> str | None:
         if isinstance(default, bool):
             default = str(default).lower()
         hint = f"e.g. {key}={default}" if default is not None else ""
-        return str(config_error(key, cause.value, allowed, hint))
+        return key, str(config_error(key, cause.value, allowed, hint))
     if isinstance(e, MissingConfigException) and "Available options in '" in str(e):
         text = str(e)
         group, rest = text.split("Available options in '", 1)[1].split("':", 1)
         options = rest.split("Config search path")[0].split()
         value = text.split(f"'{group}/", 1)[1].split("'", 1)[0] if f"'{group}/" in text else "?"
-        return str(config_error(group, value, f"one of {', '.join(options)}",
-                                f"e.g. {group}={options[0]}" if options else ""))
+        return group, str(config_error(group, value, f"one of {', '.join(options)}",
+                                       f"e.g. {group}={options[0]}" if options else ""))
     return None
 
 
@@ -162,36 +166,36 @@ def check_command_line(args: list[str]) -> None:
     bad value (exit 2); the swept values are checked per job by the callbacks."""
     if any(a.startswith("-") and a not in CLI_FLAGS for a in args):
         return
+    args = [a for a in args if not a.startswith("-")]
     from hydra import compose, initialize_config_dir
 
     from sweep.config import register_configs
     from sweep.paths import conf_dir
 
     try:
-        parsed = OverridesParser.create().parse_overrides([a for a in args if a[0] != "-"])
+        parsed = OverridesParser.create().parse_overrides(args)
     except Exception:  # noqa: BLE001 - a syntax error: Hydra says what is wrong
         return
-    plain_parsed = [o for o in parsed
-                    if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")]
-    plain = [o.input_line for o in plain_parsed]
+    plain = [o for o in parsed
+             if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")]
     if not plain:
         return
     register_configs()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
         try:
-            compose("config", overrides=plain)
+            compose("config", overrides=[o.input_line for o in plain])
             return
         except Exception as e:  # noqa: BLE001 - told apart below
             error = e
         key = getattr(error.__cause__, "full_key", None)
         try:  # the same choices without the value at fault: its default, as what to type
-            base = compose("config", overrides=[o.input_line for o in parsed if o in plain_parsed
-                                                and o.key_or_group != key])
+            base = compose("config", overrides=[o.input_line for o in plain
+                                                if o.key_or_group != key])
         except Exception:  # noqa: BLE001 - no default to show
             base = None
-    reason = _typed_reason(error, base)
-    if reason is not None:
-        _refuse([redact(reason)], 1)
+    typed = _typed_reason(error, base)
+    if typed is not None:
+        _refuse([redact(typed[1])], 1)
 
 
 def _refuse(lines: list[str], jobs: int) -> None:
