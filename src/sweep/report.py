@@ -192,9 +192,6 @@ def section_serving(sweep: Sweep) -> list[str]:
     return out
 
 
-HOST_SPLIT = "less the host; "  # in bound_basis, before the host-bound run's finding
-
-
 def section_e2e(sweep: Sweep) -> list[str]:
     """Runtime, pipeline, flags, inference and end-to-end ms/image, accuracy, and what bounds
     the end-to-end run (decode, inference or host) against its ceilings."""
@@ -212,8 +209,7 @@ def section_e2e(sweep: Sweep) -> list[str]:
     cols.append(("_note", "note"))
     rows.sort(key=lambda r: tuple(str(r.get(k)) for k in first + ctx))
     out = ["## End to end", "", markdown_table([_display(r, []) for r in rows], cols), ""]
-    host = [(r["job"], str(r["bound_basis"]).split(HOST_SPLIT, 1)[1]) for r in rows
-            if r.get("bound_by") == "host" and HOST_SPLIT in str(r.get("bound_basis"))]
+    host = [(r["job"], r["bound_finding"]) for r in rows if r.get("bound_finding")]
     if host:  # "host" alone does not say what to change: the job's own finding does
         out += ["Bound by the host: " + "; ".join(f"{job}: {why}" for job, why in host) + ".",
                 ""]

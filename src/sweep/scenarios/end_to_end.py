@@ -29,7 +29,7 @@
    figure for its stages: load only slows a pass). `e2e_vs_ceiling_pct` is e2e_fps over the
    lower of decode and inference, and `info.bound_by` names what bounds the job: the lower
    ceiling's stage (`decode` or `inference`) when the end-to-end run reaches BOUND_PCT of it,
-   else `host`: neither stage alone. `info.bound_basis` then says what the pipeline ceiling
+   else `host`: neither stage alone. `info.bound_finding` then says what the pipeline ceiling
    shows (`host_note`): the pipeline's own work beyond decoding (resize, normalisation, copies,
    Python), the pipeline and the runtime taking turns (the run no faster than the two one after
    the other: a GPU time-sliced between processes' CUDA contexts), or their slowing each other
@@ -272,11 +272,12 @@ def measure_ceilings(pipe: Pipeline, runtime: Any, paths: Sequence[Path], batch:
     basis = (f"e2e_fps over the lower of decode-only ({decode_fps:.0f}/s) and inference-only "
              f"({infer_fps:.0f}/s): {pct:.0f}%; at least {BOUND_PCT:.0f}% names that stage, "
              "less the host")
+    info = {"bound_by": bound, "bound_basis": basis}
     if bound == "host":
         where = ("cpu" if device.type != "cuda"
                  else "processes" if getattr(pipe.cfg, "processes", 0) else "thread")
-        basis += "; " + host_note(e2e_fps, pipeline_fps, infer_fps, where)
-    return metrics, {"bound_by": bound, "bound_basis": basis}
+        info["bound_finding"] = host_note(e2e_fps, pipeline_fps, infer_fps, where)
+    return metrics, info
 
 
 def _examples(reasons: dict[Path, str], images: ImageSet) -> str:
