@@ -22,9 +22,8 @@ common="$rt model=resnet50 resolution=224 precision=fp16 tracking.enabled=false 
 sv=/tmp/sv-$runtime
 hand() {
   local file=()
-  if [ "$runtime" = onnx ]; then  # the fp16 file the first tool job exported
-    file=(--onnx "$(find "$SWEEP_CACHE_DIR" -name model.onnx -path "*resnet50*" | head -1)")
-    [ -n "${file[1]}" ] || file=(--onnx "$(find "$SWEEP_CACHE_DIR" -name model.onnx | head -1)")
+  if [ "$runtime" = onnx ]; then  # the fp16 file the first tool job exported (the lease's one)
+    file=(--onnx "$(find "$SWEEP_CACHE_DIR" -name model.onnx | head -1)")
   fi
   python3 benchmarks/gpu/handwritten_serving.py --out "$out/handwritten.jsonl" "${file[@]}" 2>&1 \
     | grep -v Warn
