@@ -45,7 +45,7 @@ def _sync(device: torch.device) -> None:
 
 
 @contextmanager
-def _gc_paused() -> Iterator[None]:
+def gc_paused() -> Iterator[None]:
     enabled = gc.isenabled()
     gc.collect()
     gc.disable()
@@ -75,7 +75,7 @@ class Span(Protocol):
 
 def time_calls(fn: Callable[[], object], device: torch.device, warmup: int, min_iters: int,
                min_seconds: float, span: Span | None = None) -> Timing:
-    with _gc_paused():
+    with gc_paused():
         for _ in range(warmup):
             fn()
         if span is not None:
@@ -148,7 +148,7 @@ def gpu_only_ms(fn: Callable[[], object], device: torch.device, repeats: int = 3
         return None
     stream = torch.cuda.current_stream(device)
     best = float("inf")
-    with _gc_paused():
+    with gc_paused():
         _sync(device)
         t0 = time.perf_counter()
         fn()

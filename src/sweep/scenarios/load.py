@@ -30,6 +30,7 @@ import torch
 
 from sweep.accuracy import synthetic_images
 from sweep.config import LoadScenarioConfig
+from sweep.measure.timing import gc_paused
 from sweep.metrics import LATENCY_PERCENTILES
 from sweep.scenarios.base import Workload
 from sweep.scenarios.end_to_end import fill, pipeline_context, top1
@@ -201,7 +202,21 @@ def run_load(runner: Runner, batch: int, *, payloads: int, delay_s: float, overl
     """Serve open-loop `arrivals` (seconds), or `clients` closed loops until both `duration_s`
     and `min_requests`, with up to `in_flight` batches queued at once; stop early, overloaded,
     once the oldest waiting request has waited `overload_s`. An open-loop run whose queue grew
-    without bound in a run too short for that wait is overloaded too (`backlog_growth`)."""
+    without bound in a run too short for that wait is overloaded too (`backlog_growth`).
+    Python's garbage collector is paused while it serves, as for the offline timing: a
+    collection of the serving loop's own objects is not a request's latency."""
+    with gc_paused():
+        run = _serve(runner, batch, payloads, delay_s, overload_s, arrivals, clients,
+                     duration_s, min_requests, in_flight, clock)
+    if not run.overloaded:
+        run.overload_reason = backlog_growth(run, batch)
+        run.overloaded = bool(run.overload_reason)
+    return run
+
+
+def _serve(runner: Runner, batch: int, payloads: int, delay_s: float, overload_s: float,
+           arrivals: np.ndarray | None, clients: int | None, duration_s: float,
+           min_requests: int, in_flight: int, clock: Callable[[], float]) -> LoadRun:
     closed = arrivals is None
     run = LoadRun(None if closed else len(arrivals) / float(arrivals[-1]))
     queue: deque[Request] = deque()
@@ -274,9 +289,6 @@ def run_load(runner: Runner, batch: int, *, payloads: int, delay_s: float, overl
         pending.wait()
     if run.requests:
         run.span_s = max(r.done for r in run.requests) - min(r.arrival for r in run.requests)
-    if not run.overloaded:
-        run.overload_reason = backlog_growth(run, batch)
-        run.overloaded = bool(run.overload_reason)
     return run
 
 
