@@ -190,6 +190,27 @@ def test_dead_server_is_tried_once_per_sweep(tmp_path, cache_dir):
     assert len(got) == 3 and all("mlflow_error" in r["info"] for r in got.values())
 
 
+def test_a_dead_database_store_is_probed_once_not_retried():
+    """A database store (postgresql://, with or without a driver suffix) is probed like an
+    MLflow server: MLflow's own engine would retry it for about 100 s per sweep."""
+    import socket
+
+    from sweep.tracking import unreachable
+
+    port = free_port()
+    for uri in (f"postgresql://mlflow:pw-hunter5@127.0.0.1:{port}/mlflow",
+                f"postgresql+psycopg://mlflow:pw-hunter5@127.0.0.1:{port}/mlflow"):
+        t0 = time.time()
+        reason = unreachable(uri, timeout_s=2.0)
+        assert reason and f"127.0.0.1:{port}" in reason and "hunter5" not in reason
+        assert time.time() - t0 < 3
+    with socket.socket() as server:  # something listening: reachable
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        assert unreachable(f"postgresql://u@127.0.0.1:{server.getsockname()[1]}/db") is None
+    assert unreachable("sqlite:///mlflow.db") is None  # a local store is opened, not probed
+
+
 # --- 9 and 2: what a re-run does with failed jobs, and with a folder of another sweep ---------
 
 

@@ -43,13 +43,22 @@ def resolve_uri(explicit: str | None = None, recorded: str | None = None,
             or DEFAULT_URI)
 
 
+# servers probed before a sweep opens its store, by scheme (a driver suffix, as in
+# postgresql+psycopg, is dropped), with their default ports: for a dead database MLflow's engine
+# retries with backoff for about 100 s before it gives up
+SERVER_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "postgres": 5432, "mysql": 3306,
+                "mssql": 1433}
+
+
 def unreachable(uri: str, timeout_s: float = CONNECT_TIMEOUT_S) -> str | None:
-    """Why the tracking server at `uri` cannot be reached within `timeout_s`, or None. Only
-    servers (http, https) are probed; a local store's failures surface when it is opened."""
+    """Why the tracking server at `uri` (MLflow's, or the database of a database store) cannot
+    be reached within `timeout_s`, or None. A local store's failures surface when it is opened.
+    The reason names the host and port only, never the URI's credentials."""
     parts = urllib.parse.urlsplit(uri)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    scheme = parts.scheme.split("+", 1)[0]
+    if scheme not in SERVER_PORTS or not parts.hostname:
         return None
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    port = parts.port or SERVER_PORTS[scheme]
     try:
         with socket.create_connection((parts.hostname, port), timeout=timeout_s):
             return None
