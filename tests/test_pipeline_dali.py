@@ -318,5 +318,19 @@ def test_a_host_bound_run_says_whether_the_pipeline_alone_is_as_slow_or_the_two_
     assert "take turns" in host_note(750.0, 1000.0, 3000.0)
     assert "take turns" in host_note(820.0, 1000.0, 3000.0)  # within 10% of it
     assert "same cores" in host_note(750.0, 1000.0, 3000.0, "cpu")
-    assert "CUDA contexts" in host_note(750.0, 1000.0, 3000.0, "processes")
+    assert "MPS is off" in host_note(750.0, 1000.0, 3000.0, "processes")
+    assert "run under CUDA MPS" in host_note(750.0, 1000.0, 3000.0, "processes_mps")
     assert "slow each other down" in host_note(850.0, 1000.0, 3000.0)
+
+
+def test_mps_is_seen_by_its_control_pipe(tmp_path, monkeypatch):
+    """The finding for worker processes says whether CUDA MPS ran them: the control daemon's
+    pipe in CUDA_MPS_PIPE_DIRECTORY is what a CUDA client connects to."""
+    import os
+
+    from sweep.env import cuda_mps
+
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(tmp_path))
+    assert not cuda_mps()
+    os.mkfifo(tmp_path / "control")
+    assert cuda_mps()

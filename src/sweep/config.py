@@ -336,13 +336,15 @@ class DaliPipelineConfig(PipelineConfig):
     # fed through an external source, depth 2 ran 0.73x depth 4 on an H200 (and 0.75x DALI's
     # own file reader at depth 2): benchmarks/results/h200_e2e_serving_2026-12-02b
     prefetch: int = 4
-    hw_decoder_load: float = 0.65  # share of the JPEGs for the hardware decoder (DALI's default)
+    # share of the JPEGs for the hardware decoder; DALI's own default, 0.65, ran 0.80x of 0.9
+    # on an H200 with 16 threads (benchmarks/results/h200_mps_ort_2026-12-02c)
+    hw_decoder_load: float = 0.9
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0 <= self.hw_decoder_load <= 1:
             raise config_error("pipeline.hw_decoder_load", self.hw_decoder_load,
-                               "must be between 0 and 1", "e.g. pipeline.hw_decoder_load=0.65")
+                               "must be between 0 and 1", "e.g. pipeline.hw_decoder_load=0.9")
         if self.processes:
             raise config_error("pipeline.processes", self.processes,
                                "DALI runs its own threads and prefetch queue; worker processes "

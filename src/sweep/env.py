@@ -56,6 +56,17 @@ def _nvidia_driver() -> str | None:
         return None
 
 
+MPS_PIPE_DIR = "/tmp/nvidia-mps"  # the MPS control daemon's default pipe directory
+
+
+def cuda_mps() -> bool:
+    """Whether a CUDA MPS control daemon is running for this process's CUDA clients: its
+    control pipe is in CUDA_MPS_PIPE_DIRECTORY (or the default folder). Under MPS the CUDA
+    contexts of several processes share the GPU at once instead of being time-sliced."""
+    folder = os.environ.get("CUDA_MPS_PIPE_DIRECTORY") or MPS_PIPE_DIR
+    return (Path(folder) / "control").exists()
+
+
 @functools.lru_cache(maxsize=8)
 def environment(device: str) -> dict[str, str]:
     """Everything that names where a figure came from, flat strings (computed once per device)."""
@@ -84,6 +95,7 @@ def environment(device: str) -> dict[str, str]:
             "cuda": str(torch.version.cuda),
             "cudnn": str(torch.backends.cudnn.version()),
             "driver": _nvidia_driver() or "unknown",
+            "cuda_mps": "on" if cuda_mps() else "off",
         })
     return env
 

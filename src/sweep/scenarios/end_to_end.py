@@ -32,8 +32,9 @@
    else `host`: neither stage alone. `info.bound_finding` then says what the pipeline ceiling
    shows (`host_note`): the pipeline's own work beyond decoding (resize, normalisation, copies,
    Python), the pipeline and the runtime taking turns (the run no faster than the two one after
-   the other: a GPU time-sliced between processes' CUDA contexts), or their slowing each other
-   down otherwise (host cores, the GIL).
+   the other: a GPU time-slices the CUDA contexts of the worker processes and the job's unless
+   CUDA MPS runs them together, so the finding says whether MPS was on), or their slowing each
+   other down otherwise (host cores, the GIL).
 
 The runtime was built for one batch size: a last, partial batch is filled by repeating its own
 files (the extra predictions are dropped), and the stream wraps around to the first files.
@@ -55,6 +56,7 @@ import torch
 
 from sweep.config import CurrentPipelineConfig, SweepConfig
 from sweep.data import ImageSet, scan
+from sweep.env import cuda_mps
 from sweep.measure.timing import time_calls
 from sweep.metrics import STAGES as METRIC_STAGES
 from sweep.pipelines import create_pipeline
@@ -215,8 +217,11 @@ def time_pipeline(pipe: Pipeline, paths: Sequence[Path], batch: int, need: int,
 
 
 TURNS = {"cpu": "on a CPU the same cores run both",
-         "processes": "a GPU time-sliced between the worker processes' CUDA contexts and the "
-                      "job's does this",
+         "processes": "a GPU time-slices the worker processes' CUDA contexts and the job's "
+                      "unless CUDA MPS runs them together; MPS is off here "
+                      "(nvidia-cuda-mps-control -d starts it)",
+         "processes_mps": "the worker processes' CUDA contexts and the job's run under CUDA MPS, "
+                          "and take turns all the same",
          "thread": "in one process they share the GIL and the GPU's queues"}
 
 
@@ -275,7 +280,8 @@ def measure_ceilings(pipe: Pipeline, runtime: Any, paths: Sequence[Path], batch:
     info = {"bound_by": bound, "bound_basis": basis}
     if bound == "host":
         where = ("cpu" if device.type != "cuda"
-                 else "processes" if getattr(pipe.cfg, "processes", 0) else "thread")
+                 else ("processes_mps" if cuda_mps() else "processes")
+                 if getattr(pipe.cfg, "processes", 0) else "thread")
         info["bound_finding"] = host_note(e2e_fps, pipeline_fps, infer_fps, where)
     return metrics, info
 
