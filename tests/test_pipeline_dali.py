@@ -323,14 +323,17 @@ def test_a_host_bound_run_says_whether_the_pipeline_alone_is_as_slow_or_the_two_
     assert "slow each other down" in host_note(850.0, 1000.0, 3000.0)
 
 
-def test_mps_is_seen_by_its_control_pipe(tmp_path, monkeypatch):
-    """The finding for worker processes says whether CUDA MPS ran them: the control daemon's
-    pipe in CUDA_MPS_PIPE_DIRECTORY is what a CUDA client connects to."""
-    import os
-
+def test_mps_is_seen_by_its_daemon_process(tmp_path):
+    """The finding for worker processes says whether CUDA MPS ran them: a control daemon (or
+    its server) among the processes; its pipe folder outlives it, so it does not count."""
     from sweep.env import cuda_mps
 
-    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(tmp_path))
-    assert not cuda_mps()
-    os.mkfifo(tmp_path / "control")
-    assert cuda_mps()
+    proc = tmp_path / "proc"
+    (proc / "1").mkdir(parents=True)
+    (proc / "1" / "comm").write_text("python3\n")
+    (proc / "self").mkdir()
+    assert not cuda_mps(proc)
+    (proc / "77").mkdir()
+    (proc / "77" / "comm").write_text("nvidia-cuda-mps\n")  # comm is cut to 15 characters
+    assert cuda_mps(proc)
+    assert not cuda_mps(tmp_path / "none")  # no /proc (not Linux): off

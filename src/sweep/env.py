@@ -56,15 +56,20 @@ def _nvidia_driver() -> str | None:
         return None
 
 
-MPS_PIPE_DIR = "/tmp/nvidia-mps"  # the MPS control daemon's default pipe directory
+MPS_DAEMON = "nvidia-cuda-mps"  # /proc/PID/comm of the MPS control daemon and its server
 
 
-def cuda_mps() -> bool:
-    """Whether a CUDA MPS control daemon is running for this process's CUDA clients: its
-    control pipe is in CUDA_MPS_PIPE_DIRECTORY (or the default folder). Under MPS the CUDA
-    contexts of several processes share the GPU at once instead of being time-sliced."""
-    folder = os.environ.get("CUDA_MPS_PIPE_DIRECTORY") or MPS_PIPE_DIR
-    return (Path(folder) / "control").exists()
+def cuda_mps(proc: Path = Path("/proc")) -> bool:
+    """Whether a CUDA MPS control daemon (or its server) runs where this process can see it.
+    Under MPS the CUDA contexts of several processes share the GPU at once instead of being
+    time-sliced. The daemon's pipe folder is no sign: its control pipe stays after it quits."""
+    for comm in proc.glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().startswith(MPS_DAEMON):
+                return True
+        except OSError:  # the process ended meanwhile
+            continue
+    return False
 
 
 @functools.lru_cache(maxsize=8)
