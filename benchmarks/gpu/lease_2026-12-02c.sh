@@ -1,3 +1,9 @@
+#!/usr/bin/env bash
+# The third machine of benchmarks/results/h200_mps_ort_2026-12-02c (torch and hydra only: carry
+# .gpu-carry/min): pipeline=gpu in the job's process (prefetch 2 and 0) against handwritten_e2e.py,
+# twice, then pipeline=gpu (torchvision) processes=4 +compile with and without CUDA MPS, and each
+# job's env cuda_mps and bound_finding. Results in $OUT.
+#   bash benchmarks/gpu/lease_2026-12-02c.sh
 source benchmarks/gpu/setup_device.sh
 w=/tmp/dali-verify; bash benchmarks/gpu/jpeg_set.sh $w > /dev/null 2>&1
 c="data=imagefolder data.root=$w/j512 precision=fp16 batch=32 resolution=256 model.weights=$w/head.pth model.num_classes=4 tracking.enabled=false bench.min_seconds=2 force=true pipeline=gpu"
