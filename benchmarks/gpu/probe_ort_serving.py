@@ -5,6 +5,8 @@ the host, timed on the host clock:
 
     hand          an IO-bound session on ONNX Runtime's own stream, bound once
                   (handwritten_serving.py --onnx)
+    hand_user     the hand session's twin given a torch stream as its user compute stream (as
+                  the tool's is), nothing else changed
     rt            the tool's OnnxRuntime.infer on one fixed input, then top1
     rt_nowait     the same session and binding, without the two wait_stream calls around run
     runner        the tool's BatchRunner (ring of pinned buffers, input re-bound per request)
@@ -15,6 +17,7 @@ the host, timed on the host clock:
                   (what the offline measurement reports)
 
     python3 benchmarks/gpu/probe_ort_serving.py [--requests 1500] [--rounds 3] [--out FILE]
+                                                [--variants hand,hand_user,rt]
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=1500)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out")
+    ap.add_argument("--variants", help="comma-separated; all by default")
     a = ap.parse_args()
     dev = torch.device("cuda")
     model = torchvision.models.resnet50().eval()
@@ -76,6 +80,21 @@ def main() -> None:
     def hand(_):
         sess.run_with_iobinding(b)
         return oh.cpu().float().argmax(1)
+
+    side = torch.cuda.Stream(dev)
+    sess_u = ort.InferenceSession(str(path), providers=[(
+        "CUDAExecutionProvider", {"device_id": "0", "prefer_nhwc": "1",
+                                  "has_user_compute_stream": "1",
+                                  "user_compute_stream": str(side.cuda_stream)})])
+    ou = torch.empty(1, 1000, device=dev, dtype=torch.half)
+    bu = sess_u.io_binding()
+    bu.bind_input(sess_u.get_inputs()[0].name, "cuda", 0, np.float16, (1, 3, 224, 224),
+                  xh.data_ptr())
+    bu.bind_output(sess_u.get_outputs()[0].name, "cuda", 0, np.float16, (1, 1000), ou.data_ptr())
+
+    def hand_user(_):
+        sess_u.run_with_iobinding(bu)
+        return ou.cpu().float().argmax(1)
 
     xt = torch.randn(1, 3, 224, 224, device=dev).half()
 
@@ -108,21 +127,27 @@ def main() -> None:
         with gc_paused():
             return per_request(run_runner, n)
 
-    variants = {"hand": lambda n: per_request(hand, n), "rt": lambda n: per_request(rt_fixed, n),
+    variants = {"hand": lambda n: per_request(hand, n),
+                "hand_user": lambda n: per_request(hand_user, n),
+                "rt": lambda n: per_request(rt_fixed, n),
                 "rt_nowait": lambda n: per_request(rt_nowait, n),
                 "runner": lambda n: per_request(run_runner, n),
                 "runner_nogc": nogc, "load": load_run}
+    if a.variants:
+        variants = {k: v for k, v in variants.items() if k in a.variants.split(",")}
     with torch.inference_mode():
         for f in variants.values():  # warm
             f(50)
         rows: dict[str, list[dict[str, float]]] = {k: [] for k in variants}
-        off: dict[str, list[float]] = {"offline_hand": [], "offline_rt": []}
+        off: dict[str, list[float]] = {"offline_hand": [], "offline_hand_user": [],
+                                       "offline_rt": []}
         for k in range(a.rounds):
             for name, f in variants.items():
                 ms = f(a.requests)
                 rows[name].append({"p50": float(np.percentile(ms, 50)),
                                    "p99": float(np.percentile(ms, 99)), "n": len(ms)})
             for name, fn in (("offline_hand", lambda: sess.run_with_iobinding(b)),
+                             ("offline_hand_user", lambda: sess_u.run_with_iobinding(bu)),
                              ("offline_rt", lambda: rt.infer(xt))):
                 t = time_calls(fn, dev, 10, 300, 1.0)
                 off[name].append(float(np.percentile(t.samples_ms, 99)))
