@@ -142,7 +142,9 @@ def main() -> None:
         off: dict[str, list[float]] = {"offline_hand": [], "offline_hand_user": [],
                                        "offline_rt": []}
         for k in range(a.rounds):
-            for name, f in variants.items():
+            order = list(variants.items())
+            order = order[k % len(order):] + order[:k % len(order)]  # drift falls on each in turn
+            for name, f in order:
                 ms = f(a.requests)
                 rows[name].append({"p50": float(np.percentile(ms, 50)),
                                    "p99": float(np.percentile(ms, 99)), "n": len(ms)})
