@@ -1,7 +1,7 @@
 """Where does the tool's ONNX Runtime single-stream request lose time against the hand-written
 loop? One process, one exported file (the tool's own export of a random resnet50 224 fp16), the
-variants alternated round by round (ABAB...), each a run of one request at a time to its top-1 on
-the host, timed on the host clock:
+variants alternated, their order rotated each round, each a run of one request at a time to its
+top-1 on the host, timed on the host clock:
 
     hand          an IO-bound session on ONNX Runtime's own stream, bound once
                   (handwritten_serving.py --onnx)
