@@ -218,8 +218,8 @@ def time_pipeline(pipe: Pipeline, paths: Sequence[Path], batch: int, need: int,
 
 TURNS = {"cpu": "on a CPU the same cores run both",
          "processes": "a GPU time-slices the worker processes' CUDA contexts and the job's "
-                      "unless CUDA MPS runs them together; MPS is off here "
-                      "(nvidia-cuda-mps-control -d starts it)",
+                      "unless CUDA MPS runs them together; MPS is off here (no daemon seen; "
+                      "nvidia-cuda-mps-control -d starts it)",
          "processes_mps": "the worker processes' CUDA contexts and the job's run under CUDA MPS, "
                           "and take turns all the same",
          "thread": "in one process they share the GIL and the GPU's queues"}
