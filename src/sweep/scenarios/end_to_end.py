@@ -57,7 +57,7 @@ import torch
 from sweep.config import CurrentPipelineConfig, SweepConfig
 from sweep.data import ImageSet, scan
 from sweep.env import cuda_mps
-from sweep.measure.timing import time_calls
+from sweep.measure.timing import gc_paused, time_calls
 from sweep.metrics import STAGES as METRIC_STAGES
 from sweep.pipelines import create_pipeline
 from sweep.pipelines.base import PREPROCESSING, Pipeline, PipelineContext
@@ -139,10 +139,11 @@ def _enough(batches: int, elapsed: float, need: int, min_seconds: float) -> bool
 
 def time_stream(pipe: Pipeline, runtime: Any, paths: Sequence[Path], batch: int,
                 need: int, min_seconds: float, device: torch.device) -> tuple[float, int]:
-    """Seconds and images of the uninstrumented run (the first batch's latency included)."""
+    """Seconds and images of the uninstrumented run (the first batch's latency included), with
+    Python's garbage collector paused as for every timed loop."""
     _sync(device)
     batches, elapsed = 0, 0.0
-    with closing(pipe.batches(stream_chunks(paths, batch))) as xs:
+    with gc_paused(), closing(pipe.batches(stream_chunks(paths, batch))) as xs:
         start = time.perf_counter()
         for x in xs:
             top1(runtime.infer(x))
@@ -167,29 +168,30 @@ def time_stages(pipe: Pipeline, runtime: Any, paths: Sequence[Path], batch: int,
         value = step(value)
     top1(value)
     _sync(device)
-    start = time.perf_counter()
-    for chunk in itertools.cycle(chunks):
-        value, marks = chunk, [time.perf_counter()]
-        for step in steps:
-            value = step(value)
-            _sync(device)
+    with gc_paused():
+        start = time.perf_counter()
+        for chunk in itertools.cycle(chunks):
+            value, marks = chunk, [time.perf_counter()]
+            for step in steps:
+                value = step(value)
+                _sync(device)
+                marks.append(time.perf_counter())
+            top1(value)
             marks.append(time.perf_counter())
-        top1(value)
-        marks.append(time.perf_counter())
-        for stage, t0, t1 in zip(STAGES, marks[:-1], marks[1:], strict=True):
-            totals[stage] += t1 - t0
-        batches += 1
-        if _enough(batches, marks[-1] - start, need, min_seconds):
-            break
+            for stage, t0, t1 in zip(STAGES, marks[:-1], marks[1:], strict=True):
+                totals[stage] += t1 - t0
+            batches += 1
+            if _enough(batches, marks[-1] - start, need, min_seconds):
+                break
     return {f"{stage}_ms": 1e3 * total / (batches * batch) for stage, total in totals.items()}
 
 
 def time_rate(items: Iterator[Any], batch: int, need: int, min_seconds: float,
               device: torch.device) -> float:
     """Images per second of `items` (one per batch) taken back to back after one untimed item,
-    the device synchronised at both ends."""
+    the device synchronised at both ends (the garbage collector paused)."""
     batches, elapsed = 0, 0.0
-    with closing(items):
+    with gc_paused(), closing(items):
         next(items)
         _sync(device)
         start = time.perf_counter()
