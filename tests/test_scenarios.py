@@ -275,3 +275,21 @@ def test_queued_batches_keep_their_own_logits_when_the_runtime_reuses_its_output
         start = b[0] % (runner.size - 4 + 1)
         expected = (runner.images[start:start + 4].flatten(1) @ weight.T).cpu()
         assert torch.allclose(pending.host.float(), expected, atol=1e-3)
+
+
+def test_the_garbage_collector_is_paused_while_a_load_run_serves():
+    """A collection of the serving loop's own objects would land in some request's latency
+    (on an H200 one put a run's p99 at 5.5 ms against 2.3 ms): paused while serving, restored
+    after."""
+    import gc
+
+    seen = []
+
+    def runner(payloads):
+        seen.append(gc.isenabled())
+
+    assert gc.isenabled()
+    run_load(runner, 1, payloads=4, delay_s=0.0, overload_s=1.0, clients=1, duration_s=0.0,
+             min_requests=10)
+    assert seen and not any(seen)
+    assert gc.isenabled()
