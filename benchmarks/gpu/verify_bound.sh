@@ -12,16 +12,8 @@
 # Results: $OUT (or results/): runs_<step>.json, hand_e2e.txt, mps.txt.
 #   STEP=dali|hand|mps bash benchmarks/gpu/verify_bound.sh [extra overrides...]
 set -uo pipefail
-source benchmarks/gpu/setup_device.sh
-out=${OUT:-results}
-mkdir -p "$out"
-w=/tmp/dali-verify
-[ -f $w/head.pth ] || bash benchmarks/gpu/jpeg_set.sh $w  # once per warm lease
 step=${STEP:?STEP=dali, hand or mps}
-common="data=imagefolder data.root=$w/j512 precision=fp16 batch=32 resolution=256
-  model.weights=$w/head.pth model.num_classes=4 tracking.enabled=false bench.min_seconds=2
-  force=true"
-compiled="runtime=compile runtime.mode=reduce-overhead"
+source benchmarks/gpu/e2e_set.sh  # $out, $w, $common, $compiled
 nvimg4="pipeline=gpu pipeline.decoder=nvimgcodec pipeline.processes=4 $compiled"
 job() {  # folder name, then overrides
   python3 -m sweep $common "${@:2}" hydra.run.dir=$w/$step/$1 2>&1 | grep -v "^\[20"

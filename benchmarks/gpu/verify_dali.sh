@@ -10,18 +10,10 @@
 # Results: $OUT (or results/): runs.json, handwritten_dali.txt, pytest.txt.
 #   [SET=torch|dali] bash benchmarks/gpu/verify_dali.sh [extra overrides...]
 set -uo pipefail
-source benchmarks/gpu/setup_device.sh
-out=${OUT:-results}
-mkdir -p "$out"
-w=/tmp/dali-verify
-[ -f $w/head.pth ] || bash benchmarks/gpu/jpeg_set.sh $w  # once per warm lease
+source benchmarks/gpu/e2e_set.sh  # $out, $w, $common, $compiled
 if [ -z "${SKIP_TESTS:-}" ]; then  # SKIP_TESTS=1: not the tests
   timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_pipeline_dali.py 2>&1 | tail -3 | tee "$out/pytest.txt"
 fi
-common="data=imagefolder data.root=$w/j512 precision=fp16 batch=32 resolution=256
-  model.weights=$w/head.pth model.num_classes=4 tracking.enabled=false bench.min_seconds=2
-  force=true"  # a re-run in the same lease measures again (its run folders are fixed)
-compiled="runtime=compile runtime.mode=reduce-overhead"
 nvimg="pipeline=gpu pipeline.decoder=nvimgcodec"
 # SET=torch: what needs torch and torchvision only; SET=dali: what needs DALI or nvImageCodec
 # (then the hand-written DALI reference); both by default. The processes= runs ask whether more
