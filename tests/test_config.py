@@ -86,6 +86,8 @@ def test_any_torchvision_model_by_name():
     ("device=tpu", "device='tpu'", "auto, cpu, cuda"),
     ("runtime=compile runtime.mode=fast", "runtime.mode='fast'", "reduce-overhead"),
     ("runtime=onnx runtime.provider=rocm", "runtime.provider='rocm'", "cuda, tensorrt"),
+    ("runtime=compile runtime.mode=reduce-overhead runtime.cuda_graph=true",
+     "runtime.cuda_graph=True", "runtime.mode=default runtime.cuda_graph=true"),
     ("bench.min_iters=0", "bench.min_iters=0", ">= 1"),
 ])
 def test_bad_values_name_key_value_and_allowed(override, key, shown):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sweep.cache import ArtifactCache
-from sweep.config import CompileRuntimeConfig, ModelConfig
+from sweep.config import CompileRuntimeConfig, ModelConfig, TorchRuntimeConfig
 from sweep.models import build_model
 from sweep.runtimes import JobContext, UnsupportedError, create_runtime
 from sweep.runtimes.torch_eager import TorchRuntime
@@ -120,3 +120,36 @@ def test_a_damaged_compiled_artifact_in_the_cache_is_rebuilt(tmp_path, cache_dir
     info = json.loads((tmp_path / "again" / "result.json").read_text())["info"]
     assert "discarded and rebuilt" in info["cache_rebuilt"] and info["cache"] == "miss"
     assert all(lib.stat().st_size > 100 for lib in (cache_dir / "inductor").rglob("*.so"))
+
+
+def test_cuda_graph_is_ignored_on_the_cpu_and_says_so(tmp_path):
+    x = torch.randn(1, 3, RES, RES, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        eager = build_model(ModelConfig())(x)
+    for cfg in (TorchRuntimeConfig(cuda_graph=True), CompileRuntimeConfig(cuda_graph=True)):
+        prepared, out = _prepare_and_run(tmp_path, x, cfg)
+        assert prepared.info["cuda_graph"] == "ignored on the CPU"
+        torch.testing.assert_close(out, eager, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+@pytest.mark.parametrize("cfg", [TorchRuntimeConfig(cuda_graph=True),
+                                 CompileRuntimeConfig(cuda_graph=True)])
+def test_a_captured_graph_replays_each_new_input_and_refuses_another_shape(tmp_path, cfg):
+    ctx = JobContext(device=torch.device("cuda"), precision="fp32", batch=2, resolution=RES,
+                     channels_last=False, cache=ArtifactCache(tmp_path))
+    model = build_model(ModelConfig())
+    xs = torch.randn(3, 2, 3, RES, RES, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        eager = [model(x) for x in xs]
+    runtime = create_runtime(cfg, ctx)
+    try:
+        prepared = runtime.prepare(model, xs[0])
+        assert prepared.info["cuda_graph"].startswith("one graph for input (2, 3, 32, 32)")
+        for x, ref in zip(xs, eager, strict=True):  # each call sees its own input
+            out = runtime.infer(x.cuda()).cpu()
+            torch.testing.assert_close(out, ref, rtol=1e-3, atol=1e-3)
+        with pytest.raises(ValueError, match="prepared for input"):
+            runtime.infer(torch.zeros(1, 3, RES, RES, device="cuda"))
+    finally:
+        runtime.close()

@@ -91,9 +91,11 @@ class TorchRuntimeConfig(RuntimeConfig):
 
     impl: ClassVar[str] = "sweep.runtimes.torch_eager:TorchRuntime"
     name: str = "torch"
+    cuda_graph: bool = False  # on CUDA: the model captured in one CUDA graph, replayed per call
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+GRAPHED_MODES = ("reduce-overhead", "max-autotune")  # the modes with inductor's CUDA graphs
 
 
 @choice
@@ -109,9 +111,19 @@ class CompileRuntimeConfig(RuntimeConfig):
     # inductor's `freezing`: weights become constants (folded, prepacked for oneDNN on the CPU);
     # compiled graphs then bypass the FX graph cache.
     freezing: bool = False
+    # on CUDA: the compiled model captured in one CUDA graph and replayed directly, without
+    # the per-call work of the CUDA graph trees that reduce-overhead uses
+    cuda_graph: bool = False
 
     def __post_init__(self) -> None:
         _choice("runtime.mode", self.mode, COMPILE_MODES)
+        if self.cuda_graph and self.mode in GRAPHED_MODES:
+            raise config_error(
+                "runtime.cuda_graph", self.cuda_graph,
+                f"runtime.mode={self.mode} already captures CUDA graphs (inductor's CUDA graph "
+                "trees), and one graph cannot be captured inside another",
+                "Use runtime.mode=default runtime.cuda_graph=true (one graph, replayed "
+                f"directly), or runtime.mode={self.mode} alone.")
 
 
 ORT_PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")

@@ -18,7 +18,9 @@ CUDA graphs (``mode=reduce-overhead`` and ``mode=max-autotune`` on a GPU): `infe
 step before each call, and the tensor it returns lives in the CUDA graph's memory pool, which
 the next call overwrites (PyTorch raises if it is read after that). The timing loop discards
 outputs, so nothing is copied there; the correctness check copies each output to the host
-before the next call.
+before the next call. ``runtime.cuda_graph=true`` (with a mode without CUDA graphs) instead
+captures the compiled model in one CUDA graph after compiling, replayed directly
+(torch_eager.py); the capture is part of `export_s`.
 """
 
 from __future__ import annotations
@@ -115,7 +117,7 @@ class CompileRuntime(TorchRuntime):
         return "compiling"
 
     def prepare(self, model: nn.Module, example: torch.Tensor) -> Prepared:
-        super().prepare(model, example)  # device, dtype, memory format: as eager torch
+        self._place(model)  # device, dtype, memory format: as eager torch
         self._cudagraphs = (self.ctx.device.type == "cuda"
                             and bool(list_mode_options(self.cfg.mode).get("triton.cudagraphs")))
         self._saved_cache_dir = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
@@ -138,6 +140,7 @@ class CompileRuntime(TorchRuntime):
                 raise
             rebuilt = _discard(cache_dir, e)
             self._compile(x)
+        graph_info = self._capture(self._forward, x)  # runtime.cuda_graph: part of preparing
         export_s = time.perf_counter() - t0
         hits, misses, bypasses = (n - b for n, b in zip(_fx_cache_counts(), before, strict=True))
 
@@ -148,7 +151,7 @@ class CompileRuntime(TorchRuntime):
         fx = f"{hits} hit, {misses} miss" + (f", {bypasses} bypass" if bypasses else "")
         info = {"compile_mode": self.cfg.mode, "cudagraphs": str(self._cudagraphs).lower(),
                 "fxgraph_cache": fx if caching else "disabled (force_disable_caches)",
-                "inductor_cache_dir": str(cache_dir)}
+                "inductor_cache_dir": str(cache_dir), **graph_info}
         if rebuilt:
             info["cache_rebuilt"] = rebuilt
             status = "miss"
@@ -164,14 +167,14 @@ class CompileRuntime(TorchRuntime):
         if self.ctx.device.type == "cuda":
             torch.cuda.synchronize(self.ctx.device)
 
-    @torch.inference_mode()
-    def infer(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._cudagraphs:
             torch.compiler.cudagraph_mark_step_begin()
         return self.compiled(x)
 
     def close(self) -> None:
         """Forget compiled code, so the next job of this process compiles afresh."""
+        super().close()
         self.compiled = None
         self.model = None
         torch._dynamo.reset()

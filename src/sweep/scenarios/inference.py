@@ -16,8 +16,8 @@ from sweep.scenarios.base import Measurement, Scenario, Workload
 BUSY_GPU_BOUND = 85.0  # gpu_busy_pct from which a job counts as bound by the GPU
 HOST_BOUND = (
     "host: the GPU works {busy:.0f}% of a call, the rest it waits for kernel launches, so this "
-    "figure follows the CPU's speed; CUDA graphs remove most of that (runtime=compile "
-    "runtime.mode=reduce-overhead, or runtime=onnx runtime.cuda_graph=true)")
+    "figure follows the CPU's speed; CUDA graphs remove most of that (runtime.cuda_graph=true "
+    "with runtime=torch, compile or onnx, or runtime=compile runtime.mode=reduce-overhead)")
 
 
 CLOCK_RANGE_PCT = 5.0  # an SM clock range wider than this share of its mean is drift
