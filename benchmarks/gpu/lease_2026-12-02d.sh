@@ -7,7 +7,8 @@
 #      at b32 with the same runtime, single stream again
 #   B  probe_host_paths.py's single section (direct replay by hand, alternated), and single
 #      stream with reduce-overhead and with cuda_graph=true again
-#   C  probe_host_paths.py's e2e section again (pipeline=gpu in one process against the hand loop)
+#   C  probe_host_paths.py's e2e section again (pipeline=gpu in one process against the hand
+#      loop), and pre2 (preprocessing's GPU time, with stacking straight into float32)
 #   D  eager torch with and without runtime.cuda_graph=true: offline b1 and single stream
 #   E  pipeline=dali +compile against handwritten_dali.py --compile (hw_decoder_load 0.9 both),
 #      alternated twice
@@ -53,7 +54,7 @@ case $step in
   C)
     [ -d /tmp/j512 ] || python3 -m sweep.demo_data generate /tmp/j512 --classes 4 --per-class 64 \
       --min-size 512 --max-size 512 --png-every 0 >/dev/null
-    python3 benchmarks/gpu/probe_host_paths.py --files /tmp/j512 --sections e2e \
+    python3 benchmarks/gpu/probe_host_paths.py --files /tmp/j512 --sections e2e,pre2 \
       --out "$OUT/probe_e2e.json" 2>&1 | grep -v -i warn | tee "$OUT/probe_e2e.txt" ;;
   D)
     for k in 1 2; do

@@ -230,14 +230,21 @@ def pre2(files: Path, rounds: int) -> dict:
            "op_aa": lambda: F.interpolate(x32, size=(RES, RES), mode="bilinear",
                                           align_corners=False, antialias=True),
            "op_round": lambda: aa.clone().round_(), "op_clone": lambda: aa.clone(),
-           "op_to_fp16": lambda: aa.to(torch.float16)}
+           "op_to_fp16": lambda: aa.to(torch.float16),
+           "op_stack_into_float": lambda: torch.stack(imgs, out=x32)}
     static = torch.compile(sep_chain, dynamic=False)
     dyn = torch.compile(sep_chain, dynamic=True)
 
     def tool() -> torch.Tensor:
         return normalize_batch(resize_levels(imgs, RES), torch.float16, torch.contiguous_format)
 
-    variants = {"tool": tool,
+    def tool_stack_out() -> torch.Tensor:  # the tool's chain, stacked straight into float32
+        levels = F.interpolate(torch.stack(imgs, out=torch.empty_like(x32)), size=(RES, RES),
+                               mode="bilinear", align_corners=False, antialias=True)
+        return normalize_batch(levels.round_().clamp_(0, 255), torch.float16,
+                               torch.contiguous_format)
+
+    variants = {"tool": tool, "tool_stack_out": tool_stack_out,
                 "sep_eager": lambda: sep_chain(torch.stack(imgs), ix, wx, iy, wy, m255, s255),
                 "sep_static": lambda: static(torch.stack(imgs), ix, wx, iy, wy, m255, s255),
                 "sep_dynamic": lambda: dyn(torch.stack(imgs), ix, wx, iy, wy, m255, s255)}
