@@ -10,6 +10,8 @@
 #   C  probe_host_paths.py's e2e section again (pipeline=gpu in one process against the hand
 #      loop), and pre2 (preprocessing's GPU time, with stacking straight into float32)
 #   D  eager torch with and without runtime.cuda_graph=true: offline b1 and single stream
+#   F  (a third machine, .gpu-carry/min only) probe_graph_serving.py (the single-stream path
+#      layer by layer), and single stream with cuda_graph=true twice, alternated, their samples
 #   E  pipeline=dali +compile against handwritten_dali.py --compile (hw_decoder_load 0.9 both),
 #      alternated twice
 # Results in $OUT: *.txt, result.json files as tarballs.
@@ -62,6 +64,12 @@ case $step in
       tool eager_graph_b1_$k runtime=torch runtime.cuda_graph=true batch=1
     done
     tool eager_graph_single runtime=torch runtime.cuda_graph=true scenario=single_stream batch=1 ;;
+  F)
+    tool single_graph4 $graph scenario=single_stream batch=1
+    python3 benchmarks/gpu/probe_graph_serving.py --out "$OUT/probe_graph_serving.json" 2>&1 \
+      | grep -v -i warn | tee "$OUT/probe_graph_serving.txt"
+    tool single_graph5 $graph scenario=single_stream batch=1
+    tar czf "$OUT/samples_F.tgz" -C / $(cd / && ls tmp/sv/single_graph[45]/samples.json) ;;
   E)
     bash benchmarks/gpu/assemble.sh "$(cut -d' ' -f1 .gpu-carry/sha2.txt)"
     source benchmarks/gpu/e2e_set.sh  # $out, $w, $common, $compiled; DALI now on the paths

@@ -95,13 +95,14 @@ class BatchRunner:
     """Runs the payloads of a list of requests as one batch through the runtime to top-1 on the
     host: synthetic tensors stacked and copied, or files through the pipeline's stages. On CUDA
     the batch is only queued: its logits are copied into one of a ring of pinned buffers (the
-    runtime's own output buffer is overwritten by its next call), and the caller waits."""
+    runtime's own output buffer is overwritten by its next call), each with its event, and the
+    caller waits."""
 
     def __init__(self, work: Workload, pool: int = 64, in_flight: int = 1) -> None:
         cfg = work.cfg
         self.batch, self.runtime, self.device = cfg.batch, work.runtime, work.device
-        self._ring: list[torch.Tensor] = []
-        self._ring_size = in_flight + 1  # a buffer is reused only after its batch was waited on
+        self._ring: list[_Queued] = []
+        self._ring_size = in_flight + 1  # a slot is reused only after its batch was waited on
         self._next = 0
         self.pipe = None
         if cfg.data.name == "imagefolder":
@@ -121,26 +122,26 @@ class BatchRunner:
             self.size = len(self.images)
 
     def __call__(self, payloads: Sequence[int]) -> _Queued | None:
-        picked = fill(list(payloads), self.batch)
         if self.pipe is not None:
             x = self.pipe.to_device(self.pipe.preprocess(self.pipe.decode(
-                [self.paths[i] for i in picked])))
+                [self.paths[i] for i in fill(list(payloads), self.batch)])))
         else:  # a slice of the pool: no copy (which ready image a request is does not matter)
-            start = picked[0] % (self.size - self.batch + 1)
+            start = payloads[0] % (self.size - self.batch + 1)
             x = self.images[start:start + self.batch]
         logits = self.runtime.infer(x)
         if not logits.is_cuda:
             top1(logits)  # on the host already: the batch is done
             return None
-        if not self._ring or self._ring[0].shape != logits.shape:
-            self._ring = [torch.empty(logits.shape, dtype=logits.dtype, pin_memory=True)
-                          for _ in range(self._ring_size)]
-        host = self._ring[self._next % self._ring_size]
+        if not self._ring or self._ring[0].host.shape != logits.shape:
+            # made once: a lone request pays for no allocation, no new event
+            self._ring = [_Queued(torch.cuda.Event(), torch.empty(
+                logits.shape, dtype=logits.dtype, pin_memory=True))
+                for _ in range(self._ring_size)]
+        slot = self._ring[self._next % self._ring_size]
         self._next += 1
-        host.copy_(logits, non_blocking=True)
-        event = torch.cuda.Event()
-        event.record()
-        return _Queued(event, host)
+        slot.host.copy_(logits, non_blocking=True)
+        slot.event.record()
+        return slot
 
     def finish(self, payloads: Sequence[int]) -> None:
         """One batch to its top-1 on the host."""

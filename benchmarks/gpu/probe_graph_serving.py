@@ -1,0 +1,117 @@
+"""Where does a single-stream request through runtime=compile runtime.cuda_graph=true lose time
+against replaying the graph by hand? One process, one prepared runtime (resnet50 224 fp16
+channels_last, batch 1), layer by layer, alternated, the order rotated each round, one request
+at a time to its top-1 on the host, timed on the host clock:
+
+    replay   the runtime's captured graph replayed on its own static input, the logits copied
+             to pinned memory behind an event, waited for, top-1 (the floor)
+    infer    the runtime's infer on a slice of a pool of ready inputs (the copy into the
+             static input included), then the same
+    runner   the serving scenario's BatchRunner (its ring of pinned buffers and events)
+    load     run_load with one closed-loop client (what scenario=single_stream runs)
+    offline  per-call p99 of back-to-back infer calls bracketed by CUDA events (what the
+             offline measurement reports, the bar's denominator)
+
+    python3 benchmarks/gpu/probe_graph_serving.py [--requests 2000] [--rounds 3] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+import torchvision
+
+from sweep.cache import ArtifactCache
+from sweep.config import CompileRuntimeConfig
+from sweep.measure.timing import gc_paused, time_calls
+from sweep.runtimes.base import JobContext
+from sweep.runtimes.inductor import CompileRuntime
+from sweep.scenarios.load import BatchRunner, run_load
+
+
+def per_request(fn, n: int) -> np.ndarray:
+    ms = np.empty(n)
+    for i in range(n):
+        t0 = time.perf_counter()
+        fn(i)
+        ms[i] = 1e3 * (time.perf_counter() - t0)
+    return ms
+
+
+def stats(ms: np.ndarray) -> dict[str, float]:
+    return {k: float(np.percentile(ms, q)) for k, q in
+            (("p50", 50), ("p90", 90), ("p99", 99), ("p999", 99.9))} | {"max": float(ms.max())}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--out")
+    a = ap.parse_args()
+    dev = torch.device("cuda")
+    ctx = JobContext(dev, "fp16", 1, 224, True, ArtifactCache(Path(tempfile.mkdtemp())))
+    rt = CompileRuntime(CompileRuntimeConfig(cuda_graph=True), ctx)
+    info = rt.prepare(torchvision.models.resnet50().eval(), torch.randn(1, 3, 224, 224)).info
+    print(info.get("cuda_graph"), flush=True)
+    graph = rt._graph
+    host = torch.empty(1, 1000, dtype=torch.float16, pin_memory=True)
+    event = torch.cuda.Event()
+
+    def tail(logits: torch.Tensor) -> None:
+        host.copy_(logits, non_blocking=True)
+        event.record()
+        event.synchronize()
+        host.float().argmax(1)
+
+    def replay(_: int) -> None:
+        graph.graph.replay()
+        tail(graph.output)
+
+    work = SimpleNamespace(cfg=SimpleNamespace(batch=1, resolution=224,
+                                               data=SimpleNamespace(name="synthetic", seed=0)),
+                           runtime=rt, device=dev)
+    runner = BatchRunner(work, in_flight=2)
+    pool = runner.images
+
+    def infer(i: int) -> None:
+        tail(rt.infer(pool[i % 64:i % 64 + 1]))
+
+    def load(n: int) -> np.ndarray:
+        return run_load(runner, 1, payloads=runner.size, delay_s=0.0, overload_s=1.0, clients=1,
+                        duration_s=0.0, min_requests=n, in_flight=2).latencies_ms()
+
+    variants = {"replay": lambda n: per_request(replay, n),
+                "infer": lambda n: per_request(infer, n),
+                "runner": lambda n: per_request(lambda i: runner.finish([i]), n),
+                "load": load}
+    rows: dict[str, list] = {k: [] for k in [*variants, "offline"]}
+    with gc_paused():
+        for f in variants.values():  # warm
+            f(50)
+        for k in range(a.rounds):
+            order = list(variants)
+            for name in order[k % len(order):] + order[:k % len(order)]:
+                rows[name].append(stats(variants[name](a.requests)))
+            t = time_calls(lambda: rt.infer(pool[:1]), dev, 10, 500, 1.0)
+            rows["offline"].append(stats(np.array(t.samples_ms)))
+            print(f"round {k + 1}: " + "; ".join(
+                f"{n} {r[-1]['p50']:.3f}/{r[-1]['p99']:.3f}/{r[-1]['p999']:.3f}"
+                for n, r in rows.items()), flush=True)
+    out = {"ms_p50_p90_p99_p999_max": rows, "torch": torch.__version__,
+           "gpu": torch.cuda.get_device_name()}
+    if a.out:
+        Path(a.out).write_text(json.dumps(out, indent=1) + "\n")
+    runner.close()
+    rt.close()
+
+
+if __name__ == "__main__":
+    main()
