@@ -37,3 +37,13 @@ def test_sweep_name_says_what_varies_before_the_folder():
     assert sweep_label(["batch=range(1,4)"]) == "batch=range(1,4)"
     assert sweep_label(["resolution=32"]) == "sweep"
     assert len(sweep_label([f"k{i}=1,2" for i in range(40)])) <= 80
+
+
+def test_a_captured_cuda_graph_is_in_the_name_as_compile_modes_are():
+    graph = _params(**{"runtime.cuda_graph": True})
+    assert job_name(graph) == "torch-graph-resnet18-32-b1-fp32"
+    assert job_name(graph, ["runtime.cuda_graph"]) == "torch-graph-resnet18-32-b1-fp32"
+    assert job_name(_params(**{"runtime.cuda_graph": False}), ["runtime.cuda_graph"]) == (
+        "torch-resnet18-32-b1-fp32")
+    compiled = _params(runtime="compile", **{"runtime.mode": "reduce-overhead"})
+    assert job_name(compiled) == "compile-reduce-overhead-resnet18-32-b1-fp32"

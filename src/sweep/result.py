@@ -226,7 +226,8 @@ _FLAGS = (("channels_last", "cl"), ("pin_memory", "pin"), ("gpu_non_blocking", "
 
 
 # params the name above always shows when they matter; any other swept param is appended
-_NAMED = {"runtime", "runtime.mode", "model", "resolution", "batch", "precision", "pipeline",
+_NAMED = {"runtime", "runtime.mode", "runtime.cuda_graph", "model", "resolution", "batch",
+          "precision", "pipeline",
           *(f"pipeline.{k}" for k, _ in _PIPELINE_OPTIONS), *(k for k, _ in _SCENARIO_OPTIONS),
           *(f"flags.{k}" for k, _ in _FLAGS), "scenario",
           "model.path"}  # a model file is named by its stem (sweep/conf/model/onnx.yaml)
@@ -240,6 +241,8 @@ def job_name(params: dict[str, Any], swept: tuple[str, ...] | list[str] = ()) ->
     runtime = str(params.get("runtime"))
     if params.get("runtime.mode", "default") not in (None, "default"):  # compile's modes differ
         runtime += f"-{params['runtime.mode']}"
+    if params.get("runtime.cuda_graph") is True:  # one captured graph: another runtime's figure
+        runtime += "-graph"
     parts = [runtime, str(params.get("model")), str(params.get("resolution")),
              f"b{params.get('batch')}", str(params.get("precision"))]
     if params.get("data") == "imagefolder":
