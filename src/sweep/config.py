@@ -10,6 +10,7 @@ are implementations (runtime, pipeline, scenario) has one schema per choice, reg
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
@@ -480,6 +481,9 @@ class FlagsConfig:
     cudnn_benchmark: bool = False
 
 
+CPU_SET = re.compile(r"none|gpu|\d+(-\d+)?(,\d+(-\d+)?)*")
+
+
 @dataclass
 class BenchConfig:
     """Warm up, then time until both `min_iters` and `min_seconds` are reached. With `rounds` > 1
@@ -494,6 +498,9 @@ class BenchConfig:
     telemetry: bool = True  # NVML on a GPU, RAPL on a CPU, across the timed span
     telemetry_interval_ms: float = 100.0
     stable_cv_pct: float = 5.0  # a timing CV above this adds a stability note (trtexec: 1%)
+    # the CPUs of the timed span: none, gpu (NVML's CPUs local to the GPU) or a list such as 0-3
+    # (sweep.measure.affinity)
+    cpu_affinity: str = "none"
 
     def __post_init__(self) -> None:
         _positive("bench.warmup", self.warmup, 0)
@@ -506,6 +513,12 @@ class BenchConfig:
                                "leave bench.round to the sweeper")
         _positive("bench.telemetry_interval_ms", self.telemetry_interval_ms, 1)
         _positive("bench.stable_cv_pct", self.stable_cv_pct, 0)
+        self.cpu_affinity = str(self.cpu_affinity)
+        if not CPU_SET.fullmatch(self.cpu_affinity):
+            raise config_error("bench.cpu_affinity", self.cpu_affinity,
+                               "none, gpu (the CPUs local to the job's GPU) or CPU numbers and "
+                               "ranges", "e.g. bench.cpu_affinity=gpu, bench.cpu_affinity=0-3, "
+                               "or quoted where it holds a comma: 'bench.cpu_affinity=\"0-3,8\"'")
 
 
 @dataclass

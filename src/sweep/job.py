@@ -20,6 +20,7 @@ from sweep.config import ModelConfig, SweepConfig
 from sweep.env import device_name, environment
 from sweep.errors import config_error
 from sweep.hardware import resolve_hardware
+from sweep.measure import affinity
 from sweep.measure.flops import count_gflop_per_img
 from sweep.measure.memory import free_bytes, reset_gpu_peak
 from sweep.measure.timing import time_first_call
@@ -207,6 +208,8 @@ def _run(cfg: SweepConfig, job_dir: Path, result: JobResult) -> None:
     check_model(cfg.runtime, cfg.model.kind)
     check_resolution(cfg.model, cfg.resolution)
     check_input_fits(cfg, device)
+    # the timed span's CPUs, resolved before any work so a wrong set fails at once
+    cpus, result.info["cpu_affinity"] = affinity.resolve(cfg.bench.cpu_affinity, device)
     with progress.phase(result.job, "building"):  # the model and its fp32 reference outputs
         model = _load_model(cfg, result)
         file_model = isinstance(model, OnnxModel)
@@ -250,13 +253,14 @@ def _run(cfg: SweepConfig, job_dir: Path, result: JobResult) -> None:
         work = Workload(cfg=cfg, device=device, runtime=runtime, x=x, gflop_per_img=gflop,
                         hardware=hw)
         samples: dict = {}
-        for scenario in scenarios_for(cfg):
-            with progress.phase(result.job, f"timing ({scenario.name})"):
-                measured = scenario.run(work)
-            result.metrics.update(measured.metrics)
-            result.info.update(measured.info)
-            if measured.samples is not None:
-                samples.update(measured.samples)
-                write_samples(job_dir, samples)  # what is measured so far survives a failure
+        with affinity.pinned(cpus):
+            for scenario in scenarios_for(cfg):
+                with progress.phase(result.job, f"timing ({scenario.name})"):
+                    measured = scenario.run(work)
+                result.metrics.update(measured.metrics)
+                result.info.update(measured.info)
+                if measured.samples is not None:
+                    samples.update(measured.samples)
+                    write_samples(job_dir, samples)  # what is measured so far survives a failure
     finally:
         runtime.close()

@@ -245,7 +245,7 @@ class Telemetry:
         if not enabled:
             self.reason = "off (bench.telemetry=false)"
         elif getattr(device, "type", device) == "cuda":
-            index, uuid = _cuda_identity(device)
+            index, uuid = cuda_identity(device)
             lib, handle, why = open_gpu(index, uuid, nvml)
             if lib is None:
                 self.reason = why
@@ -272,7 +272,7 @@ class Telemetry:
         return {}, {"telemetry": self.reason}
 
 
-def _cuda_identity(device: Any) -> tuple[int, str | None]:
+def cuda_identity(device: Any) -> tuple[int, str | None]:
     import torch
 
     index = device.index if device.index is not None else torch.cuda.current_device()
