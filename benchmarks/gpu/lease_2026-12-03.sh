@@ -9,6 +9,7 @@
 #   B  pipeline=gpu (torchvision) +compile under CUDA MPS with pipeline.processes=2, 3, 4: does a
 #      smaller share of the GPU for decoding leave e2e nearer its (lower) decode ceiling?
 #   C  single stream again, the order of A reversed
+#   P  nothing but the part it carries
 #   D  assemble the bundle; under MPS pipeline=gpu pipeline.decoder=nvimgcodec processes=2 and 3;
 #      pipeline=dali +compile against handwritten_dali.py --compile --depth 4, alternated
 # Results in $OUT: *.txt and the jobs' result.json files as tarballs.
@@ -79,6 +80,8 @@ case $step in
     for p in 3 2 4; do e2e tv$p pipeline=gpu pipeline.processes=$p $compiled; done ;;
   C)
     singles one none one none ;;
+  P)  # a call that only carries its part (the machine stays warm between calls)
+    ls /tmp/parts | tee "$OUT/parts.txt" ;;
   D)
     bash benchmarks/gpu/assemble.sh "$(cut -d' ' -f1 .gpu-carry/sha2.txt)" 2>&1 | tail -2
     source benchmarks/gpu/e2e_set.sh  # DALI and nvImageCodec now on the paths
