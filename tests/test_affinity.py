@@ -131,6 +131,6 @@ def test_a_job_times_on_its_cpus_and_says_so(tmp_path, monkeypatch, scenario):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="real NVML needs a GPU")
 def test_real_nvml_names_cpus_this_process_may_use():
-    cpus, said = affinity.resolve("gpu", torch.device("cuda", 0))
+    cpus, said = affinity.resolve("gpu", torch.device("cuda"))  # as a job names its device
     assert cpus and cpus <= CPUS
     assert said.endswith("(NVML: local to cuda:0)")

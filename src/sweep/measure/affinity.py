@@ -75,7 +75,7 @@ def resolve(spec: str, device: torch.device, nvml: ModuleType | None = None,
         if not cpus:
             raise RuntimeError(f"{KEY}=gpu: NVML's CPUs for {device} ({format_cpulist(local)}) "
                                f"are not among this process's ({format_cpulist(allowed)})")
-        return cpus, f"{format_cpulist(cpus)} (NVML: local to {device})"
+        return cpus, f"{format_cpulist(cpus)} (NVML: local to cuda:{device.index or 0})"
     cpus = parse_cpulist(spec)
     if not cpus <= allowed:
         raise config_error(KEY, spec, f"CPUs this process may use: {format_cpulist(allowed)}",
