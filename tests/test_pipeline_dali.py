@@ -5,6 +5,7 @@ need a GPU: not run here)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from contextlib import closing
@@ -37,7 +38,7 @@ from sweep.config import (
 from sweep.errors import ConfigError
 from sweep.models import build_model
 from sweep.pipelines import create_pipeline
-from sweep.pipelines.base import PipelineContext
+from sweep.pipelines.base import Pipeline, PipelineContext
 from sweep.pipelines.current import CurrentPipeline
 from sweep.runtimes import JobContext, UnsupportedError, create_runtime
 from sweep.scenarios.end_to_end import (
@@ -124,6 +125,33 @@ def test_dali_stream_left_early_leaves_no_batch_behind(trained):
         with closing(dali.batches([b])) as xs:
             assert torch.equal(next(xs), only_b)
         assert len(list(dali.decoded([a, b, a]))) == 3
+
+
+def test_dalis_file_reader_streams_the_batches_its_external_source_would(trained):
+    """The timed runs read through DALI's file reader (`stream`): the same batches, in the same
+    order, as the external-source graph given the base class's chunks, across the wrap-around
+    where a batch takes the last files and the first (a count that no batch size divides)."""
+    paths = image_files(trained[0])[:BATCH + 1]
+    with closing(create_pipeline(pipeline_config("dali"), context())) as dali:
+        fed = []  # the streams of the external-source graphs
+        for graph in (dali.fused, dali.decoder):
+            graph.stream = lambda items, s=graph.stream: fed.append(1) or s(items)
+        for decoded in (False, True):
+            with closing(dali.stream(paths, BATCH, decoded)) as xs:
+                read = list(itertools.islice(xs, 3))
+            assert not fed  # the reader's graph: no external source called
+            with closing(Pipeline.stream(dali, paths, BATCH, decoded)) as ys:
+                pairs = list(zip(read, itertools.islice(ys, 3), strict=True))
+            assert fed
+            fed.clear()
+            for x, y in pairs:
+                if decoded:
+                    x = [np.asarray(x[i]) for i in range(BATCH)]
+                    y = [np.asarray(y[i]) for i in range(BATCH)]
+                    assert all(np.array_equal(a, b) for a, b in zip(x, y, strict=True))
+                else:
+                    assert x.shape == (BATCH, 3, RES, RES) and torch.equal(x, y)
+            assert len(pairs) == 3
 
 
 def test_dali_agrees_with_current_end_to_end_and_says_what_bounds_it(trained, runtime):

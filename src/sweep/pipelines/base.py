@@ -23,6 +23,7 @@ x / 255, minus the ImageNet mean, divided by the ImageNet std.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import queue
 import threading
@@ -178,8 +179,23 @@ class Pipeline(ABC):
         for paths in chunks:
             yield self.decode(paths)
 
+    def stream(self, paths: Sequence[Path], batch: int, decoded: bool = False
+               ) -> Iterator[Any]:
+        """Full batches over `paths` in order, wrapping around, without end: what the timed
+        end-to-end runs read (with `decoded`, what `decoded` yields). Set up before it returns,
+        so that a timed span starts at its first batch."""
+        chunks = stream_chunks(paths, batch)
+        return self.decoded(chunks) if decoded else self.batches(chunks)
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release threads and streams."""
+
+
+def stream_chunks(paths: Sequence[Path], batch: int) -> Iterator[list[Path]]:
+    """Full batches over `paths`, wrapping around, without end."""
+    files = itertools.cycle(paths)
+    while True:
+        yield [next(files) for _ in range(batch)]
 
 
 class _Failure:

@@ -93,13 +93,6 @@ def pass_chunks(paths: Sequence[Path], batch: int) -> list[list[Path]]:
     return [fill(paths[i:i + batch], batch) for i in range(0, len(paths), batch)]
 
 
-def stream_chunks(paths: Sequence[Path], batch: int) -> Iterator[list[Path]]:
-    """Full batches over `paths`, wrapping around, without end."""
-    files = itertools.cycle(paths)
-    while True:
-        yield [next(files) for _ in range(batch)]
-
-
 def reference_pass(ref: Pipeline, runtime: Any, paths: Sequence[Path],
                    batch: int) -> tuple[dict[Path, int], dict[Path, str]]:
     """Top-1 of each readable file through `ref`, and why each other file could not be read."""
@@ -143,7 +136,7 @@ def time_stream(pipe: Pipeline, runtime: Any, paths: Sequence[Path], batch: int,
     Python's garbage collector paused as for every timed loop."""
     _sync(device)
     batches, elapsed = 0, 0.0
-    with gc_paused(), closing(pipe.batches(stream_chunks(paths, batch))) as xs:
+    with gc_paused(), closing(pipe.stream(paths, batch)) as xs:
         start = time.perf_counter()
         for x in xs:
             top1(runtime.infer(x))
@@ -208,14 +201,14 @@ def time_rate(items: Iterator[Any], batch: int, need: int, min_seconds: float,
 def time_decode(pipe: Pipeline, paths: Sequence[Path], batch: int, need: int,
                 min_seconds: float, device: torch.device) -> float:
     """Images per second of the pipeline's decoding alone, as it runs end to end."""
-    return time_rate(pipe.decoded(stream_chunks(paths, batch)), batch, need, min_seconds, device)
+    return time_rate(pipe.stream(paths, batch, decoded=True), batch, need, min_seconds, device)
 
 
 def time_pipeline(pipe: Pipeline, paths: Sequence[Path], batch: int, need: int,
                   min_seconds: float, device: torch.device) -> float:
     """Images per second of the pipeline's input batches alone (no model), as it runs end to
     end."""
-    return time_rate(pipe.batches(stream_chunks(paths, batch)), batch, need, min_seconds, device)
+    return time_rate(pipe.stream(paths, batch), batch, need, min_seconds, device)
 
 
 TURNS = {"cpu": "on a CPU the same cores run both",
