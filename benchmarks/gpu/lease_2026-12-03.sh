@@ -78,6 +78,10 @@ case $step in
     source benchmarks/gpu/e2e_set.sh  # $out, $w, $common, $compiled
     mps_on
     for p in 3 2 4; do e2e tv$p pipeline=gpu pipeline.processes=$p $compiled; done ;;
+  B2)  # B's two figures again, in the same machine after D: tv3 (the bar met) and tv4
+    source benchmarks/gpu/e2e_set.sh
+    mps_on
+    for p in 3 4; do e2e tv${p}b pipeline=gpu pipeline.processes=$p $compiled; done ;;
   C)
     singles one none one none ;;
   P)  # a call that only carries its part (the machine stays warm between calls)
