@@ -182,8 +182,9 @@ class Pipeline(ABC):
     def stream(self, paths: Sequence[Path], batch: int, decoded: bool = False
                ) -> Iterator[Any]:
         """Full batches over `paths` in order, wrapping around, without end: what the timed
-        end-to-end runs read (with `decoded`, what `decoded` yields). Set up before it returns,
-        so that a timed span starts at its first batch."""
+        end-to-end runs read (with `decoded`, what `decoded` yields). An override that builds
+        something of its own (DALI's reader graph) builds it before it returns, so that a timed
+        span starts at its first batch."""
         chunks = stream_chunks(paths, batch)
         return self.decoded(chunks) if decoded else self.batches(chunks)
 
