@@ -18,7 +18,7 @@ level is the GPU's; if only the host's share does, it is the host's.
 
     python3 benchmarks/gpu/probe_single_levels.py [--requests 20000] [--pin CPU] [--out FILE]
 
-Written 2026-12-03 after the lease; not run yet.
+Run on an H200: benchmarks/results/h200_affinity_mps_2026-12-03, section 5.
 """
 
 from __future__ import annotations
