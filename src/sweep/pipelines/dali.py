@@ -1,8 +1,8 @@
 """`pipeline=dali`: NVIDIA DALI reads, decodes, resizes and normalises, in one graph of its own.
 
-The job's files go in as paths through an external source (so that each batch holds the files
-the scenario asked for, in its order), or, for the timed runs over the files in order (`stream`),
-DALI's file reader; `fn.io.file.read` reads them in DALI's threads,
+The job's files go in as paths through an external source, read by `fn.io.file.read` in DALI's
+threads (so that each batch holds the files the scenario asked for, in its order); the timed runs,
+which take the files in order (`stream`), read them with DALI's own `fn.readers.file` instead.
 `fn.decoders.image` decodes them to RGB (on a GPU job on the `mixed` device, nvImageCodec's
 hardware JPEG decoder taking `pipeline.hw_decoder_load` of the images, the rest decoded by CUDA
 and the host's threads; on a CPU job with DALI's CPU backend, `device_id=None`), `fn.resize`
