@@ -5,7 +5,8 @@ serving thread runs on, its frequency)?
 
 One process serves resnet50 224 fp16 b1 channels_last through runtime=compile
 runtime.cuda_graph=true one request at a time, as scenario=single_stream does, and keeps for each
-request its host latency (to top-1 on the host) and its GPU time (CUDA events around `infer`).
+request its host latency (to top-1 on the host) and its event time (CUDA events around `infer`:
+the input copy and the graph, and any wait of the GPU for the host's launch between them).
 A second process samples every `--interval-ms`, so that no sampler shares the serving process's
 GIL: NVML's SM and memory clocks, power and clock-event reasons, the CPU the serving thread last
 ran on (/proc/PID/task/TID/stat) and that CPU's frequency (cpufreq, where the kernel has it).
@@ -97,16 +98,16 @@ def windows(t0, t1, gpu_ms, samples, window_s: float) -> list[dict]:
         s = samples[(samples[:, 0] >= lo) & (samples[:, 0] < hi)] if len(samples) else samples
         row = {"t_s": round(lo - t0[0], 3), "requests": int(sel.sum()),
                "latency_ms_p50": float(np.median(lat[sel])),
-               "gpu_ms_p50": float(np.median(gpu_ms[sel])),
+               "gpu_ms_p50": float(np.median(gpu_ms[sel])),  # the event time
                "host_ms_p50": float(np.median(lat[sel] - gpu_ms[sel]))}
         if len(s):
             row.update(sm_mhz=float(s[:, 1].mean()), mem_mhz=float(s[:, 2].mean()),
                        power_w=float(s[:, 3].mean()), clock_events=int(np.bitwise_or.reduce(
                            s[:, 4].astype(np.int64))),
                        cpus=sorted({int(c) for c in s[:, 5]}))
-            mhz = [m for m in s[:, 6] if m is not None and not np.isnan(m)]
-            if mhz:
-                row["cpu_mhz"] = float(np.mean(mhz))
+            mhz = s[:, 6][~np.isnan(s[:, 6])]  # cpufreq, where the kernel exposes it
+            if len(mhz):
+                row["cpu_mhz"] = float(mhz.mean())
         out.append(row)
     return out
 
