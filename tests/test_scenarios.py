@@ -248,7 +248,7 @@ def test_optuna_searches_batch_and_queue_delay_for_the_highest_qps_at_slo(tmp_pa
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="batches are queued only on CUDA")
 def test_queued_batches_keep_their_own_logits_when_the_runtime_reuses_its_output():
     """Like a CUDA graph, this runtime writes every call's logits into one buffer: each queued
-    batch's top-1 must still be its own (its copy was queued before the next call)."""
+    batch's top-1 must still be its own (taken and copied before the next call overwrites)."""
     from types import SimpleNamespace
 
     from sweep.scenarios.load import BatchRunner
@@ -273,8 +273,40 @@ def test_queued_batches_keep_their_own_logits_when_the_runtime_reuses_its_output
     for pending, b in zip(queued, batches, strict=True):
         pending.wait()
         start = b[0] % (runner.size - 4 + 1)
-        expected = (runner.images[start:start + 4].flatten(1) @ weight.T).cpu()
-        assert torch.allclose(pending.host.float(), expected, atol=1e-3)
+        expected = (runner.images[start:start + 4].flatten(1) @ weight.T).argmax(1).cpu()
+        assert torch.equal(pending.host, expected)
+
+
+def test_the_serving_path_is_warmed_before_the_measured_run_and_not_counted():
+    """`bench.warmup` full batches go through the serving path before the first measured
+    request (its one-off costs on no request's latency), and none of them is in the run."""
+    from types import SimpleNamespace
+
+    from sweep.scenarios.load import serve_measurement
+
+    calls: list[int] = []
+
+    def infer(x):
+        calls.append(len(x))
+        return torch.zeros(len(x), 10)
+
+    cfg = SimpleNamespace(batch=2, resolution=8, pipeline=SimpleNamespace(name="cpu"),
+                          data=SimpleNamespace(name="synthetic", seed=0),
+                          bench=SimpleNamespace(warmup=3),
+                          scenario=SimpleNamespace(in_flight=1, min_requests=5, duration_s=0.0,
+                                                   max_queue_delay_ms=0.0, overload_ms=1000.0))
+    runtime = SimpleNamespace(input_dtype=torch.float32,
+                              input_memory_format=torch.contiguous_format, infer=infer)
+    work = SimpleNamespace(cfg=cfg, runtime=runtime, device=torch.device("cpu"))
+    before: list[int] = []
+
+    def action(load):
+        before.append(len(calls))
+        return load.closed(1), {}, {}
+
+    out = serve_measurement(work, action)
+    assert before == [3] and calls[:3] == [2, 2, 2]  # full batches, all before the run
+    assert out.metrics["requests"] == len(calls) - 3 == len(out.samples["requests"]["latency_ms"])
 
 
 def test_the_garbage_collector_is_paused_while_a_load_run_serves():

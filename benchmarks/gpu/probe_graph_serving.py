@@ -3,14 +3,19 @@ against replaying the graph by hand? One process, one prepared runtime (resnet50
 channels_last, batch 1), layer by layer, alternated, the order rotated each round, one request
 at a time to its top-1 on the host, timed on the host clock:
 
-    replay   the runtime's captured graph replayed on its own static input, the logits copied
-             to pinned memory behind an event, waited for, top-1 (the floor)
-    infer    the runtime's infer on a slice of a pool of ready inputs (the copy into the
-             static input included), then the same
-    runner   the serving scenario's BatchRunner (its ring of pinned buffers and events)
-    load     run_load with one closed-loop client (what scenario=single_stream runs)
-    offline  per-call p99 of back-to-back infer calls bracketed by CUDA events (what the
-             offline measurement reports, the bar's denominator)
+    replay_host  the runtime's captured graph replayed on its own static input, the logits
+                 copied to pinned memory behind an event, waited for, top-1 taken on the host
+    replay_dev   the same with the top-1 taken on the device and only the class copied (the
+                 floor of the serving path since the BatchRunner does so)
+    graph_all    one graph of the model, its top-1 and the class's copy to pinned memory: one
+                 launch a request, waited for (what capturing the serving head would save)
+    infer_host   the runtime's infer on a slice of a pool of ready inputs (the copy into the
+                 static input included), then replay_host's tail (the BatchRunner before)
+    runner       the serving scenario's BatchRunner (top-1 on the device, a ring of pinned
+                 buffers and events)
+    load         run_load with one closed-loop client (what scenario=single_stream runs)
+    offline      per-call p99 of back-to-back infer calls bracketed by CUDA events (what the
+                 offline measurement reports, the bar's denominator)
 
     python3 benchmarks/gpu/probe_graph_serving.py [--requests 2000] [--rounds 3] [--out FILE]
 """
@@ -63,17 +68,38 @@ def main() -> None:
     print(info.get("cuda_graph"), flush=True)
     graph = rt._graph
     host = torch.empty(1, 1000, dtype=torch.float16, pin_memory=True)
+    classes = torch.empty(1, dtype=torch.int64, device=dev)
+    host_classes = torch.empty(1, dtype=torch.int64, pin_memory=True)
     event = torch.cuda.Event()
 
-    def tail(logits: torch.Tensor) -> None:
+    def tail_host(logits: torch.Tensor) -> None:
         host.copy_(logits, non_blocking=True)
         event.record()
         event.synchronize()
         host.float().argmax(1)
 
-    def replay(_: int) -> None:
-        graph.graph.replay()
-        tail(graph.output)
+    def tail_dev(logits: torch.Tensor) -> None:
+        torch.argmax(logits, 1, out=classes)
+        host_classes.copy_(classes, non_blocking=True)
+        event.record()
+        event.synchronize()
+
+    whole = torch.cuda.CUDAGraph()  # the model, its top-1 and the copy to the host in one
+    with torch.inference_mode(), torch.cuda.graph(whole):
+        torch.argmax(rt._forward(graph.input), 1, out=classes)
+        host_classes.copy_(classes, non_blocking=True)
+    torch.cuda.synchronize()
+
+    def graph_all(_: int) -> None:
+        whole.replay()
+        event.record()
+        event.synchronize()
+
+    def replay(tail):
+        def call(_: int) -> None:
+            graph.graph.replay()
+            tail(graph.output)
+        return call
 
     work = SimpleNamespace(cfg=SimpleNamespace(batch=1, resolution=224,
                                                data=SimpleNamespace(name="synthetic", seed=0)),
@@ -82,14 +108,16 @@ def main() -> None:
     pool = runner.images
 
     def infer(i: int) -> None:
-        tail(rt.infer(pool[i % 64:i % 64 + 1]))
+        tail_host(rt.infer(pool[i % 64:i % 64 + 1]))
 
     def load(n: int) -> np.ndarray:
         return run_load(runner, 1, payloads=runner.size, delay_s=0.0, overload_s=1.0, clients=1,
                         duration_s=0.0, min_requests=n, in_flight=2).latencies_ms()
 
-    variants = {"replay": lambda n: per_request(replay, n),
-                "infer": lambda n: per_request(infer, n),
+    variants = {"replay_host": lambda n: per_request(replay(tail_host), n),
+                "replay_dev": lambda n: per_request(replay(tail_dev), n),
+                "graph_all": lambda n: per_request(graph_all, n),
+                "infer_host": lambda n: per_request(infer, n),
                 "runner": lambda n: per_request(lambda i: runner.finish([i]), n),
                 "load": load}
     rows: dict[str, list] = {k: [] for k in [*variants, "offline"]}

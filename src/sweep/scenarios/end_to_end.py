@@ -74,8 +74,12 @@ BOUND_PCT = 90.0  # of the lower ceiling: an end-to-end run this close is bound 
 
 
 def top1(logits: torch.Tensor) -> torch.Tensor:
-    """Postprocessing: the logits to the host, the top-1 class there."""
-    return logits.cpu().float().argmax(1)
+    """Postprocessing: the top-1 class of each image, on the host. On a GPU it is taken there and
+    only the classes cross (the logits of a batch of 32 are 64 KB; fp16 to fp32 is exact, so
+    the class is the one the host would pick)."""
+    if logits.is_cuda:
+        return logits.argmax(1).cpu()
+    return logits.float().argmax(1)
 
 
 def _sync(device: torch.device) -> None:
