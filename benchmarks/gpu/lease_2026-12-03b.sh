@@ -5,7 +5,8 @@
 #      on the host against on the device, one process, alternated), then resnet50 224 fp16 b1
 #      single stream with runtime=compile runtime.cuda_graph=true unpinned and on one core
 #   T  the single-stream jobs again in the reverse order, then the server's SLO search at b32
-#      (p99 <= 15 ms), whose bar (>= 0.8x offline) was met before the top-1 moved to the device
+#      (p99 <= 15 ms), whose bar (>= 0.8x offline) was met before the top-1 moved to the device,
+#      and the probe again
 # Results in $OUT: *.txt, the probe's json, the jobs' result.json and samples.json as a tarball.
 #   bash benchmarks/gpu/lease_2026-12-03b.sh STEP
 set -uo pipefail
@@ -50,7 +51,10 @@ case $step in
     tool single_T_one $single bench.cpu_affinity=$(one_cpu)
     tool single_T_none $single
     tool server_T $graph scenario=server scenario.slo_ms=15 scenario.max_queue_delay_ms=2 \
-      batch=32 ;;
+      batch=32
+    python3 benchmarks/gpu/probe_graph_serving.py --requests 3000 --rounds 3 \
+      --out "$OUT/probe_graph_serving_T.json" 2>&1 | grep -v -i warn \
+      | tee "$OUT/probe_graph_serving_T.txt" ;;
 esac
 tar czf "$OUT/results_$step.tgz" -C / $(cd / && ls -d tmp/sv/*/result.json tmp/sv/*/samples.json 2>/dev/null) 2>/dev/null
 true
