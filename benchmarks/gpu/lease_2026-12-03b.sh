@@ -7,6 +7,9 @@
 #   T  the single-stream jobs again in the reverse order, then the server's SLO search at b32
 #      (p99 <= 15 ms), whose bar (>= 0.8x offline) was met before the top-1 moved to the device,
 #      and the probe again
+#   U  the probe with runs as long as a job's and longer (20,000 requests, about 9 s a variant):
+#      does even the floor hold p99 within 1.10x of the offline one over a long run? Then one
+#      single-stream job of 20 s
 # Results in $OUT: *.txt, the probe's json, the jobs' result.json and samples.json as a tarball.
 #   bash benchmarks/gpu/lease_2026-12-03b.sh STEP
 set -uo pipefail
@@ -55,6 +58,11 @@ case $step in
     python3 benchmarks/gpu/probe_graph_serving.py --requests 3000 --rounds 3 \
       --out "$OUT/probe_graph_serving_T.json" 2>&1 | grep -v -i warn \
       | tee "$OUT/probe_graph_serving_T.txt" ;;
+  U)
+    python3 benchmarks/gpu/probe_graph_serving.py --requests 20000 --rounds 2 \
+      --out "$OUT/probe_graph_serving_U.json" 2>&1 | grep -v -i warn \
+      | tee "$OUT/probe_graph_serving_U.txt"
+    tool single_U_long $graph scenario=single_stream batch=1 scenario.duration_s=20 ;;
 esac
 tar czf "$OUT/results_$step.tgz" -C / $(cd / && ls -d tmp/sv/*/result.json tmp/sv/*/samples.json 2>/dev/null) 2>/dev/null
 true
