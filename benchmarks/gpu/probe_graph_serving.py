@@ -17,6 +17,9 @@ at a time to its top-1 on the host, timed on the host clock:
     offline      per-call p99 of back-to-back infer calls bracketed by CUDA events (what the
                  offline measurement reports, the bar's denominator)
 
+Each run also keeps what else took the serving core meanwhile: the thread's voluntary and
+involuntary context switches, and the host's interrupts and steal time.
+
     python3 benchmarks/gpu/probe_graph_serving.py [--requests 2000] [--rounds 3] [--out FILE]
 """
 
@@ -48,6 +51,22 @@ def per_request(fn, n: int) -> np.ndarray:
         fn(i)
         ms[i] = 1e3 * (time.perf_counter() - t0)
     return ms
+
+
+def host_counters() -> dict[str, int]:
+    """This thread's context switches, and the host's interrupts and steal time (jiffies):
+    what else took the serving core during a run."""
+    out = {}
+    for line in Path("/proc/thread-self/status").read_text().splitlines():
+        if "ctxt_switches" in line:
+            key, value = line.split(":")
+            out[key.strip()] = int(value)
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("cpu "):
+            out["steal_jiffies"] = int(line.split()[8])
+        elif line.startswith("intr "):
+            out["interrupts"] = int(line.split()[1])
+    return out
 
 
 def stats(ms: np.ndarray) -> dict[str, float]:
@@ -127,11 +146,16 @@ def main() -> None:
         for k in range(a.rounds):
             order = list(variants)
             for name in order[k % len(order):] + order[:k % len(order)]:
-                rows[name].append(stats(variants[name](a.requests)))
+                before = host_counters()
+                row = stats(variants[name](a.requests))
+                row.update({k: v - before[k] for k, v in host_counters().items()})
+                rows[name].append(row)
             t = time_calls(lambda: rt.infer(pool[:1]), dev, 10, 500, 1.0)
             rows["offline"].append(stats(np.array(t.samples_ms)))
             print(f"round {k + 1}: " + "; ".join(
                 f"{n} {r[-1]['p50']:.3f}/{r[-1]['p99']:.3f}/{r[-1]['p999']:.3f}"
+                f" ({r[-1].get('nonvoluntary_ctxt_switches', '-')} inv, "
+                f"{r[-1].get('steal_jiffies', '-')} steal)"
                 for n, r in rows.items()), flush=True)
     out = {"ms_p50_p90_p99_p999_max": rows, "torch": torch.__version__,
            "gpu": torch.cuda.get_device_name()}
