@@ -9,6 +9,8 @@ at a time to its top-1 on the host, timed on the host clock:
                  floor of the serving path since the BatchRunner does so)
     graph_all    one graph of the model, its top-1 and the class's copy to pinned memory: one
                  launch a request, waited for (what capturing the serving head would save)
+    copy_dev     replay_dev after copying a pool slice into the graph's static input by hand,
+                 inference mode entered once for the run (the copy's own cost, without infer's)
     infer_host   the runtime's infer on a slice of a pool of ready inputs (the copy into the
                  static input included), then replay_host's tail (the BatchRunner before)
     runner       the serving scenario's BatchRunner (top-1 on the device, a ring of pinned
@@ -129,6 +131,14 @@ def main() -> None:
     def infer(i: int) -> None:
         tail_host(rt.infer(pool[i % 64:i % 64 + 1]))
 
+    def copy_dev(n: int) -> np.ndarray:
+        def call(i: int) -> None:
+            graph.input.copy_(pool[i % 64:i % 64 + 1])
+            graph.graph.replay()
+            tail_dev(graph.output)
+        with torch.inference_mode():
+            return per_request(call, n)
+
     def load(n: int) -> np.ndarray:
         return run_load(runner, 1, payloads=runner.size, delay_s=0.0, overload_s=1.0, clients=1,
                         duration_s=0.0, min_requests=n, in_flight=2).latencies_ms()
@@ -136,6 +146,7 @@ def main() -> None:
     variants = {"replay_host": lambda n: per_request(replay(tail_host), n),
                 "replay_dev": lambda n: per_request(replay(tail_dev), n),
                 "graph_all": lambda n: per_request(graph_all, n),
+                "copy_dev": copy_dev,
                 "infer_host": lambda n: per_request(infer, n),
                 "runner": lambda n: per_request(lambda i: runner.finish([i]), n),
                 "load": load}
