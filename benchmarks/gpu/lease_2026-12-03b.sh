@@ -7,7 +7,7 @@
 #   T  the single-stream jobs again in the reverse order, then the server's SLO search at b32
 #      (p99 <= 15 ms), whose bar (>= 0.8x offline) was met before the top-1 moved to the device,
 #      and the probe again
-#   U  the probe with runs as long as a job's and longer (20,000 requests, about 9 s a variant):
+#   U  (written, not run: no machine was lent) the probe with runs as long as a job's and longer (20,000 requests, about 9 s a variant):
 #      does even the floor hold p99 within 1.10x of the offline one over a long run? Then one
 #      single-stream job of 20 s
 # Results in $OUT: *.txt, the probe's json, the jobs' result.json and samples.json as a tarball.
