@@ -4,8 +4,9 @@ torch.compile(mode="reduce-overhead"), as a careful person would serve it by han
 
     offline b1     calls back to back, each bracketed by CUDA events, the host never waiting:
                    the per-call p99 the sweep's offline measurement reports
-    single b1      one request at a time: launch, logits to the host, top-1, next (per-request
-                   p50/p99 on the host clock): what scenario=single_stream measures
+    single b1      one request at a time: a ready input of a pool of 64 on the device, the
+                   model, its top-1, the class to the host, next (per-request p50/p99 on the
+                   host clock): what scenario=single_stream measures
     offline b32    images per second, calls back to back (one wait per chunk)
     serial b32     full batches back to back, each one's top-1 read on the host before the
                    next is launched (the serving path's capacity with one batch in flight)
@@ -13,6 +14,12 @@ torch.compile(mode="reduce-overhead"), as a careful person would serve it by han
                    (logits copied to pinned memory behind an event; two in flight)
 
     python3 benchmarks/gpu/handwritten_serving.py [--seconds 3] [--out hw.json] [--onnx FILE]
+        [--graph] [--b1-only]
+
+--graph: torch.compile's default mode with the compiled model captured in one CUDA graph by hand
+and replayed (the input copied into the graph's input first), the careful way to serve a lone
+request (reduce-overhead's graph trees cost it about 130 us), what runtime.cuda_graph=true does.
+--b1-only: batch 1 only (offline per-call p99 and single stream).
 
 --onnx FILE: the same measurements through ONNX Runtime's CUDA provider on that fp16 file (the
 one the sweep's runtime=onnx job exported), an IO-bound session as its documentation writes it,
@@ -30,20 +37,55 @@ import torch
 import torchvision
 
 
+def pool(batch: int) -> list[torch.Tensor]:
+    """Ready inputs on the device: each request is another one, as the sweep's are."""
+    x = torch.randn(64 + batch, 3, 224, 224, device="cuda").half().contiguous(
+        memory_format=torch.channels_last)
+    return [x[i:i + batch] for i in range(64)]
+
+
 def compiled(batch: int):
     torch._dynamo.reset()
     m = torchvision.models.resnet50().cuda().half().eval().to(memory_format=torch.channels_last)
     f = torch.compile(m, mode="reduce-overhead")
-    x = torch.randn(batch, 3, 224, 224, device="cuda").half().contiguous(
-        memory_format=torch.channels_last)
+    xs, k = pool(batch), [0]
 
     def call():
         torch.compiler.cudagraph_mark_step_begin()
-        return f(x)
+        k[0] += 1
+        return f(xs[k[0] % 64])
 
     with torch.inference_mode():
         for _ in range(20):
             call()
+    torch.cuda.synchronize()
+    return call
+
+
+def graphed(batch: int):
+    torch._dynamo.reset()
+    m = torchvision.models.resnet50().cuda().half().eval().to(memory_format=torch.channels_last)
+    f = torch.compile(m)
+    xs, k = pool(batch), [0]
+    static = xs[0].clone()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            f(static)
+    torch.cuda.current_stream().wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        out = f(static)
+
+    def call():
+        k[0] += 1
+        static.copy_(xs[k[0] % 64])
+        g.replay()
+        return out
+
+    for _ in range(20):
+        call()
     torch.cuda.synchronize()
     return call
 
@@ -90,7 +132,7 @@ def single(call, seconds: float) -> tuple[float, float]:
     ms, t0 = [], time.perf_counter()
     while time.perf_counter() - t0 < seconds or len(ms) < 300:
         s = time.perf_counter()
-        call().cpu().float().argmax(1)
+        call().argmax(1).cpu()
         ms.append(1e3 * (time.perf_counter() - s))
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
 
@@ -109,13 +151,20 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--out")
     ap.add_argument("--onnx")
+    ap.add_argument("--graph", action="store_true")
+    ap.add_argument("--b1-only", action="store_true")
     a = ap.parse_args()
-    make = compiled if a.onnx is None else (lambda batch: ort_call(a.onnx, batch))
+    make = (graphed if a.graph else compiled) if a.onnx is None else (
+        lambda batch: ort_call(a.onnx, batch))
     out: dict[str, float] = {}
     with torch.inference_mode():
         call = make(1)
         out["offline_b1_p99_ms"] = offline_p99(call, a.seconds)
         out["single_b1_p50_ms"], out["single_b1_p99_ms"] = single(call, a.seconds)
+        out["single_over_offline_p99"] = out["single_b1_p99_ms"] / out["offline_b1_p99_ms"]
+    if a.b1_only:
+        return report(a, out)
+    with torch.inference_mode():
         call = make(32)
         chunk = []
 
@@ -144,7 +193,12 @@ def main() -> None:
                 h0.float().argmax(1)
 
         out["queued_b32_fps"] = rate(two_in_flight, 32, a.seconds)
-    line = json.dumps({"runtime": "compile" if a.onnx is None else "onnx",
+    report(a, out)
+
+
+def report(a: argparse.Namespace, out: dict[str, float]) -> None:
+    name = ("compile+graph" if a.graph else "compile") if a.onnx is None else "onnx"
+    line = json.dumps({"runtime": name,
                        **{k: round(v, 4) for k, v in out.items()}})
     print("handwritten_serving", line)
     if a.out:

@@ -10,6 +10,12 @@
 #   U  (written, not run: no machine was lent) the probe with runs as long as a job's and longer (20,000 requests, about 9 s a variant):
 #      does even the floor hold p99 within 1.10x of the offline one over a long run? Then one
 #      single-stream job of 20 s
+#   V  (run on 2026-12-03 evening: benchmarks/results/h200_single_stream_2026-12-03c) the tool's
+#      single-stream job and the hand-written one (handwritten_serving.py --graph: compile's
+#      default mode captured in one CUDA graph by hand, the input copied in, top-1 on the
+#      device) as separate processes, alternated tool, hand, tool, hand; then the probe over
+#      10,000-request runs with the hand loop with its input copy (copy_dev), the host-stall
+#      detectors (spin_dev, host_spin) and each run's host counters
 # Results in $OUT: *.txt, the probe's json, the jobs' result.json and samples.json as a tarball.
 #   bash benchmarks/gpu/lease_2026-12-03b.sh STEP
 set -uo pipefail
@@ -63,6 +69,14 @@ case $step in
       --out "$OUT/probe_graph_serving_U.json" 2>&1 | grep -v -i warn \
       | tee "$OUT/probe_graph_serving_U.txt"
     tool single_U_long $graph scenario=single_stream batch=1 scenario.duration_s=20 ;;
+  V)
+    for k in 1 2; do
+      tool single_V_tool$k $graph scenario=single_stream batch=1 scenario.duration_s=5
+      python3 benchmarks/gpu/handwritten_serving.py --graph --b1-only --seconds 5 \
+        --out "$OUT/handwritten_V.jsonl" 2>&1 | grep -v -i warn | tee -a "$OUT/serving.txt"
+    done
+    python3 benchmarks/gpu/probe_graph_serving.py --requests 10000 --rounds 2 \
+      --out "$OUT/probe_V.json" 2>&1 | grep -v -i warn | tee "$OUT/probe_V.txt" ;;
 esac
 tar czf "$OUT/results_$step.tgz" -C / $(cd / && ls -d tmp/sv/*/result.json tmp/sv/*/samples.json 2>/dev/null) 2>/dev/null
 true

@@ -10,7 +10,14 @@ at a time to its top-1 on the host, timed on the host clock:
     graph_all    one graph of the model, its top-1 and the class's copy to pinned memory: one
                  launch a request, waited for (what capturing the serving head would save)
     copy_dev     replay_dev after copying a pool slice into the graph's static input by hand,
-                 inference mode entered once for the run (the copy's own cost, without infer's)
+                 inference mode entered once for the run (the copy's own cost, without infer's):
+                 the hand loop whose request, as the tool's, includes its input copy
+    spin_dev     copy_dev waiting by spinning on the event's query instead of synchronizing,
+                 keeping the longest gap between two reads of the clock in each request: a
+                 slow request with a long gap lost its time on the host (the thread did not
+                 run), one without lost it on the device or in the completion's notice
+    host_spin    no GPU: each "request" spins for the offline p50 on the clock and keeps its
+                 longest gap, the host's own stalls at the serving loop's rate
     infer_host   the runtime's infer on a slice of a pool of ready inputs (the copy into the
                  static input included), then replay_host's tail (the BatchRunner before)
     runner       the serving scenario's BatchRunner (top-1 on the device, a ring of pinned
@@ -69,6 +76,19 @@ def host_counters() -> dict[str, int]:
         elif line.startswith("intr "):
             out["interrupts"] = int(line.split()[1])
     return out
+
+
+GAP_US = 20.0  # a gap between two reads of the clock this long is a stall of the thread
+
+
+def gap_stats(ms: np.ndarray, gaps_us: np.ndarray) -> dict[str, float]:
+    """How often the host stalled within a request, and how many of the slowest 1% of the
+    requests had a stall."""
+    slow = ms > np.percentile(ms, 99)
+    stalled = gaps_us > GAP_US
+    return {"stalled_share": float(stalled.mean()),
+            "slow_stalled_share": float(stalled[slow].mean()) if slow.any() else float("nan"),
+            "gap_us_p99": float(np.percentile(gaps_us, 99)), "gap_us_max": float(gaps_us.max())}
 
 
 def stats(ms: np.ndarray) -> dict[str, float]:
@@ -139,6 +159,45 @@ def main() -> None:
         with torch.inference_mode():
             return per_request(call, n)
 
+    gaps: dict[str, np.ndarray] = {}
+
+    def spin_dev(n: int) -> np.ndarray:
+        ms, gap = np.empty(n), np.empty(n)
+        clock = time.perf_counter
+        with torch.inference_mode():
+            for i in range(n):
+                t0 = clock()
+                graph.input.copy_(pool[i % 64:i % 64 + 1])
+                graph.graph.replay()
+                torch.argmax(graph.output, 1, out=classes)
+                host_classes.copy_(classes, non_blocking=True)
+                event.record()
+                last, worst = clock(), 0.0
+                while not event.query():
+                    now = clock()
+                    worst = max(worst, now - last)
+                    last = now
+                t1 = clock()
+                ms[i], gap[i] = 1e3 * (t1 - t0), 1e6 * max(worst, t1 - last)
+        gaps["spin_dev"] = gap
+        return ms
+
+    spin_s = [4e-4]  # set to the offline p50 after the first round's offline timing
+
+    def host_spin(n: int) -> np.ndarray:
+        ms, gap = np.empty(n), np.empty(n)
+        clock = time.perf_counter
+        for i in range(n):
+            t0 = last = clock()
+            worst = 0.0
+            while last - t0 < spin_s[0]:
+                now = clock()
+                worst = max(worst, now - last)
+                last = now
+            ms[i], gap[i] = 1e3 * (last - t0), 1e6 * worst
+        gaps["host_spin"] = gap
+        return ms
+
     def load(n: int) -> np.ndarray:
         return run_load(runner, 1, payloads=runner.size, delay_s=0.0, overload_s=1.0, clients=1,
                         duration_s=0.0, min_requests=n, in_flight=2).latencies_ms()
@@ -147,6 +206,8 @@ def main() -> None:
                 "replay_dev": lambda n: per_request(replay(tail_dev), n),
                 "graph_all": lambda n: per_request(graph_all, n),
                 "copy_dev": copy_dev,
+                "spin_dev": spin_dev,
+                "host_spin": host_spin,
                 "infer_host": lambda n: per_request(infer, n),
                 "runner": lambda n: per_request(lambda i: runner.finish([i]), n),
                 "load": load}
@@ -158,20 +219,27 @@ def main() -> None:
             order = list(variants)
             for name in order[k % len(order):] + order[:k % len(order)]:
                 before = host_counters()
-                row = stats(variants[name](a.requests))
+                ms = variants[name](a.requests)
+                row = stats(ms)
                 row.update({k: v - before[k] for k, v in host_counters().items()})
+                if name in gaps:
+                    row.update(gap_stats(ms, gaps.pop(name)))
                 rows[name].append(row)
             t = time_calls(lambda: rt.infer(pool[:1]), dev, 10, 500, 1.0)
             rows["offline"].append(stats(np.array(t.samples_ms)))
+            spin_s[0] = rows["offline"][-1]["p50"] / 1e3
             print(f"round {k + 1}: " + "; ".join(
                 f"{n} {r[-1]['p50']:.3f}/{r[-1]['p99']:.3f}/{r[-1]['p999']:.3f}"
                 f" ({r[-1].get('nonvoluntary_ctxt_switches', '-')} inv, "
-                f"{r[-1].get('steal_jiffies', '-')} steal)"
+                f"{r[-1].get('steal_jiffies', '-')} steal"
+                + (f", stalled {r[-1]['stalled_share']:.4f}, slow stalled "
+                   f"{r[-1]['slow_stalled_share']:.2f}" if "stalled_share" in r[-1] else "")
+                + ")"
                 for n, r in rows.items()), flush=True)
-    out = {"ms_p50_p90_p99_p999_max": rows, "torch": torch.__version__,
-           "gpu": torch.cuda.get_device_name()}
-    if a.out:
-        Path(a.out).write_text(json.dumps(out, indent=1) + "\n")
+            if a.out:  # each round kept as it ends: a call cut short keeps the rounds run
+                out = {"ms_p50_p90_p99_p999_max": rows, "torch": torch.__version__,
+                       "gpu": torch.cuda.get_device_name()}
+                Path(a.out).write_text(json.dumps(out, indent=1) + "\n")
     runner.close()
     rt.close()
 
