@@ -16,6 +16,9 @@
 #      device) as separate processes, alternated tool, hand, tool, hand; then the probe over
 #      10,000-request runs with the hand loop with its input copy (copy_dev), the host-stall
 #      detectors (spin_dev, host_spin) and each run's host counters
+#   W  after the graph path stopped entering inference mode and the runner stopped slicing per
+#      request: the CUDA tests, the tool's and the hand single-stream processes alternated,
+#      then probe_request_front.py interleaved and blocked
 # Results in $OUT: *.txt, the probe's json, the jobs' result.json and samples.json as a tarball.
 #   bash benchmarks/gpu/lease_2026-12-03b.sh STEP
 set -uo pipefail
@@ -77,6 +80,19 @@ case $step in
     done
     python3 benchmarks/gpu/probe_graph_serving.py --requests 10000 --rounds 2 \
       --out "$OUT/probe_V.json" 2>&1 | grep -v -i warn | tee "$OUT/probe_V.txt" ;;
+  W)
+    timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_scenarios.py \
+      tests/test_runtime_compile.py -k "queued or captured or cuda_graph or warmed" 2>&1 \
+      | tail -3 | tee "$OUT/pytest.txt"
+    for k in 1 2; do
+      tool single_W_tool$k $graph scenario=single_stream batch=1 scenario.duration_s=5
+      python3 benchmarks/gpu/handwritten_serving.py --graph --b1-only --seconds 5 \
+        --out "$OUT/handwritten_W.jsonl" 2>&1 | grep -v -i warn | tee -a "$OUT/serving.txt"
+    done
+    python3 benchmarks/gpu/probe_request_front.py --requests 42000 --rounds 2 \
+      --out "$OUT/front_W.json" 2>&1 | grep -v -i warn | tee "$OUT/front_W.txt"
+    python3 benchmarks/gpu/probe_request_front.py --requests 42000 --rounds 2 --blocked \
+      --out "$OUT/front_W_blocked.json" 2>&1 | grep -v -i warn | tee "$OUT/front_W_blocked.txt" ;;
 esac
 tar czf "$OUT/results_$step.tgz" -C / $(cd / && ls -d tmp/sv/*/result.json tmp/sv/*/samples.json 2>/dev/null) 2>/dev/null
 true

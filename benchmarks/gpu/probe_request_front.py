@@ -12,17 +12,23 @@ serving scenario's BatchRunner itself:
     copy_plain   the same into a static input made outside inference mode, so no mode is
                  entered per request (a second graph, captured on that tensor)
     kcopy        copy_plain with the copy as an elementwise kernel instead of a device memcpy
+    memcpy       copy_plain with the copy as one cudaMemcpyAsync called through ctypes (what
+                 the copy costs without torch's dispatch and TensorIterator)
     infer        the runtime's infer on a pool image (its inference mode, checks and copy)
     runner       BatchRunner.finish, what scenario=single_stream serves a request with
 
 Each request also keeps its front: the host's time from its start to the replay's return.
+--blocked runs each variant's requests in a row instead (a hot path, as a job's), the order
+rotated each round.
 
-    python3 benchmarks/gpu/probe_request_front.py [--requests 30000] [--rounds 2] [--out FILE]
+    python3 benchmarks/gpu/probe_request_front.py [--requests 30000] [--rounds 2] [--blocked]
+        [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import tempfile
 import time
@@ -50,6 +56,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=30000)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--blocked", action="store_true")
     ap.add_argument("--out")
     a = ap.parse_args()
     dev = torch.device("cuda")
@@ -106,11 +113,23 @@ def main() -> None:
         plain_graph.replay()
         return plain_out
 
+    cudart = ctypes.CDLL(f"libcudart.so.{torch.version.cuda.split('.')[0]}")
+    cudart.cudaMemcpyAsync.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t,
+                                       ctypes.c_int, ctypes.c_void_p]
+    stream = torch.cuda.current_stream().cuda_stream
+    dst, nbytes = plain.data_ptr(), plain.numel() * plain.element_size()
+    srcs = [v.data_ptr() for v in views]
+
+    def memcpy(j: int) -> torch.Tensor:
+        cudart.cudaMemcpyAsync(dst, srcs[j], nbytes, 3, stream)  # 3: device to device
+        plain_graph.replay()
+        return plain_out
+
     def infer(j: int) -> torch.Tensor:
-        return rt.infer(pool[j:j + 1])
+        return rt.infer(views[j])
 
     fronts = {"replay": replay, "copy": copy, "copy_plain": copy_plain, "kcopy": kcopy,
-              "infer": infer}
+              "memcpy": memcpy, "infer": infer}
     names = [*fronts, "runner"]
     clock = time.perf_counter
     rng = np.random.default_rng(0)
@@ -119,9 +138,14 @@ def main() -> None:
         got: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in names}
         order: list[str] = []
         for i in range(n):
-            if not order:
-                order = list(rng.permutation(names))
-            name = order.pop()
+            if a.blocked:  # each variant's requests in a row, the order rotated per round
+                turn = names[len(names) - 1 - rounds_run[0] % len(names):] + \
+                    names[:len(names) - 1 - rounds_run[0] % len(names)]
+                name = turn[i * len(names) // n]
+            else:
+                if not order:
+                    order = list(rng.permutation(names))
+                name = order.pop()
             j = i % 64
             t0 = clock()
             if name == "runner":
@@ -137,9 +161,11 @@ def main() -> None:
         return got
 
     rows: dict[str, list] = {k: [] for k in [*names, "offline"]}
+    rounds_run = [0]
     with gc_paused():
         serve(600)  # warm
         for k in range(a.rounds):
+            rounds_run[0] = k
             got = serve(a.requests)
             for name, (ms, front) in got.items():
                 row = stats(np.array(ms))

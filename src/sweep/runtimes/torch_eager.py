@@ -24,7 +24,10 @@ class CapturedGraph:
     """`fn` captured in one CUDA graph on a static copy of `example`, replayed per call."""
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], example: torch.Tensor) -> None:
-        self.input = example.clone()  # the same shape, dtype and memory format
+        # the same shape, dtype and memory format; a normal tensor even when captured in
+        # inference mode, so a call copies into it without entering that mode
+        with torch.inference_mode(False):
+            self.input = example.clone()
         current = torch.cuda.current_stream(example.device)
         side = torch.cuda.Stream(example.device)  # warm-up off the capturing stream, as
         side.wait_stream(current)                 # torch.cuda.graphs advises
@@ -77,11 +80,11 @@ class TorchRuntime(Runtime):
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
-    @torch.inference_mode()
     def infer(self, x: torch.Tensor) -> torch.Tensor:
-        if self._graph is not None:
+        if self._graph is not None:  # a replay records nothing for autograd: no mode to enter
             return self._graph(x)
-        return self._forward(x)
+        with torch.inference_mode():
+            return self._forward(x)
 
     def close(self) -> None:
         self._graph = None

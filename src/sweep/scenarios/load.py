@@ -120,14 +120,16 @@ class BatchRunner:
             self.images = images.to(self.device, self.runtime.input_dtype).contiguous(
                 memory_format=self.runtime.input_memory_format)
             self.size = len(self.images)
+            # every batch the pool can give, made once: a request slices nothing
+            self._batches = [self.images[i:i + self.batch]
+                             for i in range(self.size - self.batch + 1)]
 
     def __call__(self, payloads: Sequence[int]) -> _Queued | None:
         if self.pipe is not None:
             x = self.pipe.to_device(self.pipe.preprocess(self.pipe.decode(
                 [self.paths[i] for i in fill(list(payloads), self.batch)])))
         else:  # a slice of the pool: no copy (which ready image a request is does not matter)
-            start = payloads[0] % (self.size - self.batch + 1)
-            x = self.images[start:start + self.batch]
+            x = self._batches[payloads[0] % len(self._batches)]
         logits = self.runtime.infer(x)
         if not logits.is_cuda:
             top1(logits)  # on the host already: the batch is done
