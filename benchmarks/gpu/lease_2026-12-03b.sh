@@ -19,6 +19,7 @@
 #   W  after the graph path stopped entering inference mode and the runner stopped slicing per
 #      request: the CUDA tests, the tool's and the hand single-stream processes alternated,
 #      then probe_request_front.py interleaved and blocked
+#   X  two more tool and hand single-stream pairs, hand first
 # Results in $OUT: *.txt, the probe's json, the jobs' result.json and samples.json as a tarball.
 #   bash benchmarks/gpu/lease_2026-12-03b.sh STEP
 set -uo pipefail
@@ -93,6 +94,12 @@ case $step in
       --out "$OUT/front_W.json" 2>&1 | grep -v -i warn | tee "$OUT/front_W.txt"
     python3 benchmarks/gpu/probe_request_front.py --requests 42000 --rounds 2 --blocked \
       --out "$OUT/front_W_blocked.json" 2>&1 | grep -v -i warn | tee "$OUT/front_W_blocked.txt" ;;
+  X)
+    for k in 3 4; do
+      python3 benchmarks/gpu/handwritten_serving.py --graph --b1-only --seconds 5 \
+        --out "$OUT/handwritten_X.jsonl" 2>&1 | grep -v -i warn | tee -a "$OUT/serving.txt"
+      tool single_X_tool$k $graph scenario=single_stream batch=1 scenario.duration_s=5
+    done ;;
 esac
 tar czf "$OUT/results_$step.tgz" -C / $(cd / && ls -d tmp/sv/*/result.json tmp/sv/*/samples.json 2>/dev/null) 2>/dev/null
 true
