@@ -7,7 +7,7 @@
 #   T  the single-stream jobs again in the reverse order, then the server's SLO search at b32
 #      (p99 <= 15 ms), whose bar (>= 0.8x offline) was met before the top-1 moved to the device,
 #      and the probe again
-#   U  (written, not run: no machine was lent) the probe with runs as long as a job's and longer (20,000 requests, about 9 s a variant):
+#   U  (not run: no machine was lent; V and W took its place) the probe with runs as long as a job's and longer (20,000 requests, about 9 s a variant):
 #      does even the floor hold p99 within 1.10x of the offline one over a long run? Then one
 #      single-stream job of 20 s
 #   V  (run on 2026-12-03 evening: benchmarks/results/h200_single_stream_2026-12-03c) the tool's
@@ -20,6 +20,7 @@
 #      request: the CUDA tests, the tool's and the hand single-stream processes alternated,
 #      then probe_request_front.py interleaved and blocked
 #   X  two more tool and hand single-stream pairs, hand first
+#   Y  the server's SLO search at b32 after W's change, then one more hand and tool pair
 # Results in $OUT: *.txt, the probe's json, the jobs' result.json and samples.json as a tarball.
 #   bash benchmarks/gpu/lease_2026-12-03b.sh STEP
 set -uo pipefail
@@ -100,6 +101,12 @@ case $step in
         --out "$OUT/handwritten_X.jsonl" 2>&1 | grep -v -i warn | tee -a "$OUT/serving.txt"
       tool single_X_tool$k $graph scenario=single_stream batch=1 scenario.duration_s=5
     done ;;
+  Y)
+    tool server_Y $graph scenario=server scenario.slo_ms=15 scenario.max_queue_delay_ms=2 \
+      batch=32
+    python3 benchmarks/gpu/handwritten_serving.py --graph --b1-only --seconds 5 \
+      --out "$OUT/handwritten_Y.jsonl" 2>&1 | grep -v -i warn | tee -a "$OUT/serving.txt"
+    tool single_Y_tool5 $graph scenario=single_stream batch=1 scenario.duration_s=5 ;;
 esac
 tar czf "$OUT/results_$step.tgz" -C / $(cd / && ls -d tmp/sv/*/result.json tmp/sv/*/samples.json 2>/dev/null) 2>/dev/null
 true
