@@ -9,8 +9,8 @@ serving scenario's BatchRunner itself:
 
     replay       the graph replayed on its static input: no copy (the floor)
     copy         inference mode entered, a pool image copied into the static input, replay
-    copy_plain   the same into a static input made outside inference mode, so no mode is
-                 entered per request (a second graph, captured on that tensor)
+    copy_plain   the same into a second CapturedGraph's static input, a normal tensor, so no
+                 mode is entered per request (what the runtime's own graph has since ee8efb0)
     kcopy        copy_plain with the copy as an elementwise kernel instead of a device memcpy
     memcpy       copy_plain with the copy as one cudaMemcpyAsync called through ctypes (what
                  the copy costs without torch's dispatch and TensorIterator)
@@ -44,6 +44,7 @@ from sweep.config import CompileRuntimeConfig
 from sweep.measure.timing import gc_paused, time_calls
 from sweep.runtimes.base import JobContext
 from sweep.runtimes.inductor import CompileRuntime
+from sweep.runtimes.torch_eager import CapturedGraph
 from sweep.scenarios.load import BatchRunner
 
 
@@ -71,17 +72,10 @@ def main() -> None:
     pool = runner.images
     views = [pool[j:j + 1] for j in range(64)]
 
-    plain = pool[:1].clone()  # a normal tensor: copied into without entering inference mode
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.inference_mode(), torch.cuda.stream(side):
-        for _ in range(3):
-            rt._forward(plain)
-    torch.cuda.current_stream().wait_stream(side)
-    plain_graph = torch.cuda.CUDAGraph()
-    with torch.inference_mode(), torch.cuda.graph(plain_graph):
-        plain_out = rt._forward(plain)
+    with torch.inference_mode():  # its static input a normal tensor: no mode to copy into it
+        plain_graph = CapturedGraph(rt._forward, pool[:1])
     torch.cuda.synchronize()
+    plain, plain_out = plain_graph.input, plain_graph.output
 
     classes = torch.empty(1, dtype=torch.int64, device=dev)
     host_classes = torch.empty(1, dtype=torch.int64, pin_memory=True)
@@ -105,12 +99,12 @@ def main() -> None:
 
     def copy_plain(j: int) -> torch.Tensor:
         plain.copy_(views[j])
-        plain_graph.replay()
+        plain_graph.graph.replay()
         return plain_out
 
     def kcopy(j: int) -> torch.Tensor:
         torch.mul(views[j], 1, out=plain)
-        plain_graph.replay()
+        plain_graph.graph.replay()
         return plain_out
 
     cudart = ctypes.CDLL(f"libcudart.so.{torch.version.cuda.split('.')[0]}")
@@ -122,7 +116,7 @@ def main() -> None:
 
     def memcpy(j: int) -> torch.Tensor:
         cudart.cudaMemcpyAsync(dst, srcs[j], nbytes, 3, stream)  # 3: device to device
-        plain_graph.replay()
+        plain_graph.graph.replay()
         return plain_out
 
     def infer(j: int) -> torch.Tensor:
@@ -134,13 +128,13 @@ def main() -> None:
     clock = time.perf_counter
     rng = np.random.default_rng(0)
 
-    def serve(n: int) -> dict[str, tuple[list[float], list[float]]]:
+    def serve(n: int, shift: int = 0) -> dict[str, tuple[list[float], list[float]]]:
         got: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in names}
         order: list[str] = []
+        cut = len(names) - 1 - shift % len(names)
+        turn = names[cut:] + names[:cut]  # --blocked: the order rotated per round
         for i in range(n):
-            if a.blocked:  # each variant's requests in a row, the order rotated per round
-                turn = names[len(names) - 1 - rounds_run[0] % len(names):] + \
-                    names[:len(names) - 1 - rounds_run[0] % len(names)]
+            if a.blocked:  # each variant's requests in a row
                 name = turn[i * len(names) // n]
             else:
                 if not order:
@@ -161,12 +155,10 @@ def main() -> None:
         return got
 
     rows: dict[str, list] = {k: [] for k in [*names, "offline"]}
-    rounds_run = [0]
     with gc_paused():
         serve(600)  # warm
         for k in range(a.rounds):
-            rounds_run[0] = k
-            got = serve(a.requests)
+            got = serve(a.requests, k)
             for name, (ms, front) in got.items():
                 row = stats(np.array(ms))
                 row.update({f"front_{q}": v for q, v in stats(np.array(front)).items()})
