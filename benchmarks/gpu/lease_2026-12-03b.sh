@@ -47,6 +47,13 @@ print(sys.argv[1].split("/")[-2], r["status"], r["error"], json.dumps(row),
       r["info"].get("cpu_affinity"), r["info"].get("slo_result", ""))
 PY
 }
+hand() {  # step: the hand-written single stream (a graph captured by hand), its line
+  python3 benchmarks/gpu/handwritten_serving.py --graph --b1-only --seconds 5 \
+    --out "$OUT/handwritten_$1.jsonl" 2>&1 | grep -v -i warn | tee -a "$OUT/serving.txt"
+}
+single5() {  # folder: the tool's single-stream job of 5 s
+  tool "$1" $graph scenario=single_stream batch=1 scenario.duration_s=5
+}
 one_cpu() {  # the middle one of NVML's CPUs of cuda:0 within this process's set
   python3 -c "import torch; from sweep.measure import affinity as a
 c = sorted(a.resolve('gpu', torch.device('cuda', 0))[0]); print(c[len(c) // 2])"
@@ -76,9 +83,8 @@ case $step in
     tool single_U_long $graph scenario=single_stream batch=1 scenario.duration_s=20 ;;
   V)
     for k in 1 2; do
-      tool single_V_tool$k $graph scenario=single_stream batch=1 scenario.duration_s=5
-      python3 benchmarks/gpu/handwritten_serving.py --graph --b1-only --seconds 5 \
-        --out "$OUT/handwritten_V.jsonl" 2>&1 | grep -v -i warn | tee -a "$OUT/serving.txt"
+      single5 single_V_tool$k
+      hand V
     done
     python3 benchmarks/gpu/probe_graph_serving.py --requests 10000 --rounds 2 \
       --out "$OUT/probe_V.json" 2>&1 | grep -v -i warn | tee "$OUT/probe_V.txt" ;;
@@ -87,9 +93,8 @@ case $step in
       tests/test_runtime_compile.py -k "queued or captured or cuda_graph or warmed" 2>&1 \
       | tail -3 | tee "$OUT/pytest.txt"
     for k in 1 2; do
-      tool single_W_tool$k $graph scenario=single_stream batch=1 scenario.duration_s=5
-      python3 benchmarks/gpu/handwritten_serving.py --graph --b1-only --seconds 5 \
-        --out "$OUT/handwritten_W.jsonl" 2>&1 | grep -v -i warn | tee -a "$OUT/serving.txt"
+      single5 single_W_tool$k
+      hand W
     done
     python3 benchmarks/gpu/probe_request_front.py --requests 42000 --rounds 2 \
       --out "$OUT/front_W.json" 2>&1 | grep -v -i warn | tee "$OUT/front_W.txt"
@@ -97,16 +102,14 @@ case $step in
       --out "$OUT/front_W_blocked.json" 2>&1 | grep -v -i warn | tee "$OUT/front_W_blocked.txt" ;;
   X)
     for k in 3 4; do
-      python3 benchmarks/gpu/handwritten_serving.py --graph --b1-only --seconds 5 \
-        --out "$OUT/handwritten_X.jsonl" 2>&1 | grep -v -i warn | tee -a "$OUT/serving.txt"
-      tool single_X_tool$k $graph scenario=single_stream batch=1 scenario.duration_s=5
+      hand X
+      single5 single_X_tool$k
     done ;;
   Y)
     tool server_Y $graph scenario=server scenario.slo_ms=15 scenario.max_queue_delay_ms=2 \
       batch=32
-    python3 benchmarks/gpu/handwritten_serving.py --graph --b1-only --seconds 5 \
-      --out "$OUT/handwritten_Y.jsonl" 2>&1 | grep -v -i warn | tee -a "$OUT/serving.txt"
-    tool single_Y_tool5 $graph scenario=single_stream batch=1 scenario.duration_s=5 ;;
+    hand Y
+    single5 single_Y_tool5 ;;
 esac
 tar czf "$OUT/results_$step.tgz" -C / $(cd / && ls -d tmp/sv/*/result.json tmp/sv/*/samples.json 2>/dev/null) 2>/dev/null
 true
