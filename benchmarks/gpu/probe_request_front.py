@@ -17,7 +17,8 @@ serving scenario's BatchRunner itself:
     infer        the runtime's infer on a pool image (its inference mode, checks and copy)
     runner       BatchRunner.finish, what scenario=single_stream serves a request with
 
-Each request also keeps its front: the host's time from its start to the replay's return.
+Each request also keeps its front: the host's time from its start to the replay's return
+(none for `runner`, whose front and wait are one call).
 --blocked runs each variant's requests in a row instead (a hot path, as a job's), the order
 rotated each round.
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -144,7 +146,8 @@ def main() -> None:
             t0 = clock()
             if name == "runner":
                 runner.finish([j])
-                t1 = t2 = clock()
+                t2 = clock()
+                t1 = math.nan  # the runner's front is not told apart from its wait
             else:
                 out = fronts[name](j)
                 t1 = clock()
