@@ -1,5 +1,5 @@
 """Telemetry: the NVML sampler against a stand-in NVML whose counters the test controls (the
-real one runs on the GPU: benchmarks/gpu/verify_telemetry.sh), energy from the counter's
+real one runs on the GPU: benchmarks/checks/verify_telemetry.sh), energy from the counter's
 difference, clock-event reasons decoded, RAPL read from a fixture folder, and nothing made up
 where a value is missing."""
 

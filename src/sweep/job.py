@@ -107,6 +107,41 @@ def run_job(cfg: SweepConfig, job_dir: Path, swept: tuple[str, ...] = ()) -> Job
     return result
 
 
+def prepare_runtime(cfg: SweepConfig, device: torch.device | None = None
+                    ) -> tuple[Runtime, torch.device, torch.Tensor]:
+    """The runtime a job of `cfg` times, prepared as run_job prepares it, with its device and one
+    batch of the job's synthetic input on it: the one supported way for a probe to build a
+    runtime (no output check, scenario or result). The caller closes the runtime."""
+    device = device or resolve_device(cfg.device)
+    if cfg.resolution is None:
+        resolve_resolution(cfg)
+    torch.backends.cudnn.benchmark = cfg.flags.cudnn_benchmark
+    check_supported(cfg.runtime, device, cfg.precision, cfg.model.kind)
+    check_model(cfg.runtime, cfg.model.kind)
+    check_resolution(cfg.model, cfg.resolution)
+    model = _load_model(cfg, JobResult(job="probe", params={}))
+    file_model = isinstance(model, OnnxModel)
+    if not cfg.model.weights and cfg.model.kind in ("torchvision", "timm"):  # as run_job's
+        make_decisive(model, _inputs(cfg, 16, 1), seed=cfg.model.seed)
+    cache = ArtifactCache.open(cfg.cache_dir)
+    identity = (model.identity(cfg.model.name) if file_model
+                else cache.model_identity(cfg.model, model))
+    ctx = JobContext(device=device, precision=cfg.precision, batch=cfg.batch,
+                     resolution=cfg.resolution, channels_last=cfg.flags.channels_last,
+                     cache=cache, model_identity=identity,
+                     input_dtype=model.input.torch_dtype if file_model else None,
+                     model_kind=cfg.model.kind)
+    runtime = create_runtime(cfg.runtime, ctx)
+    inputs = _inputs(cfg, _check_images(cfg), 0)[: cfg.batch]  # run_job's first batch
+    set_math_mode(cfg.precision)
+    try:
+        runtime.prepare(model, inputs)
+    except BaseException:
+        runtime.close()
+        raise
+    return runtime, device, _to_device(runtime, device)(inputs)
+
+
 def _inputs(cfg: SweepConfig, n: int, stream: int) -> torch.Tensor:
     """`n` synthetic images, reproducible from data.seed (stream: which set)."""
     return synthetic_images(n, cfg.resolution, cfg.data.seed * 1000 + stream)

@@ -3,7 +3,7 @@ printed one line a job and written to OUT as JSON: e2e and pure inference per im
 times, accuracy, and e2e over pure inference (the ratio pipeline=gpu is held to: see
 benchmarks/results/e2e_process_h100_2026-11-24/README.md).
 
-    python3 benchmarks/gpu/summarise_runs.py RUNS OUT.json
+    python3 benchmarks/checks/summarise_runs.py RUNS OUT.json
 """
 
 from __future__ import annotations

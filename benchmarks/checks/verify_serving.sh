@@ -6,9 +6,9 @@
 # delay), hand, tool single_stream b1.
 # Each tool job measures its offline figure first, in the same process. Results: $OUT (or
 # results/): serving.json (the tool's jobs) and handwritten.jsonl.
-#   [RUNTIME=onnx] bash benchmarks/gpu/verify_serving.sh [extra overrides...]
+#   [RUNTIME=onnx] bash benchmarks/checks/verify_serving.sh [extra overrides...]
 set -uo pipefail
-source benchmarks/gpu/setup_device.sh
+source benchmarks/lent_gpu/setup_device.sh
 out=${OUT:-results}
 mkdir -p "$out"
 runtime=${RUNTIME:-compile}
@@ -25,7 +25,7 @@ hand() {
   if [ "$runtime" = onnx ]; then  # the fp16 file the first tool job exported (the lease's one)
     file=(--onnx "$(find "$SWEEP_CACHE_DIR" -name model.onnx | head -1)")
   fi
-  python3 benchmarks/gpu/handwritten_serving.py --out "$out/handwritten.jsonl" "${file[@]}" 2>&1 \
+  python3 benchmarks/reference/handwritten_serving.py --out "$out/handwritten.jsonl" "${file[@]}" 2>&1 \
     | grep -v Warn
 }
 single() {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks' end-to-end set in DIR: DIR/j512, 256 generated 512x512 JPEGs (4 classes), and
 # DIR/head.pth, resnet18 weights whose classifier is fitted at 256 to a separate training set.
-#   bash benchmarks/gpu/jpeg_set.sh DIR
+#   bash benchmarks/checks/jpeg_set.sh DIR
 set -euo pipefail
 w=$1
 python3 -m sweep.demo_data generate $w/j512 --classes 4 --per-class 64 --min-size 512 \

@@ -2,7 +2,7 @@
 with and without telemetry, alternated (ABAB...), on a launch-bound job (batch 1, eager), where
 any host-side cost would show first. Prints and writes the per-pair ratio and its median.
 
-    python benchmarks/telemetry_overhead.py --out results/telemetry_overhead.json
+    python benchmarks/checks/telemetry_overhead.py --out results/telemetry_overhead.json
 """
 
 from __future__ import annotations

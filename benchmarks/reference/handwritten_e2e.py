@@ -8,7 +8,7 @@ nvJPEG path can do on this machine:
     decode-only  the batched decode alone, no resize, no inference
     pure         the model alone on a ready batch
 
-    python3 benchmarks/gpu/handwritten_e2e.py [--files DIR] [--write DIR]
+    python3 benchmarks/reference/handwritten_e2e.py [--files DIR] [--write DIR]
 
 --files DIR: use the first 64 JPEGs under DIR instead (e.g. a set from `python -m sweep.demo_data
 generate`, to compare on the very files a sweep reads); --write DIR: also save the generated

@@ -8,9 +8,9 @@
 # hydra-core/omegaconf and DALI + nvImageCodec, carried in parts and installed by assemble.sh
 # (setup_device.sh puts them on the paths; handwritten_dali.py's docstring lists what DALI imports).
 # Results: $OUT (or results/): runs.json, handwritten_dali.txt, pytest.txt.
-#   [SET=torch|dali] bash benchmarks/gpu/verify_dali.sh [extra overrides...]
+#   [SET=torch|dali] bash benchmarks/checks/verify_dali.sh [extra overrides...]
 set -uo pipefail
-source benchmarks/gpu/e2e_set.sh  # $out, $w, $common, $compiled
+source benchmarks/checks/e2e_set.sh  # $out, $w, $common, $compiled
 if [ -z "${SKIP_TESTS:-}" ]; then  # SKIP_TESTS=1: not the tests
   timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_pipeline_dali.py 2>&1 | tail -3 | tee "$out/pytest.txt"
 fi
@@ -29,8 +29,8 @@ case ${SET:-all} in
 esac
 for run in "${runs[@]}"; do
   python3 -m sweep $common $run hydra.run.dir=$w/runs/"$(echo $run | tr " =." "__-")" "$@" 2>&1 | grep -v "^\[20"
-  python3 benchmarks/gpu/summarise_runs.py $w/runs "$out/runs.json"  # every run so far
+  python3 benchmarks/checks/summarise_runs.py $w/runs "$out/runs.json"  # every run so far
 done
 [ "${SET:-all}" = torch ] && exit 0
-(python3 benchmarks/gpu/handwritten_dali.py --files $w/j512
- python3 benchmarks/gpu/handwritten_dali.py --files $w/j512 --compile) 2>&1 | grep -v Warn | tee "$out/handwritten_dali.txt"
+(python3 benchmarks/reference/handwritten_dali.py --files $w/j512
+ python3 benchmarks/reference/handwritten_dali.py --files $w/j512 --compile) 2>&1 | grep -v Warn | tee "$out/handwritten_dali.txt"

@@ -3,11 +3,11 @@
 # fp16, for eager PyTorch (NCHW and channels_last), torch.compile (reduce-overhead,
 # channels_last) and ONNX Runtime (CUDA EP, IO binding). Results: multirun/gpu-<part>-<runtime>/,
 # one mlflow.db.
-# Compared with handwritten.py by benchmarks/compare_anchors.py; figures so far:
+# Compared with handwritten.py by benchmarks/checks/compare_anchors.py; figures so far:
 # benchmarks/results/h100_runtimes_2026-11-24/README.md.
-#   bash benchmarks/gpu/verify_runtimes.sh torch|compile|onnx [extra overrides...]
+#   bash benchmarks/checks/verify_runtimes.sh torch|compile|onnx [extra overrides...]
 set -uo pipefail
-source benchmarks/gpu/setup_device.sh
+source benchmarks/lent_gpu/setup_device.sh
 part=$1; shift
 bench="bench.warmup=10 bench.min_iters=30 bench.min_seconds=1 tracking.experiment=gpu-runtimes"
 # resnet18 runs at 256 and resnet50 at 224: one multirun per model

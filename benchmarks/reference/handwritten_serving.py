@@ -13,7 +13,7 @@ torch.compile(mode="reduce-overhead"), as a careful person would serve it by han
     queued b32     the same with the next batch launched before the last one's top-1 is read
                    (logits copied to pinned memory behind an event; two in flight)
 
-    python3 benchmarks/gpu/handwritten_serving.py [--seconds 3] [--out hw.json] [--onnx FILE]
+    python3 benchmarks/reference/handwritten_serving.py [--seconds 3] [--out hw.json] [--onnx FILE]
         [--graph] [--b1-only]
 
 --graph: torch.compile's default mode with the compiled model captured in one CUDA graph by hand

@@ -1,4 +1,4 @@
-"""The hand-written probes of ANCHORS.md (its figures: benchmarks/anchors_h100.csv), re-measured
+"""The hand-written probes of ANCHORS.md (its figures: benchmarks/checks/anchors_h100.csv), re-measured
 in the same device call as the sweep.
 
 ANCHORS.md says absolute figures drift from machine to machine and day to day ("compare within
@@ -17,7 +17,7 @@ runtime adapter can be held against a hand-written loop measured minutes apart o
 Timing: `warmup` calls, then chunks of calls with one synchronisation per chunk until at least
 `--seconds` and 30 calls; images per second over that span.
 
-    PYTHONPATH=/tmp/ort python3 benchmarks/gpu/handwritten.py eager onnx compile --out hw.csv
+    PYTHONPATH=/tmp/ort python3 benchmarks/reference/handwritten.py eager onnx compile --out hw.csv
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # On the lent GPU machine (Python 3.12, torch 2.11+cu130, no hydra/mlflow/onnxruntime-gpu):
-# install the carried wheels once per warm lease. Source it: `source benchmarks/gpu/setup_device.sh`.
+# install the carried wheels once per warm lease. Source it: `source benchmarks/lent_gpu/setup_device.sh`.
 # Wheels: `bash ../shared/device/wheelhouse.sh` (-> .gpu-carry/wheels), carried in one call, or
-# together with the large wheels as parts joined by benchmarks/gpu/assemble.sh (-> /tmp/site,
+# together with the large wheels as parts joined by benchmarks/lent_gpu/assemble.sh (-> /tmp/site,
 # /tmp/ort, /tmp/dali, /tmp/nvimg).
 # .gpu-carry/min (hydra_core, omegaconf, antlr4 wheels only) serves runs with tracking.enabled=false.
 for wheels in .gpu-carry/wheels .gpu-carry/min; do

@@ -5,7 +5,7 @@
 #   wheels/: ../shared/device/wheelhouse.sh, big/: onnxruntime-gpu, DALI, nvImageCodec, nvJPEG)
 # check it, and install: wheels -> /tmp/site, onnxruntime-gpu -> /tmp/ort, DALI -> /tmp/dali,
 # nvImageCodec and nvJPEG -> /tmp/nvimg. setup_device.sh puts whichever exist on the paths.
-#   bash benchmarks/gpu/assemble.sh SHA256
+#   bash benchmarks/lent_gpu/assemble.sh SHA256
 set -euo pipefail
 cat /tmp/parts/part* > /tmp/bundle.tar
 echo "$1  /tmp/bundle.tar" | sha256sum -c -

@@ -10,14 +10,14 @@
 #              The MPS control daemon is started for this step only and quit at its end (no
 #              GPU setting is changed; skipped where nvidia-cuda-mps-control is missing).
 # Results: $OUT (or results/): runs_<step>.json, hand_e2e.txt, mps.txt.
-#   STEP=dali|hand|mps bash benchmarks/gpu/verify_bound.sh [extra overrides...]
+#   STEP=dali|hand|mps bash benchmarks/checks/verify_bound.sh [extra overrides...]
 set -uo pipefail
 step=${STEP:?STEP=dali, hand or mps}
-source benchmarks/gpu/e2e_set.sh  # $out, $w, $common, $compiled
+source benchmarks/checks/e2e_set.sh  # $out, $w, $common, $compiled
 nvimg4="pipeline=gpu pipeline.decoder=nvimgcodec pipeline.processes=4 $compiled"
 job() {  # folder name, then overrides
   python3 -m sweep $common "${@:2}" hydra.run.dir=$w/$step/$1 2>&1 | grep -v "^\[20"
-  python3 benchmarks/gpu/summarise_runs.py $w/$step "$out/runs_$step.json" | grep "^$1 "
+  python3 benchmarks/checks/summarise_runs.py $w/$step "$out/runs_$step.json" | grep "^$1 "
 }
 case $step in
   dali)
@@ -27,7 +27,7 @@ case $step in
   hand)
     for k in 1 2; do
       job "tool$k" pipeline=gpu pipeline.processes=0 "$@"
-      python3 benchmarks/gpu/handwritten_e2e.py --files $w/j512 2>&1 | tee -a "$out/hand_e2e.txt"
+      python3 benchmarks/reference/handwritten_e2e.py --files $w/j512 2>&1 | tee -a "$out/hand_e2e.txt"
     done ;;
   mps)
     if ! command -v nvidia-cuda-mps-control >/dev/null; then

@@ -11,7 +11,7 @@ and, each on its own:
     pure          the model alone on a ready batch (the inference ceiling)
     e2e           the whole graph feeding the model, DALI prefetching `--depth` batches
 
-    python3 benchmarks/gpu/handwritten_dali.py [--files DIR] [--compile] [--hw-load 0.9]
+    python3 benchmarks/reference/handwritten_dali.py [--files DIR] [--compile] [--hw-load 0.9]
                                                [--threads N] [--depth 2] [--seconds 3]
 
 --files DIR: the JPEGs under DIR instead of 256 generated ones (for the within-10% bar, the very

@@ -2,14 +2,14 @@
 # Issue 14 on the GPU: the sampler's overhead on a launch-bound job (ABAB in one process), then
 # sweeps in rounds with real NVML: resnet18 256 fp16 channels_last batch 1 and 32 eager, and
 # resnet50 224 fp16 batch 32 eager and compile (default mode), bench.rounds=3. Results: $OUT.
-#   bash benchmarks/gpu/verify_telemetry.sh
+#   bash benchmarks/checks/verify_telemetry.sh
 set -uo pipefail
-source benchmarks/gpu/setup_device.sh
+source benchmarks/lent_gpu/setup_device.sh
 out=${OUT:-results}
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.limit \
   --format=csv > "$out/gpu.txt" 2>&1
-timeout 70 python3 benchmarks/telemetry_overhead.py --pairs 6 --seconds 2 \
+timeout 70 python3 benchmarks/checks/telemetry_overhead.py --pairs 6 --seconds 2 \
   --out "$out/telemetry_overhead.json" 2>&1 | tail -3
 common="precision=fp16 flags.channels_last=true flags.cudnn_benchmark=true bench.rounds=3
   bench.warmup=10 bench.min_iters=30 bench.min_seconds=1 check.samples=32
