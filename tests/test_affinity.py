@@ -1,6 +1,6 @@
 """bench.cpu_affinity: the CPU list parsed and checked, NVML's GPU-local CPUs read from a
-stand-in NVML (the real one runs on the GPU: benchmarks/results/h200_affinity_mps_2026-12-03/lease_2026-12-03.sh), every thread
-of the process pinned for the timed span only, and a job that records what it ran on."""
+stand-in NVML (the real one ran on a GPU: benchmarks/results/h200_affinity_mps_2026-12-03), every
+thread of the process pinned for the timed span only, and a job that records what it ran on."""
 
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 (anchors_h100.csv) and, with --today, the same probes re-measured in the same device call
 (benchmarks/reference/handwritten.py).
 
-    python benchmarks/checks/compare_anchors.py multirun/a multirun/b ... [--today hw.csv] [--out x.md]
+    python benchmarks/checks/compare_anchors.py multirun/a multirun/b ... [--today hw.csv]
+        [--out x.md]
 
 A runtime must reach at least 0.95x the hand-written figure for the same case; below that is a
 bug to find. ANCHORS.md's "ONNX Runtime fp32" column was measured with ONNX Runtime's default

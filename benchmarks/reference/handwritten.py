@@ -1,5 +1,5 @@
-"""The hand-written probes of ANCHORS.md (its figures: benchmarks/checks/anchors_h100.csv), re-measured
-in the same device call as the sweep.
+"""The hand-written probes of ANCHORS.md (its figures: benchmarks/checks/anchors_h100.csv),
+re-measured in the same device call as the sweep.
 
 ANCHORS.md says absolute figures drift from machine to machine and day to day ("compare within
 one run where you can"). This script is what a careful person writes by hand for each anchored
