@@ -24,6 +24,7 @@ SECRET_NAME = re.compile(rf"(?:{_WORDS})|(?:^|[._-])key(?:$|[._-])", re.I)
 # a user name that may be empty and holds no ':' or '/', then a password up to the first '@'
 # that may hold '/' and ':' (urllib, for http stores, accepts the same forms)
 _URI_PASSWORD = re.compile(r"(?<=://)([^:/@\s'\"]*):([^@\s'\"]+)@")
+_URI_USERINFO = re.compile(r"(?<=://)[^:/@\s'\"]*(?::[^@\s'\"]*)?@")
 _ASSIGNMENT = re.compile(
     rf"(?P<key>[\w.+~-]*(?:{_WORDS})[\w.-]*)(?P<sep>['\"]?\s*[:=]\s*)(?P<q>['\"]?)"
     r"(?P<value>[^\s'\",}\]]+)", re.I)
@@ -53,6 +54,12 @@ def host_port(uri: str) -> tuple[str, str, int | None] | None:
         return None
     port = int(m["port"]) if m["port"] and m["port"].isdigit() else None
     return scheme, m["host"] or m["ipv6"], port
+
+
+def without_credentials(uri: str) -> str:
+    """`uri` with its user information dropped (`http://u:p@host/x` -> `http://host/x`): a link
+    to show, where even a masked password would only be clutter."""
+    return _URI_USERINFO.sub("", uri)
 
 
 def masked(uri: str | None) -> bool:
