@@ -419,3 +419,64 @@ def test_ort_tensorrt_profile_names_the_files_input():
     opts = provider_options(TRT_EP, OnnxRuntimeConfig(), "fp16", 0, shape=(2, 3, 32, 32),
                             input_name="images")
     assert opts["trt_profile_opt_shapes"] == "images:2x3x32x32"
+
+
+class _Plant:
+    """Unpickling it runs a command: the payload of a crafted model file."""
+
+    def __init__(self, marker) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def _rewrite(src, dst, replace: dict) -> None:
+    """A copy of zip `src` with the members named in `replace` (by suffix) given new bytes."""
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            for suffix, new in replace.items():
+                if item.filename.endswith(suffix):
+                    data = new(data)
+            zout.writestr(item, data)
+
+
+@pytest.mark.parametrize("planted", ["weight", "sample_inputs"])
+def test_a_pickle_planted_in_an_exported_program_never_runs(tmp_path, planted):
+    """A .pt2 whose weight is marked as pickled, or whose sample inputs are a pickle, that would
+    run a command when torch.export.load unpickles it: refused before anything is loaded."""
+    import io
+
+    clean, bad, marker = tmp_path / "m.pt2", tmp_path / "bad.pt2", tmp_path / "ran"
+    torch.export.save(torch.export.export(tiny(), (torch.zeros(2, 3, 32, 32),)), str(clean))
+    payload = io.BytesIO()
+    torch.save(_Plant(marker), payload)
+    if planted == "weight":
+        def mark(data: bytes) -> bytes:
+            config = json.loads(data)
+            first = next(iter(config["config"].values()))
+            first["use_pickle"] = True
+            return json.dumps(config).encode()
+
+        first_weight = json.loads(_member(clean, "model_weights_config.json"))["config"]
+        path = next(iter(first_weight.values()))["path_name"]
+        _rewrite(clean, bad, {"model_weights_config.json": mark,
+                              f"weights/{path}": lambda _: payload.getvalue()})
+    else:
+        _rewrite(clean, bad, {"sample_inputs/model.pt": lambda _: payload.getvalue()})
+    with pytest.raises(ConfigError, match="safe loader .* could run code"):
+        load_exported(ModelConfig(kind="exported", path=str(bad)))
+    assert not marker.exists()
+    load_exported(ModelConfig(kind="exported", path=str(clean)))  # the clean file still loads
+
+
+def _member(archive, suffix: str) -> bytes:
+    import zipfile
+
+    with zipfile.ZipFile(archive) as z:
+        return z.read(next(n for n in z.namelist() if n.endswith(suffix)))

@@ -23,6 +23,7 @@ from torch import nn
 from sweep.config import ModelConfig
 from sweep.errors import config_error
 from sweep.paths import cache_dir
+from sweep.trust import untrusted
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +54,19 @@ class ArtifactCache:
     @classmethod
     def open(cls, configured: str | None = None) -> ArtifactCache:
         try:
-            return cls(cache_dir(configured))
+            root = cache_dir(configured)
         except (FileExistsError, NotADirectoryError) as e:  # a file where a folder must be
             raise config_error("cache_dir", configured or e.filename,
                                f"{e.filename} is a file, not a folder",
                                "Give a folder (cache_dir=<folder> or SWEEP_CACHE_DIR), or move "
                                "the file away.") from e
+        # its entries (compiled graphs, engines) are loaded as code: only its owner may write it
+        if why := untrusted(root):
+            raise config_error("cache_dir", str(root),
+                               f"a folder only you can write, but {why}",
+                               f"Run chmod -R go-w {root} (and chown it to yourself), or give "
+                               "a private folder: cache_dir=<folder> or SWEEP_CACHE_DIR=<folder>.")
+        return cls(root)
 
     @staticmethod
     def model_identity(cfg: ModelConfig, model: nn.Module) -> dict[str, str]:

@@ -25,7 +25,7 @@ from omegaconf.errors import ConfigKeyError
 from sweep import state
 from sweep.config import CONTROL_KEYS, TrackingConfig, from_container, job_values
 from sweep.errors import ConfigError, config_error
-from sweep.redact import redact_file
+from sweep.redact import redact_file, without_credentials
 from sweep.report import Options, write_reports
 from sweep.result import REPORT_FILES, read_sweep_file, redact, write_sweep_file
 from sweep.sources import load_dir
@@ -350,7 +350,7 @@ class SweepCallback(Callback):
 
 def _ui_link(tracker) -> str:
     """The runs table's address (a server's) or how to open it (a local store's)."""
-    path, uri = tracker.ui_path() or "", redact(tracker.uri)
+    path, uri = tracker.ui_path() or "", without_credentials(redact(tracker.uri))
     if uri.startswith(("http://", "https://")):
         return f"{uri.rstrip('/')}/{path}"
     return f"mlflow ui --backend-store-uri {uri}, then open http://127.0.0.1:5000/{path}"

@@ -29,6 +29,7 @@ from sweep.result import (
     load_result,
     save_result,
 )
+from sweep.trust import private_dir
 
 
 @contextlib.contextmanager
@@ -38,21 +39,22 @@ def gpu_lease(gpus: list[int] | None, poll_s: float = 0.5) -> Iterator[int | Non
     if not gpus:
         yield None
         return
-    lock_dir = Path(tempfile.gettempdir()) / "sweep-gpu-locks"
-    lock_dir.mkdir(exist_ok=True)
+    lock_dir = private_dir(Path(tempfile.gettempdir()) / f"sweep-gpu-locks-{os.getuid()}")
     while True:
         for gpu in gpus:
-            handle = open(lock_dir / f"gpu{gpu}.lock", "w")
+            # never truncates, never follows a link: a planted one fails instead of clobbering
+            fd = os.open(lock_dir / f"gpu{gpu}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW,
+                         0o600)
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                handle.close()
+                os.close(fd)
                 continue
             try:
                 yield gpu
             finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-                handle.close()
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
             return
         time.sleep(poll_s)
 

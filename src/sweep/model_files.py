@@ -273,6 +273,7 @@ def load_exported(cfg: ModelConfig) -> tuple[nn.Module, InputSpec, dict[str, str
     if not zipfile.is_zipfile(path):
         raise ConfigError(f"{key} is not a torch.export program: a .pt2 is a zip archive and "
                           "this file is not one (truncated, or another kind of file).")
+    _refuse_unsafe_pickles(path, key)
     try:
         ep = torch.export.load(str(path))
     except Exception as e:
@@ -292,3 +293,60 @@ def load_exported(cfg: ModelConfig) -> tuple[nn.Module, InputSpec, dict[str, str
     info = {"model_file": str(path), "model_file_sha256": sha256_file(path),
             "model_input": spec.describe()}
     return ep.module(), spec, info
+
+
+def _pickled_members(archive: Any) -> list[str]:
+    """The members of a .pt2 archive that torch.export.load unpickles: weights and constants its
+    payload configs mark `use_pickle` (loaded with weights_only=False), and any other member
+    holding a pickle or a torch.save archive (sample inputs: retried unsafely after a failed safe
+    load). Raw tensor payloads are not sniffed: their bytes are data."""
+    import json
+    import posixpath
+
+    raw: set[str] = set()
+    pickled: list[str] = []
+    for name in archive.namelist():
+        if not name.endswith("_config.json"):
+            continue
+        try:
+            config = json.loads(archive.read(name)).get("config", {})
+        except (ValueError, AttributeError):
+            continue  # not a payload config: torch.export.load will say what is wrong
+        for meta in config.values() if isinstance(config, dict) else ():
+            if not isinstance(meta, dict) or "path_name" not in meta:
+                continue
+            member = posixpath.join(posixpath.dirname(name), str(meta["path_name"]))
+            (pickled.append if meta.get("use_pickle") else raw.add)(member)
+    for name in archive.namelist():
+        if name in raw or name in pickled or name.endswith(".json"):
+            continue
+        with archive.open(name) as f:
+            head = f.read(4)
+        if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save zip, pickle
+            pickled.append(name)
+    return pickled
+
+
+def _refuse_unsafe_pickles(path: Path, key: str) -> None:
+    """Before anything in the archive is deserialised: every pickled member must load with
+    torch's safe unpickler (weights_only=True, tensors and plain containers only); one that
+    needs more could run code when loaded, and the file is refused."""
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        if any(n == "data.pkl" or n.endswith("/data.pkl") for n in archive.namelist()):
+            raise ConfigError(f"{key} is a torch.save file (a pickle), not a torch.export "
+                              "program that torch.export.load reads; this tool unpickles no "
+                              "such file. Save the model with torch.export.save (.pt2), or "
+                              "give an ONNX file (model=onnx).")
+        for name in _pickled_members(archive):
+            try:
+                torch.load(io.BytesIO(archive.read(name)), weights_only=True, map_location="cpu")
+            except Exception as e:
+                raise ConfigError(
+                    f"{key} is refused: its member {name!r} is pickled data that torch's safe "
+                    "loader (weights_only=True) will not load, so loading it could run code. "
+                    "This tool loads no such pickle; re-export the model with torch.export.save "
+                    "from plain tensors, or give an ONNX file (model=onnx). "
+                    f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from e

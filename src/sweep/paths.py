@@ -15,7 +15,7 @@ def cache_dir(configured: str | None = None) -> Path:
     """Artifact cache: `cache_dir` from the config, else $SWEEP_CACHE_DIR, else ~/.cache/sweep."""
     path = configured or os.environ.get("SWEEP_CACHE_DIR") or Path.home() / ".cache" / "sweep"
     path = Path(path).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)  # private: its entries are loaded as code
     return path
 
 

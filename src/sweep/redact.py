@@ -2,7 +2,8 @@
 configs, error texts, Hydra's `.hydra/` files and `multirun.yaml`, log lines (console and
 files), MLflow params, tags and artifacts.
 
-Two rules: the password of a URI (``postgresql://user:secret@host`` -> ``user:***@host``), and
+Two rules: the password of a URI (``postgresql://user:secret@host`` -> ``user:***@host``, also
+``http://:token@host`` and passwords holding ``/``), and
 the value of any key whose name looks like a secret (token, secret, password, credential, key),
 whether it is a mapping's key or written ``name=value`` / ``name: value`` in a text.
 """
@@ -19,10 +20,46 @@ MASK = "***"
 _WORDS = (r"token|secret|passw(?:or)?d|passwd|credentials?|api[_-]?key|access[_-]?key"
           r"|private[_-]?key")
 SECRET_NAME = re.compile(rf"(?:{_WORDS})|(?:^|[._-])key(?:$|[._-])", re.I)
-_URI_PASSWORD = re.compile(r"(?<=://)([^:/@\s'\"]+):([^@/\s'\"]+)@")
+# the user information of a URI as SQLAlchemy's make_url reads it (MLflow's database stores):
+# a user name that may be empty and holds no ':' or '/', then a password up to the first '@'
+# that may hold '/' and ':' (urllib, for http stores, accepts the same forms)
+_URI_PASSWORD = re.compile(r"(?<=://)([^:/@\s'\"]*):([^@\s'\"]+)@")
+_URI_USERINFO = re.compile(r"(?<=://)[^:/@\s'\"]*(?::[^@\s'\"]*)?@")
 _ASSIGNMENT = re.compile(
     rf"(?P<key>[\w.+~-]*(?:{_WORDS})[\w.-]*)(?P<sep>['\"]?\s*[:=]\s*)(?P<q>['\"]?)"
     r"(?P<value>[^\s'\",}\]]+)", re.I)
+
+
+# SQLAlchemy's URL grammar (sqlalchemy.engine.url._parse_url), which MLflow's database stores use
+_DB_URL = re.compile(r"""(?P<scheme>[\w+]+)://(?:(?P<user>[^:/]*)(?::(?P<password>[^@]*))?@)?
+    (?:(?:\[(?P<ipv6>[^/?]+)\]|(?P<host>[^/:?]+))?(?::(?P<port>[^/?]*))?)?""", re.X)
+
+
+def host_port(uri: str) -> tuple[str, str, int | None] | None:
+    """(scheme, host, port) of a server URI, parsed as the store's own library does: urllib for
+    http(s) (MLflow's REST client), SQLAlchemy's grammar for database URIs; None when it names
+    no host."""
+    import urllib.parse
+
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+    if scheme in ("http", "https"):
+        parts = urllib.parse.urlsplit(uri)
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        return (scheme, parts.hostname, port) if parts.hostname else None
+    m = _DB_URL.match(uri)
+    if not m or not (m["host"] or m["ipv6"]):
+        return None
+    port = int(m["port"]) if m["port"] and m["port"].isdigit() else None
+    return scheme, m["host"] or m["ipv6"], port
+
+
+def without_credentials(uri: str) -> str:
+    """`uri` with its user information dropped (`http://u:p@host/x` -> `http://host/x`): a link
+    to show, where even a masked password would only be clutter."""
+    return _URI_USERINFO.sub("", uri)
 
 
 def masked(uri: str | None) -> bool:

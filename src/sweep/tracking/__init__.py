@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import os
 import socket
-import urllib.parse
 from pathlib import Path
 
 from sweep.config import TrackingConfig
-from sweep.redact import masked
+from sweep.redact import host_port, masked
 from sweep.result import (
     JobResult,
     job_dirs,
@@ -54,16 +53,15 @@ def unreachable(uri: str, timeout_s: float = CONNECT_TIMEOUT_S) -> str | None:
     """Why the tracking server at `uri` (MLflow's, or the database of a database store) cannot
     be reached within `timeout_s`, or None. A local store's failures surface when it is opened.
     The reason names the host and port only, never the URI's credentials."""
-    parts = urllib.parse.urlsplit(uri)
-    scheme = parts.scheme.split("+", 1)[0]
-    if scheme not in SERVER_PORTS or not parts.hostname:
+    parsed = host_port(uri)  # as the store's library parses it: a password may hold '/'
+    if parsed is None or (scheme := parsed[0].split("+", 1)[0]) not in SERVER_PORTS:
         return None
-    port = parts.port or SERVER_PORTS[scheme]
+    host, port = parsed[1], parsed[2] or SERVER_PORTS[scheme]
     try:
-        with socket.create_connection((parts.hostname, port), timeout=timeout_s):
+        with socket.create_connection((host, port), timeout=timeout_s):
             return None
     except OSError as e:
-        return f"{parts.hostname}:{port} did not answer within {timeout_s:g} s ({e})"
+        return f"{host}:{port} did not answer within {timeout_s:g} s ({e})"
 
 
 def create_tracker(cfg: TrackingConfig, explicit_uri: str | None = None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import tempfile
 import time
@@ -60,6 +61,9 @@ def uniform_params(params: dict[str, Any]) -> dict[str, Any]:
 
 class MlflowTracker(Tracker):
     def __init__(self, cfg: TrackingConfig, uri: str) -> None:
+        # MLflow prints "View run ... at: <uri>" per run, credentials included; the tool prints
+        # one link of its own, masked
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
