@@ -174,8 +174,8 @@ def test_infer_task_from_output_shapes_and_clear_errors():
     assert infer_task([(None, None, None, None)])[0] == "segment"
     task, how = infer_task([(1, 84, 8400)])
     assert task == "raw" and "model.output_format=yolo" in how
-    assert infer_task([(1, 84, 8400)], "yolo") == ("detect",
-                                                   "model.output_format=yolo: outputs (1, 84, 8400)")
+    assert infer_task([(1, 84, 8400)], "yolo") == (
+        "detect", "model.output_format=yolo: outputs (1, 84, 8400)")
     assert infer_task([(None, 4), (None,), (None,)], "torchvision")[0] == "detect"
     with pytest.raises(ValueError, match=r"\(1, 8400, 84\) looks transposed"):
         infer_task([(1, 8400, 84)], "yolo")

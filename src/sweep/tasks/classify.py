@@ -33,7 +33,8 @@ class Classify(Task):
         return {"logits": logits, "top1": logits.argmax(1)}
 
     def compare(self, pred: dict, ref: dict) -> dict[str, float]:
-        metrics = compare_logits(ref["logits"].cpu(), pred["logits"].cpu(), self.precision).metrics()
+        check = compare_logits(ref["logits"].cpu(), pred["logits"].cpu(), self.precision)
+        metrics = check.metrics()
         metrics.pop("correct")
         return metrics
 

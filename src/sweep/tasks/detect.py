@@ -60,7 +60,7 @@ def _torchvision_images(outputs: Any) -> list[dict]:
         shapes = ", ".join(shape_text(tuple(o.shape)) for o in outputs)
         raise ValueError(f"output_format=torchvision expects boxes (N, 4), labels (N,), scores "
                          f"(N,) per image; the model returned {len(outputs)} outputs: {shapes}")
-    return [dict(zip(("boxes", "labels", "scores"), outputs[i:i + 3]))
+    return [dict(zip(("boxes", "labels", "scores"), outputs[i:i + 3], strict=True))
             for i in range(0, len(outputs), 3)]
 
 

@@ -40,7 +40,7 @@ def coco_map(annotations: dict, predictions: dict[int, dict]) -> dict[str, float
     for image_id, p in predictions.items():
         boxes = np.asarray(p["boxes"], dtype=np.float64).reshape(-1, 4)
         for (x0, y0, x1, y1), label, score in zip(boxes, np.asarray(p["labels"]).tolist(),
-                                                  np.asarray(p["scores"]).tolist()):
+                                                  np.asarray(p["scores"]).tolist(), strict=True):
             dets.append({"image_id": int(image_id), "category_id": int(label),
                          "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(score)})
     if not dets:  # pycocotools cannot load an empty result

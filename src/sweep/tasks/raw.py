@@ -36,11 +36,11 @@ class Raw(Task):
     def compare(self, pred: list, ref: list) -> dict[str, float]:
         """max |error| over every output; rel_err: the largest of each output's max |error| /
         its reference std; cosine_min: the least cosine similarity of an output's values."""
-        if len(pred) != len(ref) or any(p.shape != r.shape for p, r in zip(pred, ref)):
+        if len(pred) != len(ref) or any(p.shape != r.shape for p, r in zip(pred, ref, strict=True)):
             return {"max_abs_err": math.inf, "rel_err": math.inf, "cosine_min": -1.0,
                     "outputs_compared": 0.0}
         err, rel, cos = 0.0, 0.0, 1.0
-        for p, r in zip(pred, ref):
+        for p, r in zip(pred, ref, strict=True):
             p, r = p.double().flatten().cpu(), r.double().flatten().cpu()
             if not p.numel():
                 continue

@@ -39,7 +39,7 @@ class Segment(Task):
         if meta is None:
             return list(logits.argmax(1).to(dtype))
         masks = []
-        for lg, geo in zip(logits, meta):
+        for lg, geo in zip(logits, meta, strict=True):
             top, left, bottom, right = valid_region(geo)
             # the logits cover the model input; the image is the unpadded part of it
             lg = lg[:, top * lg.shape[1] // geo.target[0]: bottom * lg.shape[1] // geo.target[0],
