@@ -244,3 +244,18 @@ def test_torchvision_detector_with_random_weights_gives_a_decisive_check():
     assert same["boxes_compared"] >= 20 and same["box_agreement_pct"] == 100.0
     assert len({int(v) for p in ref for v in p["labels"]}) > 3  # labels depend on the input
     assert not task.is_correct(task.compare(flipped, ref), "fp32")[0]
+
+
+def test_torchvision_segmenter_with_random_weights_gives_a_decisive_check():
+    from sweep.models import build_task_model, make_task_decisive
+
+    model = build_task_model("lraspp_mobilenet_v3_large")
+    make_task_decisive(model, torch.rand(4, 3, 96, 160, generator=torch.Generator().manual_seed(1)))
+    x = torch.rand(2, 3, 96, 160, generator=torch.Generator().manual_seed(2))
+    task = get_task("segment")
+    with torch.no_grad():
+        ref = task.to_host(task.postprocess(model(x)))
+        flipped = task.postprocess(model(x.flip(1)))  # channels in the wrong order
+    assert task.compare(ref, ref) == {"mask_agreement_pct": 100.0, "pixels_compared": 2 * 96 * 160}
+    assert len(ref[0].unique()) > 3  # the mask depends on the input, not one class everywhere
+    assert not task.is_correct(task.compare(flipped, ref), "fp32")[0]
