@@ -225,3 +225,107 @@ def check_resolution(cfg: ModelConfig, resolution: int) -> None:
     if resolution < need:
         raise config_error("resolution", resolution, f"{cfg.name} needs at least {need}",
                            f"e.g. resolution={max(need, 224)}")
+
+
+# Detectors and segmenters by name (issue 33): built offline, with the task each implies.
+TASK_DEFAULT_CLASSES = {"detect": 91, "segment": 21}  # COCO with background; VOC
+
+
+def task_of_torchvision(name: str) -> str | None:
+    """The task a torchvision architecture implies: classify, detect or segment (None: not a
+    torchvision image model)."""
+    import torchvision
+    from torchvision.models import detection, segmentation
+
+    for task, module in (("detect", detection), ("segment", segmentation)):
+        if name in torchvision.models.list_models(module=module):
+            return task
+    return "classify" if name in classification_models() else None
+
+
+def build_task_model(name: str, *, seed: int = 0, num_classes: int | None = None,
+                     weights: str | None = None, resolution: tuple[int, int] | None = None,
+                     score_thresh: float | None = None) -> nn.Module:
+    """A torchvision detector or segmenter in fp32, eval mode, on the CPU, with nothing
+    downloaded (weights=None, weights_backbone=None); the user's state dict when `weights` is
+    given. Detectors: `resolution` [height, width] sets the internal resize of the R-CNN family,
+    RetinaNet and FCOS to the input's own size (SSD resizes to its fixed size), and
+    `score_thresh` the model's own score threshold (lowered for a check on random weights)."""
+    import torchvision
+
+    task = task_of_torchvision(name)
+    if task not in TASK_DEFAULT_CLASSES:
+        raise config_error("model.name", name, "not a torchvision detection or segmentation "
+                           "model", "e.g. model.name=ssdlite320_mobilenet_v3_large, "
+                           "fasterrcnn_mobilenet_v3_large_fpn or deeplabv3_mobilenet_v3_large")
+    kwargs: dict = {"weights": None, "weights_backbone": None,
+                    "num_classes": num_classes or TASK_DEFAULT_CLASSES[task]}
+    if task == "detect" and resolution is not None and not name.startswith("ssd"):
+        kwargs.update(min_size=min(resolution), max_size=max(resolution))
+    if task == "detect" and score_thresh is not None:
+        key = "box_score_thresh" if "rcnn" in name else "score_thresh"
+        kwargs[key] = score_thresh
+    torch.manual_seed(seed)
+    model = torchvision.models.get_model(name, **kwargs)
+    if weights:
+        load_weights(model, ModelConfig(name=name, weights=weights,
+                                        num_classes=kwargs["num_classes"]))
+    return model.eval()
+
+
+def class_logit_layers(model: nn.Module) -> list[nn.Module]:
+    """The layers of a torchvision detector or segmenter that give its class logits."""
+    heads = getattr(model, "head", None)
+    if hasattr(model, "roi_heads"):  # Faster/Mask/Keypoint R-CNN
+        return [model.roi_heads.box_predictor.cls_score]
+    if heads is not None and hasattr(heads.classification_head, "cls_logits"):  # RetinaNet, FCOS
+        return [heads.classification_head.cls_logits]
+    if heads is not None:  # SSD, SSDlite: one conv per feature map, the last of each block
+        return [[m for m in block.modules() if isinstance(m, nn.Conv2d)][-1]
+                for block in heads.classification_head.module_list]
+    if hasattr(model.classifier, "low_classifier"):  # LR-ASPP sums two
+        return [model.classifier.low_classifier, model.classifier.high_classifier]
+    return [[m for m in model.classifier.modules() if isinstance(m, nn.Conv2d)][-1]]
+
+
+@torch.no_grad()
+def make_task_decisive(model: nn.Module, calib: torch.Tensor, spread: float = 2.0) -> None:
+    """Random weights give a detector or segmenter nearly equal class scores everywhere (every
+    box scores about 1/classes), so a check would compare ties. Rescale each class-logit layer
+    so its logits, centred per class over `calib` (inputs like the job's), spread with std
+    `spread` each: the winning class then depends on the input. Never for a user's weights; shapes
+    and FLOPs do not change."""
+    _recalibrate_norms(model, calib)
+    layers = class_logit_layers(model)
+    seen: dict[int, torch.Tensor] = {}
+    hooks = [m.register_forward_hook(lambda m, _a, out, i=i: seen.setdefault(i, out))
+             for i, m in enumerate(layers)]
+    try:
+        model.eval()(calib)
+    finally:
+        for h in hooks:
+            h.remove()
+    for i, layer in enumerate(layers):
+        out = seen[i].double().transpose(0, 1).flatten(1)  # (classes, everything else)
+        mu = out.mean(1)
+        k = spread / out.std(1).clamp_min(1e-12)  # per class: no class wins by its scale alone
+        layer.weight.mul_(k.view(-1, *[1] * (layer.weight.dim() - 1)).to(layer.weight.dtype))
+        bias = layer.bias if layer.bias is not None else None
+        if bias is not None:
+            bias.copy_(((bias.double() - mu) * k).to(bias.dtype))
+
+
+@torch.no_grad()
+def _recalibrate_norms(model: nn.Module, calib: torch.Tensor) -> None:
+    """Batch-norm running statistics re-estimated on `calib` (the rest of the model in eval)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    model.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the calibration pass
+        m.train()
+    try:
+        model(calib)
+    finally:
+        for m in norms:
+            m.eval()
