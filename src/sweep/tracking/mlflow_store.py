@@ -7,12 +7,15 @@ each other.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import math
 import os
 import re
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,9 @@ log = logging.getLogger(__name__)
 # MLflow 3's UI otherwise opens an experiment on its GenAI traces overview, not the runs table
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 PAGE = 1000  # runs per search page
+# set last on a job's run: everything was logged (a run without it was cut off and is redone)
+COMPLETE_TAG = "sweep.logged"
+DIGEST_TAG = "sweep.result_digest"
 
 
 def param_key(key: str) -> str:
@@ -59,6 +65,25 @@ def uniform_params(params: dict[str, Any]) -> dict[str, Any]:
     return {**dict.fromkeys(sorted(option_keys() - set(params)), NOT_APPLICABLE), **params}
 
 
+@contextlib.contextmanager
+def _store_init_lock(uri: str) -> Iterator[None]:
+    """An exclusive lock on a local SQLite store's file while MLflow creates and migrates it:
+    SQLite's own locks do not cover a schema built by several statements. flock and SQLite's
+    fcntl locks are independent, and an empty file is a valid new database."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or uri == prefix + ":memory:":
+        yield
+        return
+    path = Path(uri[len(prefix):].split("?", 1)[0])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 class MlflowTracker(Tracker):
     def __init__(self, cfg: TrackingConfig, uri: str) -> None:
         # MLflow prints "View run ... at: <uri>" per run, credentials included; the tool prints
@@ -68,8 +93,9 @@ class MlflowTracker(Tracker):
 
         self.uri = uri
         self.experiment = cfg.experiment
-        self.client = MlflowClient(tracking_uri=uri)
-        self.experiment_id = self._experiment(cfg.experiment)
+        with _store_init_lock(uri):  # two sweeps must not migrate one new database at once
+            self.client = MlflowClient(tracking_uri=uri)
+            self.experiment_id = self._experiment(cfg.experiment)
 
     def ui_path(self) -> str:
         # MLflow 3's UI opens the GenAI overview for a browser that never chose "Model
@@ -144,19 +170,36 @@ class MlflowTracker(Tracker):
     # --- jobs -----------------------------------------------------------------------------
 
     def _find_job(self, uid: str) -> str | None:
+        """The run of job `uid` when it was logged whole (its last step tags it complete)."""
         runs = self.client.search_runs([self.experiment_id],
-                                       filter_string=f"tags.`sweep.job_uid` = '{uid}'",
-                                       max_results=1)
-        return runs[0].info.run_id if runs else None
+                                       filter_string=f"tags.`sweep.job_uid` = '{uid}'")
+        whole = [r for r in runs if r.data.tags.get(COMPLETE_TAG) == "true"]
+        return whole[0].info.run_id if whole else None
 
     def has_job(self, uid: str) -> bool:
         return self._find_job(uid) is not None
 
+    def _runs_of(self, uid: str, job_dir: Path) -> list:
+        """Every live run of this job: of its uid, or of its folder (an earlier measurement)."""
+        folder = str(job_dir.resolve()).replace("\\", "\\\\").replace("'", "\\'")
+        found = {}
+        for where in (f"tags.`sweep.job_uid` = '{uid}'", f"tags.`sweep.job_dir` = '{folder}'"):
+            for run in self._search(where):
+                found[run.info.run_id] = run
+        return list(found.values())
+
     def log_job(self, result: dict[str, Any], job_dir: Path, parent_id: str | None) -> str:
-        """Params, metrics, environment tags and artifacts; a job (by its uid) logged before
-        keeps its run, and nothing is logged twice."""
-        if existing := self._find_job(result["uid"]):
-            return existing
+        """Params, metrics, environment tags and artifacts. The job's folder has one run: the
+        same result logged whole before keeps its run (nothing is logged twice); a run of an
+        earlier measurement of that folder (force, retry_failed, new rounds) or one logged only
+        in part (a full artifact store) is deleted, so MLflow and the folder agree."""
+        digest = _result_digest(result)
+        for run in self._runs_of(result["uid"], job_dir):
+            tags = run.data.tags
+            if (tags.get("sweep.job_uid") == result["uid"] and tags.get(COMPLETE_TAG) == "true"
+                    and tags.get(DIGEST_TAG) in (digest, None)):
+                return run.info.run_id
+            self.client.delete_run(run.info.run_id)
         tags = {f"env.{k}": v for k, v in result["env"].items()}
         tags.update({f"info.{k}": str(v)[:5000] for k, v in result["info"].items()})
         tags.update({"sweep.role": "job", "sweep.status": result["status"],
@@ -169,15 +212,22 @@ class MlflowTracker(Tracker):
         run = self.client.create_run(self.experiment_id, run_name=result["job"], tags=tags,
                                      start_time=int(result["started"] * 1000))
         run_id = run.info.run_id
-        self._log_params(run_id, uniform_params(result["params"]))
-        self._log_metrics(run_id, result["metrics"])
-        for name in JOB_ARTIFACTS:
-            if (job_dir / name).exists():
-                self.client.log_artifact(run_id, str(job_dir / name))
-        hydra_dir = job_dir / ".hydra"
-        if hydra_dir.is_dir():
-            self.client.log_artifacts(run_id, str(hydra_dir), artifact_path="hydra")
         end = int((result["started"] + result["duration_s"]) * 1000)
+        try:
+            self._log_params(run_id, uniform_params(result["params"]))
+            self._log_metrics(run_id, result["metrics"])
+            for name in JOB_ARTIFACTS:
+                if (job_dir / name).exists():
+                    self.client.log_artifact(run_id, str(job_dir / name))
+            hydra_dir = job_dir / ".hydra"
+            if hydra_dir.is_dir():
+                self.client.log_artifacts(run_id, str(hydra_dir), artifact_path="hydra")
+        except BaseException:  # closed as what it is: logged in part (a later upload redoes it)
+            with contextlib.suppress(Exception):
+                self.client.set_terminated(run_id, "FAILED", end_time=end)
+            raise
+        self.client.set_tag(run_id, DIGEST_TAG, digest)
+        self.client.set_tag(run_id, COMPLETE_TAG, "true")
         self.client.set_terminated(run_id, "FINISHED" if result["status"] == "ok" else "FAILED",
                                    end_time=end)
         return run_id
@@ -245,6 +295,16 @@ class MlflowTracker(Tracker):
             except Exception:  # no samples (a failed job): nothing to test
                 return None
             return read_samples(Path(path))
+
+
+def _result_digest(result: dict[str, Any]) -> str:
+    """What a measurement found (status, error, metrics): a re-measured job differs."""
+    import hashlib
+    import json
+
+    blob = json.dumps([result["status"], result["error"], result["metrics"]], sort_keys=True,
+                      default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _record(run: Any) -> dict[str, Any]:
