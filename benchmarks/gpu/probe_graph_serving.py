@@ -50,7 +50,8 @@ from sweep.config import CompileRuntimeConfig
 from sweep.measure.timing import gc_paused, time_calls
 from sweep.runtimes.base import JobContext
 from sweep.runtimes.inductor import CompileRuntime
-from sweep.scenarios.load import BatchRunner, run_load
+from sweep.serving.generator import run_load
+from sweep.serving.runner import batch_runner
 
 
 def per_request(fn, n: int) -> np.ndarray:
@@ -145,8 +146,8 @@ def main() -> None:
     work = SimpleNamespace(cfg=SimpleNamespace(batch=1, resolution=224,
                                                data=SimpleNamespace(name="synthetic", seed=0)),
                            runtime=rt, device=dev)
-    runner = BatchRunner(work, in_flight=2)
-    pool = runner.images
+    runner = batch_runner(work.cfg, work.runtime, work.device, in_flight=2)
+    pool = runner.source.images
 
     def infer(i: int) -> None:
         tail_host(rt.infer(pool[i % 64:i % 64 + 1]))

@@ -44,11 +44,10 @@ from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
 from sweep.config import GpuPipelineConfig
 from sweep.measure.timing import gc_paused
-from sweep.pipelines.base import normalize_batch, stream_chunks
+from sweep.pipelines.base import normalize_batch, stream_chunks, top1
 from sweep.pipelines.gpu import GpuPipeline, PipelineContext, resize_levels
 from sweep.runtimes.base import JobContext
 from sweep.runtimes.torch_eager import TorchRuntime
-from sweep.scenarios.end_to_end import top1
 
 BATCH, RES = 32, 256
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1) * 255

@@ -36,10 +36,10 @@ import torchvision
 from sweep.cache import ArtifactCache
 from sweep.config import LoadScenarioConfig, OnnxRuntimeConfig
 from sweep.measure.timing import gc_paused, time_calls
+from sweep.pipelines.base import top1
 from sweep.runtimes.base import JobContext
 from sweep.runtimes.ort import OnnxRuntime
-from sweep.scenarios.end_to_end import top1
-from sweep.scenarios.load import BatchRunner
+from sweep.serving.runner import batch_runner
 
 
 def per_request(fn, n: int) -> np.ndarray:
@@ -110,7 +110,7 @@ def main() -> None:
     work = SimpleNamespace(cfg=SimpleNamespace(batch=1, resolution=224,
                                                data=SimpleNamespace(name="synthetic", seed=0)),
                            runtime=rt, device=dev)
-    runner = BatchRunner(work, in_flight=2)
+    runner = batch_runner(work.cfg, work.runtime, work.device, in_flight=2)
 
     def run_runner(i):
         runner.finish([i % runner.size])
@@ -118,7 +118,7 @@ def main() -> None:
     cfg = LoadScenarioConfig()
 
     def load_run(n: int) -> np.ndarray:
-        from sweep.scenarios.load import run_load
+        from sweep.serving.generator import run_load
 
         return run_load(runner, 1, payloads=runner.size, delay_s=0.0, overload_s=1.0,
                         clients=1, duration_s=0.0, min_requests=n,

@@ -47,7 +47,7 @@ from sweep.measure.timing import gc_paused, time_calls
 from sweep.runtimes.base import JobContext
 from sweep.runtimes.inductor import CompileRuntime
 from sweep.runtimes.torch_eager import CapturedGraph
-from sweep.scenarios.load import BatchRunner
+from sweep.serving.runner import batch_runner
 
 
 def stats(ms: np.ndarray) -> dict[str, float]:
@@ -70,8 +70,8 @@ def main() -> None:
     work = SimpleNamespace(cfg=SimpleNamespace(batch=1, resolution=224,
                                                data=SimpleNamespace(name="synthetic", seed=0)),
                            runtime=rt, device=dev)
-    runner = BatchRunner(work, in_flight=2)
-    pool = runner.images
+    runner = batch_runner(work.cfg, work.runtime, work.device, in_flight=2)
+    pool = runner.source.images
     views = [pool[j:j + 1] for j in range(64)]
 
     with torch.inference_mode():  # its static input a normal tensor: no mode to copy into it
