@@ -305,6 +305,30 @@ def test_the_serving_path_is_warmed_before_the_measured_run_and_not_counted():
     assert out.metrics["requests"] == len(calls) - 3 == len(out.samples["requests"]["latency_ms"])
 
 
+def test_an_overloaded_closed_loop_says_how_many_clients_overloaded_it():
+    """A closed loop has no offered rate: its overload names its clients (formatting the rate
+    failed the job)."""
+    from types import SimpleNamespace
+
+    from sweep.scenarios.serving import serve_measurement
+
+    def infer(x):
+        time.sleep(0.02)
+        return torch.zeros(len(x), 10)
+
+    cfg = SimpleNamespace(batch=1, resolution=8, pipeline=SimpleNamespace(name="cpu"),
+                          data=SimpleNamespace(name="synthetic", seed=0),
+                          bench=SimpleNamespace(warmup=1),
+                          scenario=SimpleNamespace(in_flight=1, min_requests=20, duration_s=0.0,
+                                                   max_queue_delay_ms=0.0, overload_ms=10.0))
+    runtime = SimpleNamespace(input_dtype=torch.float32,
+                              input_memory_format=torch.contiguous_format, infer=infer)
+    work = SimpleNamespace(cfg=cfg, runtime=runtime, device=torch.device("cpu"))
+    out = serve_measurement(work, lambda load: Served(load.closed(3)))
+    assert out.info["overloaded"].startswith("overloaded at 3 closed-loop client(s): the oldest")
+    assert "latency_ms_p50" not in out.metrics
+
+
 def test_the_garbage_collector_is_paused_while_a_load_run_serves():
     """A collection of the serving loop's own objects would land in some request's latency
     (on an H200 one put a run's p99 at 5.5 ms against 2.3 ms): paused while serving, restored

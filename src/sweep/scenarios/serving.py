@@ -42,9 +42,11 @@ def serve_measurement(work: Workload, action: Callable[[LoadDriver], Served]) ->
     out.info["load_curve"] = json.dumps(load.steps)
     if run is not None:
         out.samples = {"requests": samples_of(run)}
-        if run.overloaded:
-            out.info["overloaded"] = (f"overloaded at {run.offered_qps:,.1f} qps: "
-                                      f"{run.overload_reason}, so no latency is reported")
+        if run.overloaded:  # a closed loop has no offered rate
+            load_s = (f"{run.offered_qps:,.1f} qps" if run.offered_qps is not None
+                      else f"{run.clients} closed-loop client(s)")
+            out.info["overloaded"] = (f"overloaded at {load_s}: {run.overload_reason}, so no "
+                                      "latency is reported")
     return out
 
 

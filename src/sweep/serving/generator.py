@@ -38,6 +38,7 @@ class LoadRun:
     stop because the queue grew without bound."""
 
     offered_qps: float | None  # None: closed loop
+    clients: int = 0  # closed loop: how many
     requests: list[Request] = field(default_factory=list)
     fills: list[int] = field(default_factory=list)
     overloaded: bool = False
@@ -146,7 +147,8 @@ def _serve(runner: Runner, batch: int, payloads: int, delay_s: float, overload_s
            min_requests: int, in_flight: int, clock: Callable[[], float],
            sleep: Callable[[float], None]) -> LoadRun:
     closed = arrivals is None
-    run = LoadRun(None if closed else len(arrivals) / float(arrivals[-1]))
+    run = (LoadRun(None, clients or 1) if closed
+           else LoadRun(len(arrivals) / float(arrivals[-1])))
     queue: deque[Request] = deque()
     running: deque[tuple[Pending, list[Request]]] = deque()
     issued = 0
