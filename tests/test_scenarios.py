@@ -1,5 +1,6 @@
-"""Serving scenarios: Poisson arrivals, the dynamic batcher, overload, the SLO search, and each
-scenario through a real multirun; the Optuna sweeper over them."""
+"""Serving: Poisson arrivals, the dynamic batcher (its launch decision alone, then the loop with a
+fake clock and runner, then with real sleeps), overload, the SLO search, the system under test on
+CUDA, and each scenario through a real multirun; the Optuna sweeper over them."""
 
 from __future__ import annotations
 
@@ -15,14 +16,9 @@ from scipy import stats
 
 from sweep.config import ServerScenarioConfig
 from sweep.demo_data import generate
-from sweep.scenarios.load import (
-    Load,
-    load_metrics,
-    percentile_bounds,
-    poisson_arrivals,
-    requests_for_bound,
-    run_load,
-)
+from sweep.measure.stats import percentile_bounds, requests_for_bound
+from sweep.serving.driver import LoadDriver, Served, load_metrics
+from sweep.serving.generator import poisson_arrivals, run_load
 
 
 def sleeper(ms: float, calls: list | None = None):
@@ -177,8 +173,9 @@ def test_slo_search_converges_to_the_rate_the_service_time_allows():
     up to ~6 ms, which moves a five-call estimate far more than it moves the search."""
     known = 1e3 / 4.0
     cfg = ServerScenarioConfig(slo_ms=100.0, duration_s=0.2, min_requests=50, overload_ms=500)
-    load = Load(sleeper(4.0), 1, 4, cfg)
-    rate, run = load.search(load.capacity_qps())
+    load = LoadDriver(sleeper(4.0), 1, 4, cfg)
+    found = load.search(load.capacity_qps())
+    rate, run = found.qps, found.run
     assert rate is not None and run is not None and load.meets(run)
     # a sleep never runs faster than asked, so no valid step can sit far above 250/s; a short
     # step's Poisson draw can carry a little slack above it
@@ -188,9 +185,9 @@ def test_slo_search_converges_to_the_rate_the_service_time_allows():
 
 def test_slo_search_says_none_meets_when_the_service_alone_misses_it():
     cfg = ServerScenarioConfig(slo_ms=2.0, duration_s=0.2, min_requests=50)
-    load = Load(sleeper(5.0), 1, 4, cfg)
+    load = LoadDriver(sleeper(5.0), 1, 4, cfg)
     t0 = time.perf_counter()
-    rate, _ = load.search(load.capacity_qps())
+    rate = load.search(load.capacity_qps()).qps
     assert rate is None and time.perf_counter() - t0 < 30
 
 
@@ -251,7 +248,7 @@ def test_queued_batches_keep_their_own_logits_when_the_runtime_reuses_its_output
     batch's top-1 must still be its own (taken and copied before the next call overwrites)."""
     from types import SimpleNamespace
 
-    from sweep.scenarios.load import BatchRunner
+    from sweep.serving.runner import BatchRunner, ReadyImages
 
     device = torch.device("cuda")
     weight = torch.randn(10, 3 * 8 * 8, device=device)
@@ -261,11 +258,10 @@ def test_queued_batches_keep_their_own_logits_when_the_runtime_reuses_its_output
         torch.cuda._sleep(50_000_000)  # the GPU is still busy when the next batch is queued
         return out.copy_(x.flatten(1).float() @ weight.T)
 
-    cfg = SimpleNamespace(batch=4, resolution=8, data=SimpleNamespace(name="synthetic", seed=0))
     runtime = SimpleNamespace(input_dtype=torch.float32,
                               input_memory_format=torch.contiguous_format, infer=infer)
-    work = SimpleNamespace(cfg=cfg, runtime=runtime, device=device)
-    runner = BatchRunner(work, pool=16, in_flight=2)
+    images = ReadyImages(runtime, device, 4, resolution=8, seed=0, pool=16)
+    runner = BatchRunner(runtime, device, 4, images, in_flight=2)
     runner.finish([0, 1, 2, 3])  # the first call allocates the pinned ring, which synchronises
     batches = [[0, 1, 2, 3], [4, 5, 6, 7]]
     queued = [runner(b) for b in batches]
@@ -273,7 +269,7 @@ def test_queued_batches_keep_their_own_logits_when_the_runtime_reuses_its_output
     for pending, b in zip(queued, batches, strict=True):
         pending.wait()
         start = b[0] % (runner.size - 4 + 1)
-        expected = (runner.images[start:start + 4].flatten(1) @ weight.T).argmax(1).cpu()
+        expected = (images.images[start:start + 4].flatten(1) @ weight.T).argmax(1).cpu()
         assert torch.equal(pending.host, expected)
 
 
@@ -282,7 +278,7 @@ def test_the_serving_path_is_warmed_before_the_measured_run_and_not_counted():
     request (its one-off costs on no request's latency), and none of them is in the run."""
     from types import SimpleNamespace
 
-    from sweep.scenarios.load import serve_measurement
+    from sweep.scenarios.serving import serve_measurement
 
     calls: list[int] = []
 
@@ -302,11 +298,35 @@ def test_the_serving_path_is_warmed_before_the_measured_run_and_not_counted():
 
     def action(load):
         before.append(len(calls))
-        return load.closed(1), {}, {}
+        return Served(load.closed(1))
 
     out = serve_measurement(work, action)
     assert before == [3] and calls[:3] == [2, 2, 2]  # full batches, all before the run
     assert out.metrics["requests"] == len(calls) - 3 == len(out.samples["requests"]["latency_ms"])
+
+
+def test_an_overloaded_closed_loop_says_how_many_clients_overloaded_it():
+    """A closed loop has no offered rate: its overload names its clients (formatting the rate
+    failed the job)."""
+    from types import SimpleNamespace
+
+    from sweep.scenarios.serving import serve_measurement
+
+    def infer(x):
+        time.sleep(0.02)
+        return torch.zeros(len(x), 10)
+
+    cfg = SimpleNamespace(batch=1, resolution=8, pipeline=SimpleNamespace(name="cpu"),
+                          data=SimpleNamespace(name="synthetic", seed=0),
+                          bench=SimpleNamespace(warmup=1),
+                          scenario=SimpleNamespace(in_flight=1, min_requests=20, duration_s=0.0,
+                                                   max_queue_delay_ms=0.0, overload_ms=10.0))
+    runtime = SimpleNamespace(input_dtype=torch.float32,
+                              input_memory_format=torch.contiguous_format, infer=infer)
+    work = SimpleNamespace(cfg=cfg, runtime=runtime, device=torch.device("cpu"))
+    out = serve_measurement(work, lambda load: Served(load.closed(3)))
+    assert out.info["overloaded"].startswith("overloaded at 3 closed-loop client(s): the oldest")
+    assert "latency_ms_p50" not in out.metrics
 
 
 def test_the_garbage_collector_is_paused_while_a_load_run_serves():

@@ -375,17 +375,12 @@ def pipeline_config(name: str = "current", **values: Any) -> PipelineConfig:
 
 @dataclass
 class ScenarioConfig(Choice):
-    """What a job measures once its runtime is prepared and checked. ``impl`` lists the
-    scenario classes it runs, in order; each decides from the job's config whether it applies."""
+    """What a job measures once its runtime is prepared and checked: pure inference, which every
+    job runs first (`sweep.scenarios.scenarios_for`), then the scenario class ``impl`` names,
+    where it applies to the job's config."""
 
     choices: ClassVar[dict[str, type]] = {}
-    impls: ClassVar[tuple[str, ...]] = ()
     name: str = "offline"
-
-    @classmethod
-    def implementations(cls) -> list[type]:
-        return [getattr(importlib.import_module(m), c)
-                for m, c in (impl.split(":") for impl in cls.impls)]
 
 
 @choice
@@ -393,8 +388,7 @@ class ScenarioConfig(Choice):
 class OfflineScenarioConfig(ScenarioConfig):
     """Batches back to back: pure inference, then files end to end when the data has files."""
 
-    impls: ClassVar[tuple[str, ...]] = ("sweep.scenarios.inference:InferenceScenario",
-                                        "sweep.scenarios.end_to_end:EndToEndScenario")
+    impl: ClassVar[str] = "sweep.scenarios.end_to_end:EndToEndScenario"
     name: str = "offline"
 
 
@@ -405,7 +399,6 @@ class LoadScenarioConfig(ScenarioConfig):
     beside the serving one. A request is a ready tensor (data=synthetic) or a file through the
     job's pipeline (data=imagefolder: decode and preprocessing inside the latency)."""
 
-    impls: ClassVar[tuple[str, ...]] = ("sweep.scenarios.inference:InferenceScenario",)
     duration_s: float = 2.0  # each measured load step lasts this long (and min_requests)
     min_requests: int = 200
     max_queue_delay_ms: float = 0.0  # the batcher waits this long for a batch to fill
@@ -435,8 +428,7 @@ class LoadScenarioConfig(ScenarioConfig):
 class SingleStreamScenarioConfig(LoadScenarioConfig):
     """One request at a time, the next sent when the previous one answers."""
 
-    impls: ClassVar[tuple[str, ...]] = (*LoadScenarioConfig.impls,
-                                        "sweep.scenarios.single_stream:SingleStreamScenario")
+    impl: ClassVar[str] = "sweep.scenarios.serving:SingleStreamScenario"
     name: str = "single_stream"
 
 
@@ -445,10 +437,9 @@ class SingleStreamScenarioConfig(LoadScenarioConfig):
 class ServerScenarioConfig(LoadScenarioConfig):
     """Poisson arrivals at `target_qps` (or, with `slo_ms`, the highest rate that meets it)."""
 
-    impls: ClassVar[tuple[str, ...]] = (*LoadScenarioConfig.impls,
-                                        "sweep.scenarios.server:ServerScenario")
+    impl: ClassVar[str] = "sweep.scenarios.serving:ServerScenario"
     name: str = "server"
-    target_qps: float | None = None  # None: the offline throughput of the runtime, measured
+    target_qps: float | None = None  # None: half the measured rate of full batches back to back
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -461,8 +452,7 @@ class ServerScenarioConfig(LoadScenarioConfig):
 class ConcurrencyScenarioConfig(LoadScenarioConfig):
     """`clients` closed loops, each sending its next request when its last one answers."""
 
-    impls: ClassVar[tuple[str, ...]] = (*LoadScenarioConfig.impls,
-                                        "sweep.scenarios.concurrency:ConcurrencyScenario")
+    impl: ClassVar[str] = "sweep.scenarios.serving:ConcurrencyScenario"
     name: str = "concurrency"
     clients: int = 4
 

@@ -1,9 +1,11 @@
-"""Summary statistics of timing samples."""
+"""Summary statistics of timing samples, and percentiles with their order-statistic bounds."""
 
 from __future__ import annotations
 
 import math
 import statistics
+
+import numpy as np
 
 # two-sided 95% Student t quantiles for small samples; the normal 1.96 beyond
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
@@ -51,3 +53,28 @@ def latency_stats(samples_ms: list[float], batch: int, span_s: float) -> dict[st
         "infer_iters": float(n),
         "fps": n * batch / span_s if span_s > 0 else math.nan,
     }
+
+
+def percentile_bounds(sorted_ms: np.ndarray, q: float) -> tuple[float, float | None, float | None]:
+    """The q-th percentile and its 95% distribution-free bounds from order statistics: ranks
+    from the binomial(n, q/100) quantiles, as LoadGen's early stopping does. A bound that would
+    need more samples than there are is None."""
+    from scipy.stats import binom
+
+    n = len(sorted_ms)
+    point = float(np.percentile(sorted_ms, q))
+    lo_rank = int(binom.ppf(0.025, n, q / 100))  # 1-based rank of the lower bound
+    hi_rank = int(binom.ppf(0.975, n, q / 100)) + 1
+    low = float(sorted_ms[lo_rank - 1]) if lo_rank >= 1 else None
+    high = float(sorted_ms[hi_rank - 1]) if hi_rank <= n else None
+    return point, low, high
+
+
+def requests_for_bound(q: float) -> int:
+    """The fewest requests for which the q-th percentile has an upper 95% bound."""
+    from scipy.stats import binom
+
+    n = 10
+    while int(binom.ppf(0.975, n, q / 100)) + 1 > n:
+        n = math.ceil(n * 1.1)
+    return n

@@ -19,14 +19,14 @@ latency it says whether a job is bound by the GPU or by the host issuing work
 
 from __future__ import annotations
 
-import gc
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
+
+from sweep.measure.pause import gc_paused
 
 
 @dataclass
@@ -42,18 +42,6 @@ class Timing:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    enabled = gc.isenabled()
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def time_first_call(fn: Callable[[], object], device: torch.device) -> float:

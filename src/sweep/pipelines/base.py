@@ -36,7 +36,7 @@ from typing import Any, ClassVar, TypeVar
 
 import torch
 
-from sweep.config import PipelineConfig
+from sweep.config import PipelineConfig, SweepConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -66,6 +66,30 @@ class PipelineContext:
     memory_format: torch.memory_format  # the runtime's input layout
     pin_memory: bool = False  # host batches in page-locked memory (only where a GPU is used)
     non_blocking: bool = False  # host-to-device copies asynchronous to the host
+
+
+def pipeline_context(cfg: SweepConfig, runtime: Any, device: torch.device) -> PipelineContext:
+    """The context of `cfg`'s pipeline feeding `runtime` on `device` (pinning and asynchronous
+    copies only where a GPU is used)."""
+    on_gpu = device.type == "cuda"
+    return PipelineContext(device=device, batch=cfg.batch, resolution=cfg.resolution,
+                           dtype=runtime.input_dtype, memory_format=runtime.input_memory_format,
+                           pin_memory=cfg.flags.pin_memory and on_gpu,
+                           non_blocking=cfg.flags.gpu_non_blocking and on_gpu)
+
+
+def fill(chunk: Sequence[T], batch: int) -> list[T]:
+    """`chunk` repeated to exactly `batch` entries (the runtime is built for one batch size)."""
+    return [chunk[i % len(chunk)] for i in range(batch)]
+
+
+def top1(logits: torch.Tensor) -> torch.Tensor:
+    """Postprocessing: the top-1 class of each image, on the host. On a GPU it is taken there and
+    only the classes cross (the logits of a batch of 32 are 64 KB; fp16 to fp32 is exact, so
+    the class is the one the host would pick)."""
+    if logits.is_cuda:
+        return logits.argmax(1).cpu()
+    return logits.float().argmax(1)
 
 
 @dataclass

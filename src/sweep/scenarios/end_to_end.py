@@ -60,7 +60,7 @@ from sweep.env import cuda_mps
 from sweep.measure.timing import gc_paused, time_calls
 from sweep.metrics import STAGES as METRIC_STAGES
 from sweep.pipelines import create_pipeline
-from sweep.pipelines.base import PREPROCESSING, Pipeline, PipelineContext
+from sweep.pipelines.base import PREPROCESSING, Pipeline, fill, pipeline_context, top1
 from sweep.pipelines.current import CurrentPipeline
 from sweep.scenarios.base import Measurement, Scenario, Workload
 
@@ -73,23 +73,9 @@ MAX_EXAMPLES = 5
 BOUND_PCT = 90.0  # of the lower ceiling: an end-to-end run this close is bound by that stage
 
 
-def top1(logits: torch.Tensor) -> torch.Tensor:
-    """Postprocessing: the top-1 class of each image, on the host. On a GPU it is taken there and
-    only the classes cross (the logits of a batch of 32 are 64 KB; fp16 to fp32 is exact, so
-    the class is the one the host would pick)."""
-    if logits.is_cuda:
-        return logits.argmax(1).cpu()
-    return logits.float().argmax(1)
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def fill(chunk: Sequence[Path], batch: int) -> list[Path]:
-    """`chunk` repeated to exactly `batch` entries."""
-    return [chunk[i % len(chunk)] for i in range(batch)]
 
 
 def pass_chunks(paths: Sequence[Path], batch: int) -> list[list[Path]]:
@@ -289,14 +275,6 @@ def _examples(reasons: dict[Path, str], images: ImageSet) -> str:
     shown = [f"{images.relative(p)}: {why}" for p, why in list(reasons.items())[:MAX_EXAMPLES]]
     more = len(reasons) - len(shown)
     return "; ".join(shown) + (f" (+{more} more)" if more > 0 else "")
-
-
-def pipeline_context(cfg: SweepConfig, runtime: Any, device: torch.device) -> PipelineContext:
-    on_gpu = device.type == "cuda"
-    return PipelineContext(device=device, batch=cfg.batch, resolution=cfg.resolution,
-                           dtype=runtime.input_dtype, memory_format=runtime.input_memory_format,
-                           pin_memory=cfg.flags.pin_memory and on_gpu,
-                           non_blocking=cfg.flags.gpu_non_blocking and on_gpu)
 
 
 def measure_end_to_end(cfg: SweepConfig, runtime: Any,

@@ -1,0 +1,110 @@
+"""The serving scenarios: requests of one image each, served by the dynamic batcher in front of
+the prepared runtime (sweep.serving), under Poisson arrivals (server), closed-loop clients
+(concurrency) or one request at a time (single_stream)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from sweep.scenarios.base import Measurement, Scenario, Workload
+from sweep.serving.driver import LoadDriver, Served, load_metrics, samples_of
+from sweep.serving.runner import batch_runner
+
+PADDING = ("padded: the runtime is built for batch={batch}; a batch of fewer requests repeats "
+           "them and drops the extra results")
+
+
+def serve_measurement(work: Workload, action: Callable[[LoadDriver], Served]) -> Measurement:
+    """Run `action` on this job's load driver, after `bench.warmup` full batches; its run becomes
+    the Measurement: metrics (with the action's own), facts (padding, what a request is, the
+    load curve) and every request of that run in the samples."""
+    cfg = work.cfg
+    runner = batch_runner(cfg, work.runtime, work.device, in_flight=cfg.scenario.in_flight)
+    try:
+        load = LoadDriver(runner, cfg.batch, runner.size, cfg.scenario)
+        load.warm(max(1, cfg.bench.warmup))
+        served = action(load)
+    finally:
+        runner.close()
+    run = served.run
+    out = Measurement(load_metrics(run, cfg.batch) if run else {}, served.info)
+    out.metrics.update(served.metrics)
+    out.info["batching"] = PADDING.format(batch=cfg.batch)
+    if work.device.type == "cuda":
+        out.info["in_flight"] = (f"up to {cfg.scenario.in_flight} batches queued on the device "
+                                 "at once (scenario.in_flight)")
+    out.info["request"] = ("a file through pipeline=" + cfg.pipeline.name + "'s stages on the "
+                           "serving thread (decode and preprocessing in the latency)"
+                           if cfg.data.name == "imagefolder" else
+                           "a ready synthetic image, already on the device in the runtime's "
+                           "dtype and layout (data=imagefolder: from the file)")
+    out.info["load_curve"] = json.dumps(load.steps)
+    if run is not None:
+        out.samples = {"requests": samples_of(run)}
+        if run.overloaded:  # a closed loop has no offered rate
+            load_s = (f"{run.offered_qps:,.1f} qps" if run.offered_qps is not None
+                      else f"{run.clients} closed-loop client(s)")
+            out.info["overloaded"] = (f"overloaded at {load_s}: {run.overload_reason}, so no "
+                                      "latency is reported")
+    return out
+
+
+class ServerScenario(Scenario):
+    """Requests arriving as a Poisson process (LoadGen's Server, perf_analyzer's request rate):
+    at `scenario.target_qps`, or, with `scenario.slo_ms`, the highest rate whose latency
+    percentile meets the objective (`max_qps_at_slo`)."""
+
+    name = "server"
+
+    def run(self, work: Workload) -> Measurement:
+        return serve_measurement(work, self.serve)
+
+    @staticmethod
+    def serve(load: LoadDriver) -> Served:
+        s = load.cfg
+        if s.slo_ms is None:
+            return ServerScenario._at_rate(load)
+        cap = load.capacity_qps()
+        slo = f"p{s.slo_percentile:g} <= {s.slo_ms:g} ms (its upper 95% bound)"
+        found = load.search(cap)
+        info = {"slo": slo, "capacity_qps": round(cap, 1)}
+        if found.qps is None:
+            lowest = min(step["offered_qps"] for step in load.steps)
+            info["slo_result"] = f"no arrival rate meets {slo}: even {lowest:,.1f} qps did not"
+            return Served(None, info)
+        return Served(found.run, info, {"max_qps_at_slo": found.qps})
+
+    @staticmethod
+    def _at_rate(load: LoadDriver) -> Served:
+        """One run at `target_qps`, or at half the capacity when it is unset."""
+        qps = load.cfg.target_qps
+        info = {}
+        if qps is None:
+            cap = load.capacity_qps()
+            qps = 0.5 * cap
+            info["target_qps_used"] = (f"{qps:,.1f}: half the {cap:,.1f} requests/s of full "
+                                       "batches back to back (scenario.target_qps unset)")
+        return Served(load.open(qps), info)
+
+
+class ConcurrencyScenario(Scenario):
+    """`scenario.clients` closed loops, each sending its next request when its last one answers
+    (perf_analyzer's concurrency mode): throughput and latency at a fixed number in flight."""
+
+    name = "concurrency"
+
+    def run(self, work: Workload) -> Measurement:
+        clients = work.cfg.scenario.clients
+        return serve_measurement(work, lambda load: Served(load.closed(clients),
+                                                           {"clients": clients}))
+
+
+class SingleStreamScenario(Scenario):
+    """One request at a time, the next sent when the previous one answers (LoadGen's
+    SingleStream): the latency a camera or a user waiting on each answer sees."""
+
+    name = "single_stream"
+
+    def run(self, work: Workload) -> Measurement:
+        return serve_measurement(work, lambda load: Served(load.closed(1)))
