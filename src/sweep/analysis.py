@@ -362,8 +362,26 @@ def _top(rows: list[Row], key: str, highest: bool) -> Row | None:
 
 def best_configs(sweep: Sweep, latency: str = "infer_ms_p50",
                  max_latency_ms: float | None = None) -> list[Best]:
-    """The winner of each objective among finished jobs whose outputs are not marked wrong."""
+    """The winner of each objective among finished jobs whose outputs are not marked wrong;
+    a sweep of serving jobs alone by what they measured (served qps, p99 per request), not by
+    the offline figures of what may be the same model."""
     rows = eligible(sweep.rows)
+    out = [] if serving_only(rows) else _offline_best(rows, latency, max_latency_ms)
+    if any(r.get("server_qps") is not None for r in rows):
+        out += [Best("highest served qps", _top(rows, "server_qps", True), "server_qps"),
+                Best("lowest p99 per request", _top(rows, "latency_ms_p99", False),
+                     "latency_ms_p99")]
+        if max_latency_ms is not None and serving_only(rows):
+            under = [r for r in rows if (_num(r, "latency_ms_p99") or math.inf) <= max_latency_ms]
+            out.append(Best(f"highest served qps with p99 <= {max_latency_ms:g} ms",
+                            _top(under, "server_qps", True), "server_qps"))
+    if any(r.get("max_qps_at_slo") is not None for r in rows):
+        out.append(Best("highest max_qps_at_slo", _top(rows, "max_qps_at_slo", True),
+                        "max_qps_at_slo"))
+    return out
+
+
+def _offline_best(rows: list[Row], latency: str, max_latency_ms: float | None) -> list[Best]:
     lat = latency_name(latency)
     out = [Best("highest FPS", _top(rows, "fps", True), "fps"),
            Best(f"lowest latency ({lat})", _top(rows, latency, False), latency)]
@@ -373,11 +391,19 @@ def best_configs(sweep: Sweep, latency: str = "infer_ms_p50",
                         _top(under, "fps", True), "fps"))
     if any(r.get("e2e_fps") is not None for r in rows):
         out.append(Best("highest end-to-end FPS", _top(rows, "e2e_fps", True), "e2e_fps"))
-    if any(r.get("server_qps") is not None for r in rows):  # serving: what it measured
-        out += [Best("highest served qps", _top(rows, "server_qps", True), "server_qps"),
-                Best("lowest p99 per request", _top(rows, "latency_ms_p99", False),
-                     "latency_ms_p99")]
     return out
+
+
+def serving_only(rows: list[Row]) -> bool:
+    """Every row a serving job's (and at least one)."""
+    return bool(rows) and all(is_serving(r) for r in rows)
+
+
+def front_keys(sweep: Sweep, latency: str = "infer_ms_p50") -> tuple[str, str]:
+    """The (latency, rate) the Pareto front weighs: per request p99 against served qps for a
+    sweep of serving jobs alone, else `latency` per batch call against FPS."""
+    return ("latency_ms_p99", "server_qps") if serving_only(eligible(sweep.rows)) \
+        else (latency, "fps")
 
 
 def latency_name(key: str) -> str:
@@ -385,13 +411,13 @@ def latency_name(key: str) -> str:
     return f"{key.rsplit('_', 1)[-1]} per batch call"
 
 
-def pareto_front(rows: list[Row], latency: str = "infer_ms_p50") -> list[Row]:
+def pareto_front(rows: list[Row], latency: str = "infer_ms_p50", rate: str = "fps") -> list[Row]:
     """Jobs no other job beats on both `latency` (lower; any cost: `energy_j_per_img` too) and
-    FPS (higher), by that cost."""
-    rows = [r for r in eligible(rows) if r.get(latency) is not None and r.get("fps") is not None]
+    `rate` (higher), by that cost."""
+    rows = [r for r in eligible(rows) if r.get(latency) is not None and r.get(rate) is not None]
     front: list[Row] = []
-    for r in sorted(rows, key=lambda r: (r[latency], -r["fps"])):
-        if not front or r["fps"] > front[-1]["fps"]:
+    for r in sorted(rows, key=lambda r: (r[latency], -r[rate])):
+        if not front or r[rate] > front[-1][rate]:
             front.append(r)
     return front
 
@@ -566,8 +592,8 @@ def recommend_serving(sweep: Sweep, max_p99_ms: float | None = None) -> str:
     near = [r for r in rows if r["server_qps"] >= top["server_qps"] * (1 - KNEE_PCT / 100)]
     best = _top(near, "latency_ms_p99", False)
     peak = "" if best is top else (
-        f" (the highest, {top['server_qps']:,.1f} qps by `{label(top, varying_params(sweep))}`,"
-        f" costs p99 {top['latency_ms_p99']:.3g} ms)")
+        f"; the highest, {top['server_qps']:,.1f} qps by `{label(top, varying_params(sweep))}`,"
+        f" costs p99 {top['latency_ms_p99']:.3g} ms")
     return (f"Deploy `{deploy_label(sweep, best)}`: {best['server_qps']:,.1f} qps served at "
             f"p99 {best['latency_ms_p99']:.3g} ms{_energy(best)}, the lowest p99 among the "
             f"configurations within {KNEE_PCT:g}% of the highest served qps (server_qps){peak}; "

@@ -185,6 +185,7 @@ def section_serving(sweep: Sweep) -> list[str]:
     for d in shown:  # what the serving run found first, then the job's other notes
         d["_note"] = "; ".join(filter(None, [d.get("overloaded") or d.get("slo_result"),
                                              d["_note"]]))
+    cols = [c for c in cols if c[0] in first + ctx or any(d.get(c[0]) for d in shown)]
     out = ["## Serving", "", "Latency per request, from its arrival to its top-1 on the host, "
            "queueing included; fps is the same job's offline figure.", "",
            markdown_table(shown, cols), ""]
@@ -271,6 +272,9 @@ def section_ab(sweep: Sweep, opts: Options) -> list[str]:
         out += [markdown_table(_ab_rows(pairs), cols), ""]
     if out:
         note = AB_NOTE_ROUNDS if by_round else AB_NOTE
+        if left := [r["job_dir"] for r in sweep.ok() if an.disturbed(r)]:
+            out += ["Left out of every pair as disturbed (see Disturbed jobs): " +
+                    ", ".join(left) + ".", ""]
         out += [an.noise_basis(sweep), "",
                 note.format(alpha=opts.alpha, effect=opts.min_effect_pct), ""]
     return out
@@ -285,24 +289,33 @@ def recommendation(sweep: Sweep, opts: Options) -> str:
 
 def section_decision(sweep: Sweep, opts: Options, matched: int) -> list[str]:
     """The recommendation, the winner of each objective and the Pareto front."""
-    lat = an.latency_name(opts.latency)
     out = ["## Recommendation", "", recommendation(sweep, opts), ""]
     keys = an.varying_params(sweep)
     best = [{**_display(b.row, keys), "objective": b.objective} if b.row else
             {"objective": b.objective, "_config": "none qualifies"}
             for b in an.best_configs(sweep, opts.latency, opts.max_latency_ms)]
-    cols = [("fps", "FPS"), (opts.latency, f"latency ms ({lat})"), ("infer_ms_per_img", "ms/image")]
-    cols += [("speedup_x", f"speedup vs {opts.baseline} (x)")] if matched else []
-    cols += [("e2e_fps", "E2E FPS")] if any(r.get("e2e_fps") for r in sweep.ok()) else []
-    cols += _cols("server_qps", "latency_ms_p99") if any(
-        r.get("server_qps") for r in sweep.ok()) else []
+    latency, rate = an.front_keys(sweep, opts.latency)
+    ok = sweep.ok()
+    if rate == "server_qps":  # serving jobs alone: what they measured, not the offline figures
+        lat = "p99 per request"
+        cols = _cols("server_qps", "latency_ms_p99")
+        cols += _cols("max_qps_at_slo") if any(r.get("max_qps_at_slo") for r in ok) else []
+    else:
+        lat = an.latency_name(opts.latency)
+        cols = [("fps", "FPS"), (opts.latency, f"latency ms ({lat})"),
+                ("infer_ms_per_img", "ms/image")]
+        cols += [("speedup_x", f"speedup vs {opts.baseline} (x)")] if matched else []
+        cols += [("e2e_fps", "E2E FPS")] if any(r.get("e2e_fps") for r in ok) else []
+        cols += _cols("server_qps", "latency_ms_p99") if any(
+            r.get("server_qps") for r in ok) else []
     out += ["## Best configuration", "", "Among finished jobs whose outputs pass the check.", "",
             markdown_table(best, [("objective", "objective"), ("_config", "configuration")] + cols),
             ""]
-    front = [_display(r, keys) for r in an.pareto_front(sweep.rows, opts.latency)]
+    front = [_display(r, keys) for r in an.pareto_front(sweep.rows, latency, rate)]
     if front:
+        what = title(rate)
         out += ["## Pareto front (latency vs throughput)", "",
-                f"No other job has both a lower {lat} and a higher FPS.", "",
+                f"No other job has both a lower {lat} and a higher {what}.", "",
                 markdown_table(front, [("_config", "configuration")] + cols[:3]), ""]
     return out
 
@@ -385,7 +398,8 @@ def summary_json(sweep: Sweep, opts: Options) -> dict[str, Any]:
             "params": sweep.params, "baseline": opts.baseline, "latency": opts.latency,
             "recommendation": recommendation(sweep, opts),
             "best": {b.objective: b.row["job_dir"] if b.row else None for b in best},
-            "pareto_front": [r["job_dir"] for r in an.pareto_front(sweep.rows, opts.latency)],
+            "pareto_front": [r["job_dir"] for r in an.pareto_front(
+                sweep.rows, *an.front_keys(sweep, opts.latency))],
             "ab": _ab_json(sweep, opts),
             "disturbed": {r["job_dir"]: why for r in sweep.ok() if (why := an.disturbed(r))},
             "jobs": sweep.rows}
