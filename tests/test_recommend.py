@@ -62,7 +62,7 @@ def test_a_sweep_with_an_slo_is_recommended_under_it_without_being_asked(slo_swe
     text = _section(md, "Recommendation").strip()
     assert text.startswith("Deploy `runtime=torch model=resnet18 resolution=224 batch=4")
     assert f"the highest max_qps_at_slo under {SLO}" in text
-    assert "120.0 qps at p99 95 ms, 0.25 J/image at that load" in text
+    assert "120.0 qps at p99 95 ms, 0.25 J/image (energy_j_per_img)" in text
     assert "batch=8" not in text  # the fastest offline, but it met no rate under its SLO
     assert "1 job(s) met no rate under it and are not candidates" in text
     summary = json.loads((slo_sweep / "summary.json").read_text())

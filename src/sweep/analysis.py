@@ -497,9 +497,12 @@ def _none_eligible(sweep: Sweep) -> str:
 
 
 def _energy(row: Row) -> str:
-    """`, 0.12 J/image at that load` where the job measured its energy."""
-    j = _num(row, "energy_j_per_img")
-    return f", {j:.3g} J/image at that load" if j is not None else ""
+    """`, 0.12 J/image (energy_j_per_img)` where the job measured its energy (the device's;
+    the CPU package's on a CPU)."""
+    for key in ("energy_j_per_img", "cpu_energy_j_per_img"):
+        if (j := _num(row, key)) is not None:
+            return f", {j:.3g} J/image ({key})"
+    return ""
 
 
 # --- serving: under an SLO, and served rate with its latency ---------------------------------
