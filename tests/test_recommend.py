@@ -143,6 +143,8 @@ def test_disturbed_names_each_impossible_figure_and_the_rounds_to_type():
     negative = an.disturbed(ok | {"fps_rounds_ci95_low": -12.0, "rounds": 3.0})
     assert "fps_rounds_ci95_low = -12 is negative" in negative
     assert "in more rounds on a quiet machine (bench.rounds=5)" in negative
+    scattered = ok | {"infer_ms_per_img_ci95_low": -0.3}  # three calls, one of them stalled
+    assert an.disturbed(scattered) is None and "below zero" in an.unsteady(scattered)
 
 
 @pytest.fixture

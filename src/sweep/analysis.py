@@ -76,9 +76,14 @@ def _past_capacity(row: Row) -> str | None:
             f"({name}: {what})")
 
 
+# a t interval over one job's few timed calls: a negative low says those calls scattered (the
+# job is unsteady), not that a figure is impossible
+WITHIN_JOB_BOUNDS = ("infer_ms_per_img_ci95_low",)
+
+
 def _negative_bound(row: Row) -> str | None:
     """A lower 95% bound below zero of a figure that cannot be negative (rates, times, J)."""
-    low = {k: v for k in row if k.endswith("_ci95_low")
+    low = {k: v for k in row if k.endswith("_ci95_low") and k not in WITHIN_JOB_BOUNDS
            and (v := _num(row, k)) is not None and v < 0}
     if not low:
         return None
@@ -293,6 +298,8 @@ def unsteady(row: Row, limit_pct: float | None = None) -> str:
         return f"its timing CV is {cv:.0f}% (> {limit:g}%)"
     if row.get("throttle") not in (None, "", "[]", []):
         return f"it throttled ({row['throttle']})"
+    if (low := _num(row, "infer_ms_per_img_ci95_low")) is not None and low < 0:
+        return "its timed calls scatter so much that their 95% CI reaches below zero"
     return ""
 
 
