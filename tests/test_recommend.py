@@ -125,6 +125,11 @@ def test_a_latency_bound_picks_the_highest_served_qps_within_it(concurrency_swee
     assert "the highest served qps (server_qps) with p99 <= 5 ms" in text
     nothing = an.recommendation(load_dir(concurrency_sweep), max_latency_ms=1)
     assert nothing.startswith("No serving configuration meets p99 <= 1 ms")
+    alone = load_dir(concurrency_sweep)
+    alone.rows = alone.rows[2:]  # 16 clients, p99 25 ms: no other near it
+    text = an.recommendation(alone)
+    assert "820.0 qps served at p99 25 ms, the highest served qps (server_qps), no other " \
+           "within 5% of it; no latency bound given" in text
 
 
 # --- figures that cannot be right ------------------------------------------------------------

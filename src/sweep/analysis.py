@@ -503,6 +503,11 @@ def _none_eligible(sweep: Sweep) -> str:
     return "no job finished with outputs that pass the check."
 
 
+def _ms(value: float) -> str:
+    """`6.2`, `1,939`: a latency without an exponent."""
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
 def _energy(row: Row) -> str:
     """`, 0.12 J/image (energy_j_per_img)` where the job measured its energy (the device's;
     the CPU package's on a CPU)."""
@@ -546,7 +551,7 @@ def recommend_slo(sweep: Sweep, slo_ms: float) -> str:
     slo = _slo_text(best, slo_ms)
     q = _num(best, "scenario.slo_percentile") or 99.0
     lat = best.get(f"latency_ms_p{q:g}".replace(".", "")) or best.get("latency_ms_p99")
-    at = f" at p{q:g} {lat:.3g} ms" if lat is not None else ""
+    at = f" at p{q:g} {_ms(lat)} ms" if lat is not None else ""
     offline = f"; offline {best['fps']:,.0f} img/s" if best.get("fps") else ""
     missed = [r for r in eligible(searched) if r.get("max_qps_at_slo") is None]
     left = (f"; {len(missed)} job(s) met no rate under it and are not candidates"
@@ -592,10 +597,10 @@ def recommend_serving(sweep: Sweep, max_p99_ms: float | None = None) -> str:
             quickest = _top(rows, "latency_ms_p99", False)
             return (f"No serving configuration meets p99 <= {max_p99_ms:g} ms; the quickest is "
                     f"`{deploy_label(sweep, quickest)}` (p99 "
-                    f"{quickest['latency_ms_p99']:.3g} ms at {quickest['server_qps']:,.1f} qps).")
+                    f"{_ms(quickest['latency_ms_p99'])} ms at {quickest['server_qps']:,.1f} qps).")
         best = _top(under, "server_qps", True)
         return (f"Deploy `{deploy_label(sweep, best)}`: {best['server_qps']:,.1f} qps served at "
-                f"p99 {best['latency_ms_p99']:.3g} ms{_energy(best)}, the highest served qps "
+                f"p99 {_ms(best['latency_ms_p99'])} ms{_energy(best)}, the highest served qps "
                 f"(server_qps) with p99 <= {max_p99_ms:g} ms"
                 f"{_lead(sweep, best, 'server_qps', under)}.")
     top = _top(rows, "server_qps", True)
@@ -603,11 +608,13 @@ def recommend_serving(sweep: Sweep, max_p99_ms: float | None = None) -> str:
     best = _top(near, "latency_ms_p99", False)
     peak = "" if best is top else (
         f"; the highest, {top['server_qps']:,.1f} qps by `{label(top, varying_params(sweep))}`,"
-        f" costs p99 {top['latency_ms_p99']:.3g} ms")
+        f" costs p99 {_ms(top['latency_ms_p99'])} ms")
+    why = (f"the lowest p99 among the configurations within {KNEE_PCT:g}% of the highest served "
+           f"qps (server_qps){peak}" if len(near) > 1 else
+           f"the highest served qps (server_qps), no other within {KNEE_PCT:g}% of it")
     return (f"Deploy `{deploy_label(sweep, best)}`: {best['server_qps']:,.1f} qps served at "
-            f"p99 {best['latency_ms_p99']:.3g} ms{_energy(best)}, the lowest p99 among the "
-            f"configurations within {KNEE_PCT:g}% of the highest served qps (server_qps){peak}; "
-            "no latency bound given (--max-latency-ms bounds p99).")
+            f"p99 {_ms(best['latency_ms_p99'])} ms{_energy(best)}, {why}; no latency bound given "
+            "(--max-latency-ms bounds p99).")
 
 
 def _subsweep(sweep: Sweep, rows: list[Row]) -> Sweep:
