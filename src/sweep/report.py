@@ -7,8 +7,10 @@ read from its job folders alone or from MLflow.
 The report holds per-runtime tables (resolution, batch, ms/image, FPS, TFLOPS achieved, TFLOPS
 peak, util %), the speedup against a baseline runtime, the end-to-end table when pipelines
 logged it, A/B tables with a noise-aware verdict, the best configuration per objective, the
-Pareto front, failed jobs and jobs with wrong outputs. The tables keep the shape of the scripts
-this tool replaces (benchmarks/results/README.md says which).
+Pareto front, failed jobs, jobs with wrong outputs and disturbed jobs (a figure that cannot be
+right; left out of every verdict). The recommendation answers the question the sweep asked: under
+the SLO its jobs searched with, by served qps and p99 for serving jobs, else by throughput. The
+tables keep the shape of the scripts this tool replaces (benchmarks/results/README.md says which).
 """
 
 from __future__ import annotations
@@ -483,7 +485,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-latency-ms", type=float, help="latency bound for the best FPS (of "
                    "serving jobs without an SLO: on the per-request p99)")
     p.add_argument("--slo-ms", type=float, help="recommend the most qps under this SLO (jobs "
-                   "that ran scenario=server scenario.slo_ms=the same)")
+                   "that ran scenario=server scenario.slo_ms=the same; default: every SLO the "
+                   "jobs searched with)")
     p.add_argument("--min-effect-pct", type=float, default=1.0,
                    help="smaller A/B differences count as no real difference")
     p.add_argument("--plots", action="store_true", help="also write plots/*.png")
