@@ -20,7 +20,6 @@ from sweep.analysis import (
     eligible,
     fmt_value,
     label,
-    pareto_front,
     varying_params,
 )
 from sweep.metrics import STAGES, axis_label
@@ -203,56 +202,95 @@ def _width(names: list[str]) -> float:
     return 5.0 + 0.065 * max(len(line) for n in names for line in n.split("\n"))
 
 
+# serving curves: each configuration its own colour and marker; the SLO in black, which no
+# series colour is
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
+SLO_COLOUR = "black"
+
+
+def series_styles(n: int) -> list[dict[str, Any]]:
+    """`n` styles, no two alike in colour or in marker while n allows (tab10, tab20, then a
+    colour wheel), none of them the SLO's colour."""
+    from matplotlib import colormaps
+
+    if n <= 10:
+        colours = [colormaps["tab10"](i) for i in range(n)]
+    elif n <= 20:
+        colours = [colormaps["tab20"](i) for i in range(n)]
+    else:
+        colours = [colormaps["hsv"](i / n) for i in range(n)]
+    return [{"color": c, "marker": MARKERS[i % len(MARKERS)]} for i, c in enumerate(colours)]
+
+
+def _load_steps(row: Row) -> list[dict[str, Any]]:
+    """The job's measured load steps, in order of offered load (a search tries them out of
+    order)."""
+    import json
+
+    try:
+        steps = json.loads(row.get("load_curve") or "[]")
+    except (TypeError, ValueError):
+        return []
+    return sorted((s for s in steps if s.get("offered_qps") and s.get("p99_ms")),
+                  key=lambda s: s["offered_qps"])
+
+
 def plot_latency_vs_load(sweep: Sweep) -> tuple[Figure | None, str]:
     """p50 and p99 latency against the offered rate, one line pair per serving job with a
     curve of two or more load steps; the SLO, where searched, as a horizontal line."""
-    import json
-
-    curves = []
-    for r in eligible(sweep.rows):
-        try:
-            steps = json.loads(r.get("load_curve") or "[]")
-        except (TypeError, ValueError):
-            continue
-        steps = sorted((s for s in steps if s.get("offered_qps") and s.get("p99_ms")),
-                       key=lambda s: s["offered_qps"])
-        if len(steps) >= 2:
-            curves.append((r, steps))
+    curves = [(r, steps) for r in eligible(sweep.rows) if len(steps := _load_steps(r)) >= 2]
     if not curves:
         return None, "latency vs load: skipped, no serving job measured two or more loads"
     fig, ax = _figure()
     keys = varying_params(sweep)
-    seen: dict[str, int] = {}
-    for r, steps in curves:
+    for (r, steps), style in zip(curves, series_styles(len(curves)), strict=True):
         name = label(r, keys) if keys else r.get("job", "")
         x = [s["offered_qps"] for s in steps]
-        line = ax.plot(x, [s["p99_ms"] for s in steps], marker="o", label=f"{name} p99",
-                       color=line_style(r, seen)["color"])[0]
-        ax.plot(x, [s["p50_ms"] for s in steps], marker=".", linestyle="--",
-                color=line.get_color(), label=f"{name} p50")
-        if r.get("scenario.slo_ms"):
-            ax.axhline(float(r["scenario.slo_ms"]), color=line.get_color(), linestyle=":")
+        ax.plot(x, [s["p99_ms"] for s in steps], label=f"{name} p99", **style)
+        ax.plot(x, [s.get("p50_ms") for s in steps], linestyle="--", markersize=4,
+                markerfacecolor="none", label=f"{name} p50", **style)
+    for slo in sorted({float(r["scenario.slo_ms"]) for r, _ in curves
+                       if r.get("scenario.slo_ms")}):
+        ax.axhline(slo, color=SLO_COLOUR, linestyle=":", linewidth=1.2,
+                   label=f"SLO {slo:g} ms")
     ax.set(xlabel="offered load (requests/s)", ylabel="latency (ms)",
-           title="latency vs load (dotted: the SLO)")
+           title="latency vs load (p99 solid, p50 dashed; dotted black: the SLO)")
     ax.legend(fontsize="small")
     return fig, "latency vs load: p50 and p99 per offered rate"
 
 
+def _rate(row: Row) -> tuple[float | None, str]:
+    """What a job delivers per second, and what kind: served qps for a serving job (at the
+    load its energy was measured), offline FPS otherwise."""
+    if row.get("scenario") not in (None, "offline") and row.get("server_qps") is not None:
+        return row["server_qps"], "serving"
+    return row.get("fps"), "offline"
+
+
 def plot_fps_vs_energy(sweep: Sweep) -> tuple[Figure | None, str]:
-    """FPS against energy per image, one point per job, the Pareto front joined."""
-    rows = [r for r in eligible(sweep.rows)
-            if r.get("energy_j_per_img") is not None and r.get("fps") is not None]
-    if len(rows) < 2:
-        return None, "FPS vs energy: skipped, fewer than two jobs with energy_j_per_img"
+    """Images per second against energy per image, one point per job (offline and serving
+    jobs alike), the Pareto front of the least energy and the most images per second joined."""
+    points = [(r["energy_j_per_img"], rate, kind, r) for r in eligible(sweep.rows)
+              if r.get("energy_j_per_img") is not None
+              and (rate := _rate(r)[0]) is not None and (kind := _rate(r)[1])]
+    if len(points) < 2:
+        return None, ("FPS vs energy: skipped, fewer than two jobs with energy_j_per_img and "
+                      "FPS or served qps")
     fig, ax = _figure()
     keys = varying_params(sweep)
-    for r in rows:
-        ax.scatter(r["energy_j_per_img"], r["fps"], label=label(r, keys) if keys else r["job"])
-    front = pareto_front(rows, "energy_j_per_img")  # least energy, most FPS
-    ax.plot([r["energy_j_per_img"] for r in front], [r["fps"] for r in front], color="grey",
-            linestyle="--", linewidth=0.8, label="Pareto front")
-    ax.set(xlabel=_name("energy_j_per_img"), ylabel=_name("fps"),
-           title="FPS vs energy per image (up and left is better)")
+    for (j, rate, kind, r), style in zip(points, series_styles(len(points)), strict=True):
+        name = label(r, keys) if keys else r["job"]
+        ax.scatter(j, rate, label=f"{name} ({kind})", color=style["color"],
+                   marker=style["marker"])
+    front: list[tuple] = []
+    for p in sorted(points, key=lambda p: (p[0], -p[1])):  # least energy first
+        if not front or p[1] > front[-1][1]:
+            front.append(p)
+    ax.plot([p[0] for p in front], [p[1] for p in front], color="grey", linestyle="--",
+            linewidth=0.8, label="Pareto front")
+    ax.set(xlabel=_name("energy_j_per_img"),
+           ylabel="images/s (offline: FPS; serving: served qps)",
+           title="images/s vs energy per image (up and left is better)")
     ax.legend(fontsize="small")
     return fig, "FPS vs energy per image, with the Pareto front"
 

@@ -7,8 +7,10 @@ read from its job folders alone or from MLflow.
 The report holds per-runtime tables (resolution, batch, ms/image, FPS, TFLOPS achieved, TFLOPS
 peak, util %), the speedup against a baseline runtime, the end-to-end table when pipelines
 logged it, A/B tables with a noise-aware verdict, the best configuration per objective, the
-Pareto front, failed jobs and jobs with wrong outputs. The tables keep the shape of the scripts
-this tool replaces (benchmarks/results/README.md says which).
+Pareto front, failed jobs, jobs with wrong outputs and disturbed jobs (a figure that cannot be
+right; left out of every verdict). The recommendation answers the question the sweep asked: under
+the SLO its jobs searched with, by served qps and p99 for serving jobs, else by throughput. The
+tables keep the shape of the scripts this tool replaces (benchmarks/results/README.md says which).
 """
 
 from __future__ import annotations
@@ -93,6 +95,8 @@ def _display(r: dict[str, Any], keys: list[str]) -> dict[str, Any]:
     d["_res"] = f"{r['resolution']}x{r['resolution']}" if r.get("resolution") else None
     d["_config"] = an.label(r, keys) if keys else ""
     notes = ["OUTPUTS WRONG"] if an.is_wrong(r) else []
+    if why := an.disturbed(r):
+        notes.append(f"DISTURBED: {why}")
     if why := an.unsteady(r):
         notes.append(f"unsteady: {why}")
     if r.get("rounds"):
@@ -128,8 +132,9 @@ def section_runtimes(sweep: Sweep, opts: Options, matched: int) -> list[str]:
     return out
 
 
-# columns shown only where a job has them (rounds, energy)
-OPTIONAL = {"_fps_rounds", "energy_j_per_img"}
+# columns shown only where a job has them (rounds, energy; the peak, utilisation and busy time
+# that a CPU has none of)
+OPTIONAL = {"_fps_rounds", "energy_j_per_img", "tflops_peak", "util_pct", "gpu_busy_pct"}
 
 
 def section_speedup(sweep: Sweep, opts: Options, matched: int) -> list[str]:
@@ -178,8 +183,11 @@ def section_serving(sweep: Sweep) -> list[str]:
     cols = [(k, k) for k in first + ctx] + _cols(
         "server_qps", "latency_ms_p50", "latency_ms_p99", "latency_ms_p999", "queue_ms_p50",
         "batch_fill_pct", "max_qps_at_slo", "fps") + [("_note", "note")]
-    shown = [_display(r, []) | {"_note": r.get("overloaded") or r.get("slo_result") or
-                                _display(r, [])["_note"]} for r in rows]
+    shown = [_display(r, []) for r in rows]
+    for d in shown:  # what the serving run found first, then the job's other notes
+        d["_note"] = "; ".join(filter(None, [d.get("overloaded") or d.get("slo_result"),
+                                             d["_note"]]))
+    cols = [c for c in cols if c[0] in first + ctx or any(d.get(c[0]) for d in shown)]
     out = ["## Serving", "", "Latency per request, from its arrival to its top-1 on the host, "
            "queueing included; fps is the same job's offline figure.", "",
            markdown_table(shown, cols), ""]
@@ -188,7 +196,8 @@ def section_serving(sweep: Sweep) -> list[str]:
     if slo:
         out += ["## Highest qps under SLO", "", markdown_table(
             [_display(r, ctx) for r in slo],
-            [("_config", "configuration"), ("slo", "SLO"), *_cols("max_qps_at_slo", "fps")]), ""]
+            [("_config", "configuration"), ("slo", "SLO"), *_cols("max_qps_at_slo", "fps"),
+             ("_note", "note")]), ""]
     return out
 
 
@@ -265,35 +274,50 @@ def section_ab(sweep: Sweep, opts: Options) -> list[str]:
         out += [markdown_table(_ab_rows(pairs), cols), ""]
     if out:
         note = AB_NOTE_ROUNDS if by_round else AB_NOTE
+        if left := [r["job_dir"] for r in sweep.ok() if an.disturbed(r)]:
+            out += ["Left out of every pair as disturbed (see Disturbed jobs): " +
+                    ", ".join(left) + ".", ""]
         out += [an.noise_basis(sweep), "",
                 note.format(alpha=opts.alpha, effect=opts.min_effect_pct), ""]
     return out
 
 
 def recommendation(sweep: Sweep, opts: Options) -> str:
-    if opts.slo_ms is not None:
-        return an.recommend_slo(sweep, opts.slo_ms)
-    return an.recommend(sweep, opts.latency, opts.max_latency_ms, opts.baseline)
+    """The answer to the question the sweep asked (sweep.analysis.recommendation): under the
+    SLO its jobs searched with unless --slo-ms names another."""
+    return an.recommendation(sweep, opts.latency, opts.max_latency_ms, opts.baseline,
+                             opts.slo_ms)
 
 
 def section_decision(sweep: Sweep, opts: Options, matched: int) -> list[str]:
     """The recommendation, the winner of each objective and the Pareto front."""
-    lat = an.latency_name(opts.latency)
     out = ["## Recommendation", "", recommendation(sweep, opts), ""]
     keys = an.varying_params(sweep)
     best = [{**_display(b.row, keys), "objective": b.objective} if b.row else
             {"objective": b.objective, "_config": "none qualifies"}
             for b in an.best_configs(sweep, opts.latency, opts.max_latency_ms)]
-    cols = [("fps", "FPS"), (opts.latency, f"latency ms ({lat})"), ("infer_ms_per_img", "ms/image")]
-    cols += [("speedup_x", f"speedup vs {opts.baseline} (x)")] if matched else []
-    cols += [("e2e_fps", "E2E FPS")] if any(r.get("e2e_fps") for r in sweep.ok()) else []
+    latency, rate = an.front_keys(sweep, opts.latency)
+    ok = sweep.ok()
+    if rate == "server_qps":  # serving jobs alone: what they measured, not the offline figures
+        lat = "p99 per request"
+        cols = _cols("server_qps", "latency_ms_p99")
+        cols += _cols("max_qps_at_slo") if any(r.get("max_qps_at_slo") for r in ok) else []
+    else:
+        lat = an.latency_name(opts.latency)
+        cols = [("fps", "FPS"), (opts.latency, f"latency ms ({lat})"),
+                ("infer_ms_per_img", "ms/image")]
+        cols += [("speedup_x", f"speedup vs {opts.baseline} (x)")] if matched else []
+        cols += [("e2e_fps", "E2E FPS")] if any(r.get("e2e_fps") for r in ok) else []
+        cols += _cols("server_qps", "latency_ms_p99") if any(
+            r.get("server_qps") for r in ok) else []
     out += ["## Best configuration", "", "Among finished jobs whose outputs pass the check.", "",
             markdown_table(best, [("objective", "objective"), ("_config", "configuration")] + cols),
             ""]
-    front = [_display(r, keys) for r in an.pareto_front(sweep.rows, opts.latency)]
+    front = [_display(r, keys) for r in an.pareto_front(sweep.rows, latency, rate)]
     if front:
+        what = title(rate)
         out += ["## Pareto front (latency vs throughput)", "",
-                f"No other job has both a lower {lat} and a higher FPS.", "",
+                f"No other job has both a lower {lat} and a higher {what}.", "",
                 markdown_table(front, [("_config", "configuration")] + cols[:3]), ""]
     return out
 
@@ -301,6 +325,13 @@ def section_decision(sweep: Sweep, opts: Options, matched: int) -> list[str]:
 def section_problems(sweep: Sweep) -> list[str]:
     """Jobs with wrong outputs (kept out of 'best') and failed jobs with their reasons."""
     out = []
+    shaken = [r | {"_why": why} for r in sweep.ok() if (why := an.disturbed(r))]
+    if shaken:
+        out += ["## Disturbed jobs (excluded from the recommendation, best and A/B)", "",
+                "A figure of each of these cannot be right: the machine was disturbed while it "
+                "measured. Nothing is concluded from them until they are measured again.", "",
+                markdown_table(shaken, [("job_dir", "job"), ("_why", "why, and what to do")]),
+                ""]
     wrong = [r for r in sweep.ok() if an.is_wrong(r)]
     if wrong:
         cols = [("job_dir", "job"), *_cols("max_abs_err", "agreement_top1_pct"),
@@ -369,8 +400,11 @@ def summary_json(sweep: Sweep, opts: Options) -> dict[str, Any]:
             "params": sweep.params, "baseline": opts.baseline, "latency": opts.latency,
             "recommendation": recommendation(sweep, opts),
             "best": {b.objective: b.row["job_dir"] if b.row else None for b in best},
-            "pareto_front": [r["job_dir"] for r in an.pareto_front(sweep.rows, opts.latency)],
-            "ab": _ab_json(sweep, opts), "jobs": sweep.rows}
+            "pareto_front": [r["job_dir"] for r in an.pareto_front(
+                sweep.rows, *an.front_keys(sweep, opts.latency))],
+            "ab": _ab_json(sweep, opts),
+            "disturbed": {r["job_dir"]: why for r in sweep.ok() if (why := an.disturbed(r))},
+            "jobs": sweep.rows}
 
 
 def _write_plots(sweep: Sweep, out_dir: Path, opts: Options) -> list:
@@ -448,9 +482,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="A/B this param (repeatable); varying boolean params are always A/B'd")
     p.add_argument("--latency", choices=["p50", "p90", "p99"], default="p50",
                    help="latency percentile (per batch call) for 'best' and the Pareto front")
-    p.add_argument("--max-latency-ms", type=float, help="latency bound for the best FPS")
+    p.add_argument("--max-latency-ms", type=float, help="latency bound for the best FPS (of "
+                   "serving jobs without an SLO: on the per-request p99)")
     p.add_argument("--slo-ms", type=float, help="recommend the most qps under this SLO (jobs "
-                   "that ran scenario=server scenario.slo_ms=the same)")
+                   "that ran scenario=server scenario.slo_ms=the same; default: every SLO the "
+                   "jobs searched with)")
     p.add_argument("--min-effect-pct", type=float, default=1.0,
                    help="smaller A/B differences count as no real difference")
     p.add_argument("--plots", action="store_true", help="also write plots/*.png")

@@ -173,3 +173,19 @@ def compare_rounds(a: list[float], b: list[float], alpha: float = ALPHA,
     real = p < alpha and abs(delta) >= min_effect_pct
     return Comparison(n, n, mean_a, mean_b, delta, low, high, p,
                       "different" if real else "no real difference", "rounds")
+
+
+def ci95_log(values: list[float]) -> tuple[float, float] | None:
+    """95% CI of a rate's geometric mean, from a t interval on the log values, exponentiated:
+    both bounds positive and the interval skewed as a rate's spread is (a round at half speed
+    weighs as much as one at double). None below two values or when any is not positive (no
+    log: the caller has no rate to bound)."""
+    from scipy import stats
+
+    x = np.asarray(values, float)
+    if len(x) < 2 or not np.all(np.isfinite(x)) or np.any(x <= 0):
+        return None
+    logs = np.log(x)
+    half = float(stats.t.ppf(0.975, len(x) - 1)) * float(logs.std(ddof=1)) / math.sqrt(len(x))
+    mean = float(logs.mean())
+    return math.exp(mean - half), math.exp(mean + half)
