@@ -71,6 +71,15 @@ def test_cli_generates(tmp_path):
     assert len(list(out.rglob("*.jpg"))) + len(list(out.rglob("*.png"))) == 6
 
 
+def test_data_module_points_to_the_generator_and_fails(tmp_path):
+    """`python -m sweep.data generate` writes nothing: it must not pass for the generator."""
+    proc = subprocess.run([sys.executable, "-m", "sweep.data", "generate", str(tmp_path / "x")],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "python -m sweep.demo_data generate" in proc.stderr
+    assert not (tmp_path / "x").exists()
+
+
 def test_scan_labels_from_sorted_folder_names_interleaved(demo):
     images = scan(str(demo), 100)
     assert images.classes == ["00_red", "01_green", "02_blue"]

@@ -448,7 +448,8 @@ class ServerScenarioConfig(LoadScenarioConfig):
     impls: ClassVar[tuple[str, ...]] = (*LoadScenarioConfig.impls,
                                         "sweep.scenarios.server:ServerScenario")
     name: str = "server"
-    target_qps: float | None = None  # None: the offline throughput of the runtime, measured
+    # None: half the measured rate of full batches back to back (scenarios/server.py)
+    target_qps: float | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -535,12 +536,26 @@ class CheckConfig:
 
 @dataclass
 class TrackingConfig(Choice):
-    """Where results are logged; the URI's precedence is `sweep.tracking.resolve_uri`'s."""
+    """Where results are logged; the URI's precedence is `sweep.tracking.resolve_uri`'s. One
+    schema per store, registered by ``@choice``; the YAML files of the `tracking` group (local,
+    server) are places of that store. `name` is a class constant, not an option: the tracking
+    options are logged as params, and the store is not one a job varies."""
 
+    choices: ClassVar[dict[str, type]] = {}
     impl: ClassVar[str] = "sweep.tracking.mlflow_store:MlflowTracker"
+    name: ClassVar[str] = "mlflow"
     enabled: bool = True
     uri: str = "sqlite:///mlflow.db"
     experiment: str = "sweep"
+
+
+@choice
+@dataclass
+class MlflowTrackingConfig(TrackingConfig):
+    """An MLflow tracking store: a local sqlite file or a server."""
+
+    impl: ClassVar[str] = "sweep.tracking.mlflow_store:MlflowTracker"
+    name: ClassVar[str] = "mlflow"
 
 
 # keys that say how a job is run, not what it measures (a resumed sweep ignores them)
@@ -565,7 +580,7 @@ class SweepConfig:
     flags: FlagsConfig = field(default_factory=FlagsConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
     check: CheckConfig = field(default_factory=CheckConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    tracking: TrackingConfig = field(default_factory=MlflowTrackingConfig)
     cache_dir: str | None = None  # default ~/.cache/sweep
     # how jobs run: inline (in the launcher's process) or each in a fresh process, with a timeout
     isolation: str = "inline"
@@ -654,7 +669,8 @@ def tracking_of(data: dict[str, Any]) -> TrackingConfig:
     that no SweepConfig exists) is still recorded."""
     from omegaconf import OmegaConf
 
-    node = OmegaConf.merge(OmegaConf.structured(TrackingConfig), data.get("tracking") or {})
+    schema = TrackingConfig.choices[TrackingConfig.name]
+    node = OmegaConf.merge(OmegaConf.structured(schema), data.get("tracking") or {})
     return OmegaConf.to_object(node)
 
 
@@ -674,4 +690,5 @@ def register_configs() -> None:
     cs.store(group="schema/model", name="model", node=ModelConfig)
     cs.store(group="schema/hardware", name="hardware", node=HardwareConfig)
     cs.store(group="schema/data", name="data", node=DataConfig)
-    cs.store(group="schema/tracking", name="tracking", node=TrackingConfig)
+    for name, schema in TrackingConfig.choices.items():
+        cs.store(group="schema/tracking", name=name, node=schema)
