@@ -15,7 +15,7 @@ from conftest import HUGE, run_cli
 from keyset import sweep_keys
 
 from sweep.demo_data import generate
-from sweep.metrics import unknown
+from sweep.metrics import unknown, unknown_info
 from sweep.tracking.mlflow_store import option_keys
 
 pytestmark = pytest.mark.slow
@@ -108,3 +108,10 @@ def test_every_metric_written_is_in_the_vocabulary(after):
     written = {m for job in after["jobs"].values() for m in job["metrics"]}
     written |= {m for run in after["mlflow"].values() for m in run["metrics"]}
     assert written and not unknown(written)
+
+
+def test_every_info_key_a_job_writes_is_in_the_info_vocabulary(after):
+    """Each `info` key of every job's result.json has a one-line meaning in metrics.INFO_KEYS."""
+    for job, kinds in after["jobs"].items():
+        assert not unknown_info(kinds["info"]), (job, unknown_info(kinds["info"]))
+

@@ -10,11 +10,9 @@ The session takes a contiguous NCHW input whatever ``flags.channels_last`` says;
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import time
-import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
