@@ -283,7 +283,7 @@ class PipelineConfig(Choice):
     """How files become input batches (data=imagefolder)."""
 
     choices: ClassVar[dict[str, type]] = {}
-    name: str = "current"
+    name: str = "serial"
     workers: int = 0  # fast: decode threads (0 = one per CPU core); gpu: file readers (0, 1: one)
     prefetch: int = 2  # batches prepared ahead (by a thread, or by each worker process)
     # worker processes preparing the batches, each with its own GIL (0: threads of the job's
@@ -299,11 +299,15 @@ class PipelineConfig(Choice):
 
 @choice
 @dataclass
-class CurrentPipelineConfig(PipelineConfig):
+class SerialPipelineConfig(PipelineConfig):
     """Per image on the CPU (PIL), nothing overlapped."""
 
-    impl: ClassVar[str] = "sweep.pipelines.current:CurrentPipeline"
-    name: str = "current"
+    impl: ClassVar[str] = "sweep.pipelines.serial:SerialPipeline"
+    name: str = "serial"
+
+
+# seed 000's name for pipeline=serial: its suites and the job folders they wrote still read
+PipelineConfig.choices["current"] = SerialPipelineConfig
 
 
 @choice
@@ -365,7 +369,7 @@ class DaliPipelineConfig(PipelineConfig):
                                "Use pipeline.processes=0 with pipeline=dali.")
 
 
-def pipeline_config(name: str = "current", **values: Any) -> PipelineConfig:
+def pipeline_config(name: str = "serial", **values: Any) -> PipelineConfig:
     """The schema of `pipeline=name` with `values` (its own defaults for the rest)."""
     return choose(PipelineConfig, "pipeline", name, **values)
 
@@ -571,7 +575,7 @@ class SweepConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    pipeline: Any = None  # a PipelineConfig choice (None: current)
+    pipeline: Any = None  # a PipelineConfig choice (None: serial)
     scenario: Any = None  # a ScenarioConfig choice (None: offline)
     resolution: int | None = None  # None: the model's own (job.resolve_resolution)
     batch: int = 1
@@ -593,7 +597,7 @@ class SweepConfig:
     fault_at: dict[int, str] = field(default_factory=dict)  # {job number: fault}, chosen jobs
 
     def __post_init__(self) -> None:
-        self.pipeline = self.pipeline or CurrentPipelineConfig()
+        self.pipeline = self.pipeline or SerialPipelineConfig()
         self.scenario = self.scenario or OfflineScenarioConfig()
         _choice("isolation", self.isolation, ISOLATIONS)
         _choice("resume", self.resume, RESUME)
@@ -622,11 +626,11 @@ class SweepConfig:
         if not (self.device in DEVICES or self.device.startswith("cuda:")):
             raise config_error("device", self.device, "allowed values are auto, cpu, cuda, cuda:N",
                                "e.g. device=cpu")
-        if self.pipeline.name != "current" and self.data.name != "imagefolder":
+        if not isinstance(self.pipeline, SerialPipelineConfig) and self.data.name != "imagefolder":
             raise config_error(
                 "pipeline", self.pipeline.name,
                 f"input pipelines need files to read, and data={self.data.name} has none",
-                "Use data=imagefolder data.root=<folder of class folders>, or pipeline=current.")
+                "Use data=imagefolder data.root=<folder of class folders>, or pipeline=serial.")
         if self.pipeline.name == "gpu" and self.device == "cpu":
             raise config_error("pipeline", "gpu", "it decodes on a CUDA device and device=cpu",
                                "Use device=cuda, or pipeline=fast on the CPU.")

@@ -54,14 +54,14 @@ from typing import Any
 
 import torch
 
-from sweep.config import CurrentPipelineConfig, SweepConfig
+from sweep.config import SerialPipelineConfig, SweepConfig
 from sweep.data import ImageSet, scan
 from sweep.env import cuda_mps
 from sweep.measure.timing import gc_paused, time_calls
 from sweep.metrics import STAGES as METRIC_STAGES
 from sweep.pipelines import create_pipeline
 from sweep.pipelines.base import PREPROCESSING, Pipeline, PipelineContext
-from sweep.pipelines.current import CurrentPipeline
+from sweep.pipelines.serial import SerialPipeline
 from sweep.scenarios.base import Measurement, Scenario, Workload
 
 log = logging.getLogger(__name__)
@@ -305,7 +305,7 @@ def measure_end_to_end(cfg: SweepConfig, runtime: Any,
     `runtime` on `device` (see the module docstring)."""
     ctx = pipeline_context(cfg, runtime, device)
     pipe = create_pipeline(cfg.pipeline, ctx)  # pipeline=gpu on a CPU fails here, before work
-    ref = pipe if pipe.name == "current" else CurrentPipeline(CurrentPipelineConfig(), ctx)
+    ref = pipe if pipe.name == SerialPipeline.name else SerialPipeline(SerialPipelineConfig(), ctx)
     try:
         return _measure(cfg, runtime, device, pipe, ref)
     finally:
@@ -341,7 +341,7 @@ def _measure(cfg: SweepConfig, runtime: Any, device: torch.device, pipe: Pipelin
         "pipeline_agreement_pct": 100.0 * sum(y == ref_preds[p] for p, y in pairs) / n,
         "data_images": float(n), "unreadable_files": float(len(unreadable)),
     }
-    info["pipeline_agreement_basis"] = (f"top-1 of pipeline={pipe.name} vs pipeline=current, "
+    info["pipeline_agreement_basis"] = (f"top-1 of pipeline={pipe.name} vs pipeline=serial, "
                                         f"same runtime, same {n} files")
     need = max(cfg.bench.min_iters, math.ceil(n / cfg.batch))
     seconds, count = time_stream(pipe, runtime, paths, cfg.batch, need, cfg.bench.min_seconds,
