@@ -3,8 +3,8 @@
 The YAML files under ``sweep/conf/`` hold values; these dataclasses hold the shape, the defaults and
 the validation. Hydra composes YAML onto them, ``OmegaConf.to_object`` turns the result into
 a :class:`SweepConfig`, and below that point no code sees a DictConfig. A group whose choices
-are implementations (runtime, pipeline, scenario) has one schema per choice, registered by
-``@choice`` under its ``name``, and the schema names the class that implements it (``impl``).
+are implementations (runtime, pipeline, scenario, tracking) has one schema per choice, registered
+by ``@choice`` under its ``name``, and the schema names the class that implements it (``impl``).
 """
 
 from __future__ import annotations
