@@ -207,6 +207,7 @@ INFO_KEYS: dict[str, str] = {
     "stability": "why the timing may not be stable (CV, clock events)",
     "telemetry": "how power and clocks were read (NVML or RAPL, samples, interval)",
     "telemetry_missing": "readings that were not available, and why",
+    "cpu_energy": "how CPU energy was read (RAPL package zones), or why it was not",
     "clock_events": "NVML clock event reasons seen during the timed span",
     "throttle": "the throttling reasons among them",
     # end to end
