@@ -109,3 +109,48 @@ def test_unknown_runtime_lists_the_options():
 def test_typo_in_a_runtime_option_is_refused():
     with pytest.raises(ConfigCompositionException):
         make("runtime=onnx", "runtime.opsett=17")
+
+
+def _schema_of(path) -> object:
+    """The schema instance a group's YAML file composes onto (its `/schema/<group>` default)."""
+    from sweep.config import (
+        _CHOSEN,
+        DataConfig,
+        HardwareConfig,
+        ModelConfig,
+        TrackingConfig,
+    )
+
+    families = {**_CHOSEN, "tracking": TrackingConfig}
+    plain = {"model": ModelConfig, "data": DataConfig, "hardware": HardwareConfig}
+    for entry in OmegaConf.load(path).get("defaults", []):
+        if isinstance(entry, str) or not str(next(iter(entry))).startswith("/schema/"):
+            continue
+        key, name = next(iter(entry.items()))
+        group = key.split("/")[2].split("@")[0]
+        return plain[group]() if group in plain else families[group].choices[name]()
+    raise AssertionError(f"{path} names no /schema/ default")
+
+
+SCHEMA_GROUPS = ("runtime", "pipeline", "scenario", "tracking", "model", "data", "hardware")
+
+
+@pytest.mark.parametrize("path", [conf_dir() / "config.yaml", *(
+    p for g in SCHEMA_GROUPS for p in sorted((conf_dir() / g).glob("*.yaml")))],
+    ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_conf_yaml_sets_only_what_differs_from_its_schema(path):
+    """The rule: a YAML file of a schema's group (and config.yaml, over SweepConfig) sets only the
+    values that differ from the schema's defaults; a repeated default is removed, so that the
+    schema alone holds it and the two cannot drift apart. Cases and experiments are exempt: they
+    fix a seed's suite, which a later change of a default must not move."""
+    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    from sweep.config import TorchRuntimeConfig
+
+    schema = (SweepConfig(runtime=TorchRuntimeConfig()) if path.name == "config.yaml"
+              else _schema_of(path))
+    repeated = {k: v for k, v in raw.items()
+                if k not in ("defaults", "hydra") and hasattr(schema, k)
+                and getattr(schema, k) == v}
+    assert not repeated, f"{path} repeats its schema's defaults: {repeated}"
+    unknown = sorted(k for k in raw if k not in ("defaults", "hydra") and not hasattr(schema, k))
+    assert not unknown, f"{path} sets keys its schema lacks: {unknown}"

@@ -71,6 +71,15 @@ def test_cli_generates(tmp_path):
     assert len(list(out.rglob("*.jpg"))) + len(list(out.rglob("*.png"))) == 6
 
 
+def test_data_module_points_to_the_generator_and_fails(tmp_path):
+    """`python -m sweep.data generate` writes nothing: it must not pass for the generator."""
+    proc = subprocess.run([sys.executable, "-m", "sweep.data", "generate", str(tmp_path / "x")],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "python -m sweep.demo_data generate" in proc.stderr
+    assert not (tmp_path / "x").exists()
+
+
 def test_scan_labels_from_sorted_folder_names_interleaved(demo):
     images = scan(str(demo), 100)
     assert images.classes == ["00_red", "01_green", "02_blue"]
@@ -126,14 +135,16 @@ def test_imagefolder_without_root_fails_at_composition():
 
 
 def test_pipeline_group_composes(demo):
-    for name in ("current", "fast", "gpu"):
+    for name in ("serial", "current", "fast", "gpu"):
         cfg = make("data=imagefolder", f"data.root={demo}", f"pipeline={name}", "device=auto")
         assert cfg.pipeline.name == name and cfg.data.root == str(demo)
         assert job_name(flatten(cfg)) == f"torch-resnet18-224-b1-fp32-{name}"
-    assert make().pipeline.name == "current"
+    assert make().pipeline.name == "serial"
+    # seed 000's name: the same schema, recorded as it was typed
+    assert type(make("pipeline=current").pipeline) is type(make().pipeline)
     cfg = make("data=imagefolder", f"data.root={demo}", "flags.pin_memory=true",
                "flags.gpu_non_blocking=true")
-    assert job_name(flatten(cfg)) == "torch-resnet18-224-b1-fp32-current-pin-nb"
+    assert job_name(flatten(cfg)) == "torch-resnet18-224-b1-fp32-serial-pin-nb"
     # pipeline options away from their defaults show too, so that a sweep over them is legible
     cfg = make("data=imagefolder", f"data.root={demo}", "pipeline=fast", "pipeline.workers=8",
                "pipeline.prefetch=0")

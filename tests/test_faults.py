@@ -1,4 +1,4 @@
-"""Fault injection (issue 17): a full disk, signals to launcher and worker, a corrupt result, a
+"""Fault injection: a full disk, signals to launcher and worker, a corrupt result, a
 dead tracking server, a reused folder, failed jobs on resume, an emptied store, secrets."""
 
 from __future__ import annotations

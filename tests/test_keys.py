@@ -15,24 +15,24 @@ from conftest import HUGE, run_cli
 from keyset import sweep_keys
 
 from sweep.demo_data import generate
-from sweep.metrics import unknown
+from sweep.metrics import unknown, unknown_info
 from sweep.tracking.mlflow_store import option_keys
 
 pytestmark = pytest.mark.slow
 
 BEFORE = json.loads((Path(__file__).parent / "data" / "sweep_keys.json").read_text())
-# what the redesign adds, on purpose: the `scenario` config group (one more param); issue 15:
-# where the model comes from (model.kind, model.path)
-# issue 17's resume policy (`resume`, `reuse_dir`)
+# what the redesign adds, on purpose: the `scenario` config group (one more param); where the
+# model comes from (model.kind, model.path); what a re-run does with finished and failed jobs
+# (`resume`, `reuse_dir`)
 ADDED = {"params": {"scenario", "model.kind", "model.path", "resume", "reuse_dir"},
          "summary_csv": {"scenario", "model.kind", "model.path", "resume", "reuse_dir"}}
-# issue 16: each end-to-end job also writes its ceilings and the stage that bounds it
+# each end-to-end job also writes its ceilings and the stage that bounds it
 E2E_METRICS = {"decode_ceiling_fps", "infer_ceiling_fps", "pipeline_ceiling_fps",
                "e2e_vs_ceiling_pct"}
 E2E_ADDED = {"metrics": E2E_METRICS, "info": {"bound_by", "bound_basis"},
              "tags": {"info.bound_by", "info.bound_basis"}}
 ADDED["summary_csv"] |= E2E_METRICS | {"bound_by", "bound_basis"}
-# issue 18: every child run logs every choice's options (`n/a` where its choice lacks one)
+# every child run logs every choice's options (`n/a` where its choice lacks one)
 ADDED_RUN_PARAMS = option_keys()
 
 
@@ -59,7 +59,8 @@ def _expected(kind: str, names: list[str]) -> list[str]:
 
 
 def _with_e2e(before: dict[str, list[str]], kind: str, names: list[str]) -> list[str]:
-    """`names` plus what issue 16 adds, for a job that measured end to end."""
+    """`names` plus the ceilings and bound an end-to-end job adds, for a job that measured end
+    to end."""
     if "e2e_fps" not in before.get("metrics", []):
         return names
     return sorted(set(names) | E2E_ADDED.get(kind, set()))
@@ -107,3 +108,10 @@ def test_every_metric_written_is_in_the_vocabulary(after):
     written = {m for job in after["jobs"].values() for m in job["metrics"]}
     written |= {m for run in after["mlflow"].values() for m in run["metrics"]}
     assert written and not unknown(written)
+
+
+def test_every_info_key_a_job_writes_is_in_the_info_vocabulary(after):
+    """Each `info` key of every job's result.json has a one-line meaning in metrics.INFO_KEYS."""
+    for job, kinds in after["jobs"].items():
+        assert not unknown_info(kinds["info"]), (job, unknown_info(kinds["info"]))
+

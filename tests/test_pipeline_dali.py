@@ -1,5 +1,5 @@
 """pipeline=dali on DALI's CPU backend (real DALI, real files), its agreement with
-pipeline=current, the decode and inference ceilings and what bounds each end-to-end job, and
+pipeline=serial, the decode and inference ceilings and what bounds each end-to-end job, and
 nvImageCodec's decoder for pipeline=gpu, run here with its CPU-only backend (its GPU backends
 need a GPU: not run here)."""
 
@@ -39,7 +39,7 @@ from sweep.errors import ConfigError
 from sweep.models import build_model
 from sweep.pipelines import create_pipeline
 from sweep.pipelines.base import Pipeline, PipelineContext
-from sweep.pipelines.current import CurrentPipeline
+from sweep.pipelines.serial import SerialPipeline
 from sweep.runtimes import JobContext, UnsupportedError, create_runtime
 from sweep.scenarios.end_to_end import (
     BOUND_PCT,
@@ -88,16 +88,16 @@ def levels(x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("dtype,memory_format", [
     (torch.float32, torch.contiguous_format), (torch.float16, torch.channels_last),
     (torch.bfloat16, torch.contiguous_format)])
-def test_dali_batches_are_currents_preprocessing_in_the_runtimes_dtype_and_layout(
+def test_dali_batches_are_serials_preprocessing_in_the_runtimes_dtype_and_layout(
         trained, dtype, memory_format):
-    """The same resize contract as pipeline=current (antialiased bilinear to a square, uint8):
+    """The same resize contract as pipeline=serial (antialiased bilinear to a square, uint8):
     the decoded pixels are the same (libjpeg-turbo in both), but DALI's resampling is not PIL's
     code, and the levels differ by a few here and there, most of all in the images' first
     column; on average by well under one level."""
     paths = image_files(trained[0])
     ctx = context(dtype, memory_format)
     with closing(create_pipeline(pipeline_config("dali"), ctx)) as dali, \
-            closing(CurrentPipeline(pipeline_config(), context())) as current:
+            closing(SerialPipeline(pipeline_config(), context())) as current:
         staged = dali.to_device(dali.preprocess(dali.decode(paths[:BATCH])))
         ref = current.to_device(current.preprocess(current.decode(paths[:BATCH])))
         fused = list(dali.batches([paths[i:i + BATCH] for i in range(0, len(paths), BATCH)]))
@@ -154,7 +154,7 @@ def test_dalis_file_reader_streams_the_batches_its_external_source_would(trained
             assert len(pairs) == 3
 
 
-def test_dali_agrees_with_current_end_to_end_and_says_what_bounds_it(trained, runtime):
+def test_dali_agrees_with_serial_end_to_end_and_says_what_bounds_it(trained, runtime):
     root, weights = trained
     metrics, info = measure_end_to_end(job_config(root, "dali", weights), runtime,
                                        torch.device("cpu"))
@@ -171,7 +171,7 @@ def test_dali_agrees_with_current_end_to_end_and_says_what_bounds_it(trained, ru
     assert info["bound_by"] == expected and metrics["e2e_vs_ceiling_pct"] == pytest.approx(pct)
 
 
-def test_dali_reads_grayscale_cmyk_and_png_as_current_does(tmp_path, runtime):
+def test_dali_reads_grayscale_cmyk_and_png_as_serial_does(tmp_path, runtime):
     """The files pipeline=gpu routes to the CPU: DALI decodes them to RGB too."""
     rng = np.random.default_rng(0)
     rgb = Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8))
@@ -182,7 +182,7 @@ def test_dali_reads_grayscale_cmyk_and_png_as_current_does(tmp_path, runtime):
     rgb.save(tmp_path / "a" / "plain.jpg", quality=95)
     paths = image_files(tmp_path)
     with closing(create_pipeline(pipeline_config("dali"), context())) as dali, \
-            closing(CurrentPipeline(pipeline_config(), context())) as current:
+            closing(SerialPipeline(pipeline_config(), context())) as current:
         got = levels(dali.preprocess(dali.decode(paths)))
         ref = levels(current.preprocess(current.decode(paths)))
     for i, path in enumerate(paths):
@@ -218,9 +218,9 @@ def test_bound_by_names_the_lower_ceiling_when_reached_else_the_host():
 
 
 @pytest.mark.slow
-def test_cli_sweep_of_dali_and_current_reports_the_bound(trained, tmp_path, cache_dir):
+def test_cli_sweep_of_dali_and_serial_reports_the_bound(trained, tmp_path, cache_dir):
     root, weights = trained
-    proc = run_cli(["-m", "pipeline=current,dali", "data=imagefolder", f"data.root={root}",
+    proc = run_cli(["-m", "pipeline=serial,dali", "data=imagefolder", f"data.root={root}",
                     f"model.weights={weights}", "model.num_classes=4", "batch=4",
                     "tracking.enabled=false", *QUICK], tmp_path, cache_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -299,7 +299,7 @@ def test_nvimgcodec_not_installed_says_what_to_install(monkeypatch):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the mixed decoder needs CUDA")
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
-def test_dali_on_the_gpu_agrees_with_current_and_stays_on_the_device(trained, memory_format):
+def test_dali_on_the_gpu_agrees_with_serial_and_stays_on_the_device(trained, memory_format):
     root, weights = trained
     device = torch.device("cuda")
     ctx = JobContext(device=device, precision="fp16", batch=BATCH, resolution=RES,
@@ -329,7 +329,7 @@ def test_a_ceiling_is_the_faster_of_its_run_and_the_instrumented_pass(trained, r
     here can, the ceilings are those figures."""
     root, _ = trained
     paths = image_files(root)
-    with closing(CurrentPipeline(pipeline_config(), context())) as pipe:
+    with closing(SerialPipeline(pipeline_config(), context())) as pipe:
         metrics, info = measure_ceilings(pipe, runtime, paths, BATCH, 3, 0.01,
                                          torch.device("cpu"), 10.0,
                                          {"decode_ms": 1e-6, "infer_ms": 2e-6})

@@ -49,8 +49,8 @@ from sweep.pipelines.base import (
     read_rgb,
     resize_pil,
 )
-from sweep.pipelines.current import CurrentPipeline
 from sweep.pipelines.gpu import cpu_decode_reason, group_by_size, resize_levels
+from sweep.pipelines.serial import SerialPipeline
 from sweep.runtimes import UnsupportedError
 from sweep.scenarios.end_to_end import STAGES, measure_end_to_end, time_stages, time_stream
 
@@ -66,7 +66,7 @@ def runtime(trained):
         yield rt
 
 
-def job_config(root: Path | None, pipeline: str = "current", weights: Path | None = None,
+def job_config(root: Path | None, pipeline: str = "serial", weights: Path | None = None,
                min_seconds: float = 0.1, **flags: bool) -> SweepConfig:
     """A quick job on `root` (synthetic data when None)."""
     data = DataConfig(name="imagefolder", root=str(root)) if root else DataConfig()
@@ -103,9 +103,9 @@ def jpeg_bytes(img: Image.Image, **kwargs) -> bytes:
 
 # --- the same preprocessing in every pipeline ---------------------------------------------------
 
-def test_current_and_fast_build_identical_batches(trained):
+def test_serial_and_fast_build_identical_batches(trained):
     paths = image_files(trained[0])[:BATCH]
-    current = create_pipeline(pipeline_config("current"), context())
+    current = create_pipeline(pipeline_config("serial"), context())
     fast = create_pipeline(pipeline_config("fast", workers=2), context())
     inline = create_pipeline(pipeline_config("fast", workers=2, prefetch=0), context())
     try:
@@ -144,14 +144,14 @@ def assorted(tmp_path) -> list[Path]:
 @pytest.mark.parametrize("dtype, memory_format", [
     (torch.float32, torch.contiguous_format), (torch.float32, torch.channels_last),
     (torch.float16, torch.channels_last), (torch.bfloat16, torch.contiguous_format)])
-def test_fast_packs_uint8_and_normalises_in_to_device_as_current_does(assorted, dtype,
+def test_fast_packs_uint8_and_normalises_in_to_device_as_serial_does(assorted, dtype,
                                                                       memory_format):
     """pipeline=fast hands a uint8 [B, R, R, 3] batch from preprocess to to_device, which
-    normalises it there; the result is current's float batch, in the runtime's dtype and
+    normalises it there; the result is serial's float batch, in the runtime's dtype and
     layout, on the staged and on the prefetched path."""
     ctx = PipelineContext(device=torch.device("cpu"), batch=len(assorted), resolution=RES,
                           dtype=dtype, memory_format=memory_format)
-    current = create_pipeline(pipeline_config("current"), ctx)
+    current = create_pipeline(pipeline_config("serial"), ctx)
     fast = create_pipeline(pipeline_config("fast", workers=3), ctx)
     try:
         a = current.to_device(current.preprocess(current.decode(assorted)))
@@ -308,7 +308,7 @@ def test_gpu_pipeline_without_cuda_says_what_to_use_instead():
 
 # --- end to end -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("pipeline", ["current", "fast"])
+@pytest.mark.parametrize("pipeline", ["serial", "fast"])
 def test_end_to_end_metrics_and_accuracy(trained, runtime, pipeline):
     root, weights = trained
     metrics, info = measure_end_to_end(job_config(root, pipeline, weights), runtime,
@@ -318,7 +318,7 @@ def test_end_to_end_metrics_and_accuracy(trained, runtime, pipeline):
     assert metrics["e2e_fps"] == pytest.approx(1e3 / metrics["e2e_ms_per_img"])
     assert metrics["data_images"] == 24 and metrics["unreadable_files"] == 0
     assert metrics["accuracy_top1_pct"] >= 90  # a fitted classifier, not chance (25%)
-    assert metrics["pipeline_agreement_pct"] == 100  # same preprocessing as current
+    assert metrics["pipeline_agreement_pct"] == 100  # same preprocessing as serial
     assert info["stage_timing"].startswith("separate instrumented pass")
     assert info["data_classes"] == 4 and f"pipeline={pipeline}" in info["pipeline_agreement_basis"]
 
@@ -334,7 +334,7 @@ def one_thread():
 
 
 def test_stage_times_account_for_the_end_to_end_time(trained, runtime, one_thread):
-    """pipeline=current runs its stages one after another, so the sum of the stage means from the
+    """pipeline=serial runs its stages one after another, so the sum of the stage means from the
     instrumented pass should come close to the uninstrumented e2e time: above it only by the
     timer reads and synchronisations (none on the CPU), below it only by the Python glue between
     stages and the first batch's start. Each is a mean over >= 0.5 s on a machine that other
@@ -346,7 +346,7 @@ def test_stage_times_account_for_the_end_to_end_time(trained, runtime, one_threa
     device = runtime.ctx.device
     need = -(-len(paths) // BATCH)
     e2e, stages = [], []
-    with closing(create_pipeline(pipeline_config("current"), context(device.type))) as pipe:
+    with closing(create_pipeline(pipeline_config("serial"), context(device.type))) as pipe:
         for _ in range(3):
             seconds, count = time_stream(pipe, runtime, paths, BATCH, need, 0.5, device)
             e2e.append(1e3 * seconds / count)
@@ -357,8 +357,8 @@ def test_stage_times_account_for_the_end_to_end_time(trained, runtime, one_threa
     assert min(stages) >= 0.67 * min(e2e), (stages, e2e)
 
 
-class ColdStartPipeline(CurrentPipeline):
-    """pipeline=current whose decoder takes a second to start, as nvJPEG's does in a job's process
+class ColdStartPipeline(SerialPipeline):
+    """pipeline=serial whose decoder takes a second to start, as nvJPEG's does in a job's process
     whose prediction pass ran in worker processes."""
 
     decodes = 0
@@ -396,7 +396,7 @@ def messy(trained, tmp_path) -> Path:
     return root
 
 
-@pytest.mark.parametrize("pipeline", ["current", "fast", "dali"])
+@pytest.mark.parametrize("pipeline", ["serial", "fast", "dali"])
 def test_bad_files_are_counted_and_the_rest_measured(messy, trained, runtime, pipeline):
     metrics, info = measure_end_to_end(job_config(messy, pipeline, trained[1]), runtime,
                                        runtime.ctx.device)
@@ -509,7 +509,7 @@ def test_worker_process_raises_the_pipelines_error_and_serves_on(tmp_path, train
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not an image")
     good = image_files(trained[0])[:BATCH]
-    worker = create_pipeline(pipeline_config("current", processes=1), context())
+    worker = create_pipeline(pipeline_config("serial", processes=1), context())
     try:
         with pytest.raises(Exception) as e:
             list(worker.batches([good, [bad, *good[1:]], good]))
@@ -526,7 +526,7 @@ def test_a_killed_worker_fails_the_stream_instead_of_hanging(trained):
     from sweep.pipelines.process import WorkerDied
 
     paths = image_files(trained[0])
-    worker = create_pipeline(pipeline_config("current", processes=1), context())
+    worker = create_pipeline(pipeline_config("serial", processes=1), context())
     try:
         it = worker.batches(paths[i:i + BATCH] for i in range(0, 24, BATCH))
         next(it)
@@ -620,7 +620,7 @@ def test_job_with_pipeline_gpu_on_a_cpu_fails_with_a_clear_message(trained, tmp_
     result = run_job(cfg, tmp_path)
     assert result.status == "failed"
     assert "pipeline=gpu" in result.error
-    assert "use pipeline=current or pipeline=fast" in result.error
+    assert "use pipeline=serial or pipeline=fast" in result.error
 
 
 # --- through job.py -----------------------------------------------------------------------------

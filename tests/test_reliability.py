@@ -39,8 +39,8 @@ def progress(stdout: str) -> list[str]:
 
 
 def test_crashes_and_hangs_end_only_their_job_and_resume_does_nothing(tmp_path, cache_dir):
-    """The issue's 'done when', scaled down: 2 crashing jobs, 1 hanging, the rest fine; then the
-    same command again does nothing."""
+    """A sweep with 2 crashing jobs, 1 hanging and the rest fine ends only the faulty jobs; the
+    same command again then does nothing."""
     args = ["-m", "fault=null,segfault,exit,hang", "batch=1,2", "isolation=process",
             "timeout_s=20", "hydra.sweep.dir=multirun/faults", "tracking.experiment=faults", *QUICK]
     first = run_cli(args, tmp_path, cache_dir)

@@ -17,8 +17,8 @@ from sweep.errors import ConfigError, UnsupportedError  # noqa: E402
 from sweep.model_files import open_onnx  # noqa: E402
 from sweep.models import build_model  # noqa: E402
 from sweep.runtimes import JobContext, check_supported, create_runtime  # noqa: E402
+from sweep.runtimes.onnx_export import check_file_precision  # noqa: E402
 from sweep.runtimes.openvino import OpenVinoRuntime, compile_config  # noqa: E402
-from sweep.runtimes.ort import check_file_precision  # noqa: E402
 
 RES, BATCH = 32, 4
 

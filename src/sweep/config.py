@@ -3,8 +3,8 @@
 The YAML files under ``sweep/conf/`` hold values; these dataclasses hold the shape, the defaults and
 the validation. Hydra composes YAML onto them, ``OmegaConf.to_object`` turns the result into
 a :class:`SweepConfig`, and below that point no code sees a DictConfig. A group whose choices
-are implementations (runtime, pipeline, scenario) has one schema per choice, registered by
-``@choice`` under its ``name``, and the schema names the class that implements it (``impl``).
+are implementations (runtime, pipeline, scenario, tracking) has one schema per choice, registered
+by ``@choice`` under its ``name``, and the schema names the class that implements it (``impl``).
 """
 
 from __future__ import annotations
@@ -283,7 +283,7 @@ class PipelineConfig(Choice):
     """How files become input batches (data=imagefolder)."""
 
     choices: ClassVar[dict[str, type]] = {}
-    name: str = "current"
+    name: str = "serial"
     workers: int = 0  # fast: decode threads (0 = one per CPU core); gpu: file readers (0, 1: one)
     prefetch: int = 2  # batches prepared ahead (by a thread, or by each worker process)
     # worker processes preparing the batches, each with its own GIL (0: threads of the job's
@@ -299,11 +299,15 @@ class PipelineConfig(Choice):
 
 @choice
 @dataclass
-class CurrentPipelineConfig(PipelineConfig):
+class SerialPipelineConfig(PipelineConfig):
     """Per image on the CPU (PIL), nothing overlapped."""
 
-    impl: ClassVar[str] = "sweep.pipelines.current:CurrentPipeline"
-    name: str = "current"
+    impl: ClassVar[str] = "sweep.pipelines.serial:SerialPipeline"
+    name: str = "serial"
+
+
+# seed 000's name for pipeline=serial: its suites and the job folders they wrote still read
+PipelineConfig.choices["current"] = SerialPipelineConfig
 
 
 @choice
@@ -365,7 +369,7 @@ class DaliPipelineConfig(PipelineConfig):
                                "Use pipeline.processes=0 with pipeline=dali.")
 
 
-def pipeline_config(name: str = "current", **values: Any) -> PipelineConfig:
+def pipeline_config(name: str = "serial", **values: Any) -> PipelineConfig:
     """The schema of `pipeline=name` with `values` (its own defaults for the rest)."""
     return choose(PipelineConfig, "pipeline", name, **values)
 
@@ -525,12 +529,26 @@ class CheckConfig:
 
 @dataclass
 class TrackingConfig(Choice):
-    """Where results are logged; the URI's precedence is `sweep.tracking.resolve_uri`'s."""
+    """Where results are logged; the URI's precedence is `sweep.tracking.resolve_uri`'s. One
+    schema per store, registered by ``@choice``; the YAML files of the `tracking` group (local,
+    server) are places of that store. `name` is a class constant, not an option: the tracking
+    options are logged as params, and the store is not one a job varies."""
 
+    choices: ClassVar[dict[str, type]] = {}
     impl: ClassVar[str] = "sweep.tracking.mlflow_store:MlflowTracker"
+    name: ClassVar[str] = "mlflow"
     enabled: bool = True
     uri: str = "sqlite:///mlflow.db"
     experiment: str = "sweep"
+
+
+@choice
+@dataclass
+class MlflowTrackingConfig(TrackingConfig):
+    """An MLflow tracking store: a local sqlite file or a server."""
+
+    impl: ClassVar[str] = "sweep.tracking.mlflow_store:MlflowTracker"
+    name: ClassVar[str] = "mlflow"
 
 
 # keys that say how a job is run, not what it measures (a resumed sweep ignores them)
@@ -546,7 +564,7 @@ class SweepConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    pipeline: Any = None  # a PipelineConfig choice (None: current)
+    pipeline: Any = None  # a PipelineConfig choice (None: serial)
     scenario: Any = None  # a ScenarioConfig choice (None: offline)
     resolution: int | None = None  # None: the model's own (job.resolve_resolution)
     batch: int = 1
@@ -555,7 +573,7 @@ class SweepConfig:
     flags: FlagsConfig = field(default_factory=FlagsConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
     check: CheckConfig = field(default_factory=CheckConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    tracking: TrackingConfig = field(default_factory=MlflowTrackingConfig)
     cache_dir: str | None = None  # default ~/.cache/sweep
     # how jobs run: inline (in the launcher's process) or each in a fresh process, with a timeout
     isolation: str = "inline"
@@ -568,7 +586,7 @@ class SweepConfig:
     fault_at: dict[int, str] = field(default_factory=dict)  # {job number: fault}, chosen jobs
 
     def __post_init__(self) -> None:
-        self.pipeline = self.pipeline or CurrentPipelineConfig()
+        self.pipeline = self.pipeline or SerialPipelineConfig()
         self.scenario = self.scenario or OfflineScenarioConfig()
         _choice("isolation", self.isolation, ISOLATIONS)
         _choice("resume", self.resume, RESUME)
@@ -597,11 +615,11 @@ class SweepConfig:
         if not (self.device in DEVICES or self.device.startswith("cuda:")):
             raise config_error("device", self.device, "allowed values are auto, cpu, cuda, cuda:N",
                                "e.g. device=cpu")
-        if self.pipeline.name != "current" and self.data.name != "imagefolder":
+        if not isinstance(self.pipeline, SerialPipelineConfig) and self.data.name != "imagefolder":
             raise config_error(
                 "pipeline", self.pipeline.name,
                 f"input pipelines need files to read, and data={self.data.name} has none",
-                "Use data=imagefolder data.root=<folder of class folders>, or pipeline=current.")
+                "Use data=imagefolder data.root=<folder of class folders>, or pipeline=serial.")
         if self.pipeline.name == "gpu" and self.device == "cpu":
             raise config_error("pipeline", "gpu", "it decodes on a CUDA device and device=cpu",
                                "Use device=cuda, or pipeline=fast on the CPU.")
@@ -644,7 +662,8 @@ def tracking_of(data: dict[str, Any]) -> TrackingConfig:
     that no SweepConfig exists) is still recorded."""
     from omegaconf import OmegaConf
 
-    node = OmegaConf.merge(OmegaConf.structured(TrackingConfig), data.get("tracking") or {})
+    schema = TrackingConfig.choices[TrackingConfig.name]
+    node = OmegaConf.merge(OmegaConf.structured(schema), data.get("tracking") or {})
     return OmegaConf.to_object(node)
 
 
@@ -664,4 +683,5 @@ def register_configs() -> None:
     cs.store(group="schema/model", name="model", node=ModelConfig)
     cs.store(group="schema/hardware", name="hardware", node=HardwareConfig)
     cs.store(group="schema/data", name="data", node=DataConfig)
-    cs.store(group="schema/tracking", name="tracking", node=TrackingConfig)
+    for name, schema in TrackingConfig.choices.items():
+        cs.store(group="schema/tracking", name=name, node=schema)

@@ -91,3 +91,11 @@ def scan(root: str | None, max_images: int) -> ImageSet:
     empty = [c.name for c, files in zip(classes, per_class, strict=True) if not files]
     return ImageSet(root=path, classes=[c.name for c in classes], items=items[:max_images],
                     found=len(items), ignored=ignored, empty_classes=empty)
+
+
+if __name__ == "__main__":  # `python -m sweep.data generate ...` was once documented here
+    import sys
+
+    sys.exit("sweep.data only reads image folders; the demo set is written by "
+             "`python -m sweep.demo_data generate data/demo --classes 4 --per-class 8` "
+             "(python -m sweep.demo_data --help)")

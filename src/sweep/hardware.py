@@ -19,8 +19,9 @@ def known_hardware() -> dict[str, HardwareConfig]:
     for path in sorted((conf_dir() / "hardware").glob("*.yaml")):
         raw = OmegaConf.to_container(OmegaConf.load(path))
         raw.pop("defaults", None)
-        if raw.get("name") != "auto":
-            entries[raw["name"]] = HardwareConfig(**raw)
+        entry = HardwareConfig(**raw)  # what a file leaves out is the schema's default
+        if entry.name != "auto":
+            entries[entry.name] = entry
     return entries
 
 

@@ -95,7 +95,7 @@ def run_job(cfg: SweepConfig, job_dir: Path, swept: tuple[str, ...] = ()) -> Job
             result.info["resolution_from"] = resolve_resolution(cfg)
             result.params = flatten(cfg)
             result.job = job_name(result.params, swept)
-        _run(cfg, job_dir, result)
+        _build_prepare_and_measure(cfg, job_dir, result)
         result.status = "ok"
     except Exception as e:  # the sweep goes on; the reason is recorded
         result.status = "failed"
@@ -230,7 +230,8 @@ def _check_images(cfg: SweepConfig) -> int:
     return cfg.batch * max(1, math.ceil(cfg.check.samples / cfg.batch))
 
 
-def _run(cfg: SweepConfig, job_dir: Path, result: JobResult) -> None:
+def _build_prepare_and_measure(cfg: SweepConfig, job_dir: Path, result: JobResult) -> None:
+    """Build the model, prepare and check the runtime, run the scenarios: into `result`."""
     device = resolve_device(cfg.device)
     # the cached environment plus what this job chose (tags: A/B of the autotuner)
     result.env = {**environment(str(device)),

@@ -1,7 +1,8 @@
 """The metric vocabulary: every number a job, a sweep or a report names, with its unit, which
 way is better and whether it is a headline column. Scenarios emit these names, the summary puts
 the headline ones first in this order, the A/B tables and plots take their labels from here, and
-a test checks that every metric a job writes is listed."""
+a test checks that every metric a job writes is listed. INFO_KEYS does the same for the words
+a job writes into `info`."""
 
 from __future__ import annotations
 
@@ -142,3 +143,103 @@ def axis_label(name: str) -> str:
 def unknown(names: object) -> list[str]:
     """The names among `names` that the vocabulary does not list."""
     return sorted(n for n in names if n not in BY_NAME)  # type: ignore[attr-defined]
+
+
+# The `info` vocabulary: every key a job writes into result.json's `info` (facts in words or
+# small values, not metrics), with what it says. tests/test_keys.py checks that a real job writes
+# only these; the sweep record's own fields (sweep.json) are not job info.
+INFO_KEYS: dict[str, str] = {
+    # the job and where it ran
+    "config_digest": "digest of the job's measured config: a resumed sweep re-runs a job whose "
+                     "config changed",
+    "resolution_from": "where the input resolution came from (the model's own, or resolution=)",
+    "device_used": "the torch device the job ran on",
+    "hardware_used": "the hardware entry (sweep/conf/hardware/) whose peaks util_pct uses",
+    "hardware_description": "that entry's description",
+    "cpu_affinity": "the CPUs the timed span was pinned to (bench.cpu_affinity)",
+    "isolation": "`process` when the job ran in a fresh process of its own",
+    "assigned_gpu": "the GPU index the job was given (gpus=[...])",
+    "rounds_done": "the rounds (bench.rounds) that measured this job",
+    "rounds_planned": "how many rounds were asked for",
+    "rounds_failed": "round -> error, for rounds that failed",
+    "mlflow_run_id": "the job's MLflow run",
+    "mlflow_error": "why the job was not logged to MLflow (upload it later)",
+    # the model
+    "model_file": "model=onnx|exported: the file benchmarked",
+    "model_file_sha256": "its content hash (the cache key of what is built from it)",
+    "model_input": "its input as read from the file (name, layout, batch, dtype)",
+    "model_opset": "model=onnx: the file's ONNX opset",
+    "flops_unresolved_nodes": "graph nodes whose FLOPs could not be counted",
+    "correctness": "how the outputs compare with PyTorch fp32, in words",
+    # preparing the runtime
+    "cache": "artifact cache status of the prepared model: hit, miss, rebuilt or none",
+    "exporter": "the ONNX exporter used: torchscript, or dynamo as the fallback",
+    "fp32_export_cache": "int8: cache status of the fp32 export it was quantised from",
+    "quant": "int8: how the model was quantised and calibrated",
+    "quant_preprocessed": "int8 (ONNX Runtime): whether quant_pre_process ran first",
+    "provider": "the ONNX Runtime execution provider the session got",
+    "providers": "every provider of the session, in order",
+    "session_s": "seconds to create the ONNX Runtime session",
+    "int8_note": "why int8 on this provider runs fp32 kernels",
+    "compile_s": "seconds to compile the model (OpenVINO)",
+    "openvino_device": "OpenVINO's device",
+    "openvino_streams": "NUM_STREAMS the compiled model got",
+    "openvino_threads": "INFERENCE_NUM_THREADS it got",
+    "openvino_precision": "INFERENCE_PRECISION_HINT it got",
+    "openvino_optimal_requests": "OPTIMAL_NUMBER_OF_INFER_REQUESTS it reports",
+    "openvino_compiled_cache": "whether OpenVINO's compiled-model cache held the blob",
+    "engine_file": "the TensorRT engine file",
+    "engine_mb": "its size in MB",
+    "trt_versions": "the TensorRT (and Torch-TensorRT) versions that built it",
+    "trt_build": "model=onnx: strongly or weakly typed build, and its flags",
+    "trt_profile": "model=onnx: the optimisation profile's shape",
+    "compile_mode": "torch.compile's mode",
+    "cudagraphs": "whether inductor captured CUDA graphs",
+    "fxgraph_cache": "inductor's FX graph cache hits and misses while compiling",
+    "inductor_cache_dir": "inductor's cache folder",
+    "cache_rebuilt": "why a cached compiled artifact was discarded and built again",
+    "cuda_graph": "what runtime.cuda_graph did (captured, or ignored on the CPU)",
+    "channels_last": "why flags.channels_last was ignored by this runtime",
+    # pure inference
+    "bench_s": "seconds of warm-up and timed calls",
+    "bound": "GPU-bound, or how much of a call the host took",
+    "util_basis": "which peak util_pct is a share of, or why there is none",
+    "stability": "why the timing may not be stable (CV, clock events)",
+    "telemetry": "how power and clocks were read (NVML or RAPL, samples, interval)",
+    "telemetry_missing": "readings that were not available, and why",
+    "cpu_energy": "how CPU energy was read (RAPL package zones), or why it was not",
+    "clock_events": "NVML clock event reasons seen during the timed span",
+    "throttle": "the throttling reasons among them",
+    # end to end
+    "stage_timing": "how the per-stage times were measured",
+    "preprocessing": "the preprocessing every pipeline applies",
+    "data_root": "the image folder read",
+    "data_classes": "how many class folders it has",
+    "data_files_found": "image files found before data.max_images",
+    "pipeline_agreement_basis": "what pipeline_agreement_pct compares",
+    "unreadable_examples": "some files that could not be decoded",
+    "stage_split": "how this pipeline's stages split the work",
+    "cpu_decode_fallbacks": "pipeline=gpu: files decoded on the CPU instead, by reason",
+    "empty_class_folders": "class folders without images",
+    "ignored_files": "files that are not images or lie outside a class folder",
+    "accuracy_note": "why accuracy may not mean much (classes of model and data differ)",
+    "flags_note": "flags that have no effect on this device",
+    "bound_by": "the stage that bounds the end-to-end rate: decode, infer or host",
+    "bound_basis": "the ceilings that decision compares",
+    "bound_finding": "bound_by=host: what the ceilings say about why",
+    # serving
+    "batching": "how the dynamic batcher pads a partial batch",
+    "in_flight": "batches queued on the device at once",
+    "request": "what one request is (a file through the pipeline, or a ready tensor)",
+    "load_curve": "JSON of every load step: offered and served rate, latency",
+    "overloaded": "why no latency is reported for the load",
+    "target_qps_used": "the arrival rate used when scenario.target_qps was unset",
+    "slo": "the SLO searched for",
+    "capacity_qps": "requests/s of full batches back to back",
+    "slo_result": "why no arrival rate met the SLO",
+}
+
+
+def unknown_info(keys: object) -> list[str]:
+    """The keys among `keys` that INFO_KEYS does not list."""
+    return sorted(k for k in keys if k not in INFO_KEYS)  # type: ignore[attr-defined]

@@ -186,7 +186,7 @@ class GpuPipeline(Pipeline):
         if ctx.device.type != "cuda":
             raise UnsupportedError(
                 f"pipeline=gpu decodes JPEG files with nvJPEG on a CUDA device, and this job runs "
-                f"on {ctx.device.type}: use pipeline=current or pipeline=fast here, or device=cuda "
+                f"on {ctx.device.type}: use pipeline=serial or pipeline=fast here, or device=cuda "
                 "on a machine with an NVIDIA GPU.")
         super().__init__(cfg, ctx)
         # files are read one after another by default: a pool's hand-offs cost more than reading

@@ -178,15 +178,16 @@ class ProcessPipeline(Pipeline):
     def batches(self, chunks: Iterable[Sequence[Path]]) -> Iterator[torch.Tensor]:
         """Each chunk's batch, in order. A yielded batch is a slot a worker refills once the
         caller asks for the next one: use it (queue the work that reads it) before that."""
-        return self._run(chunks, "batches")
+        return self._from_workers(chunks, "batches")
 
     def decoded(self, chunks: Iterable[Sequence[Path]]) -> Iterator[Any]:
         """Each chunk decoded by the workers (their own `decoded`, overlapped as in `batches`),
         in order; on CUDA the job's stream waits for each. What is yielded holds no images (a
         worker cannot hand back images of varying sizes): it only marks a chunk decoded."""
-        return self._run(chunks, "decoded")
+        return self._from_workers(chunks, "decoded")
 
-    def _run(self, chunks: Iterable[Sequence[Path]], what: str) -> Iterator[torch.Tensor]:
+    def _from_workers(self, chunks: Iterable[Sequence[Path]], what: str) -> Iterator[torch.Tensor]:
+        """`what` (batches or decoded) for each chunk, from the workers in turn, in order."""
         if not self._workers:
             self._start()
         device = self.ctx.device

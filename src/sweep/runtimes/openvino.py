@@ -28,7 +28,7 @@ from torch import nn
 from sweep.config import OpenVinoRuntimeConfig
 from sweep.model_files import OnnxModel
 from sweep.runtimes.base import Prepared, Runtime, UnsupportedError
-from sweep.runtimes.ort import (
+from sweep.runtimes.onnx_export import (
     CALIB_BATCH,
     CALIB_SEED,
     MODEL_FILE,

@@ -46,6 +46,7 @@ from sweep.config import TrtRuntimeConfig
 from sweep.model_files import OnnxModel
 from sweep.runtimes import tensorrt_onnx
 from sweep.runtimes.base import DTYPES, JobContext, Prepared, Runtime, UnsupportedError
+from sweep.runtimes.onnx_export import CALIB_BATCH, CALIB_SEED, calibration_images
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,6 @@ INSTALL_HINT = ("pip install 'inference-sweep[trt]' --extra-index-url https://py
                 "torch's: {minor}.x for torch {torch}, built for the same CUDA)")
 MODELOPT_HINT = "pip install nvidia-modelopt"
 ENGINE_FILE = "model.ep"
-CALIB_BATCH = 4  # images per calibration batch
-CALIB_SEED = 7_000_000  # far from the seeds the job draws its inputs from (data.seed * 1000 + k)
 
 
 def _torch_minor() -> str:
@@ -316,11 +315,8 @@ class TensorRTRuntime(Runtime):
 
     def _quantize(self, model: nn.Module, device: torch.device) -> None:
         """Insert int8 Q/DQ nodes with ModelOpt, calibrated on synthetic images."""
-        from sweep.accuracy import synthetic_images
-
         mtq = import_modelopt_quantization()
-        batches = [synthetic_images(CALIB_BATCH, self.ctx.resolution, CALIB_SEED + i)
-                   for i in range(self.cfg.calibration_batches)]
+        batches = calibration_images(self.ctx.resolution, self.cfg.calibration_batches)
 
         def calibrate(m: nn.Module) -> None:
             for batch in batches:

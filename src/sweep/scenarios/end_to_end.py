@@ -2,10 +2,10 @@
 
 `measure_end_to_end` runs, on the files of `data.root` (at most `data.max_images`):
 
-1. a reference pass through `pipeline=current` and the job's runtime, one file at a time through
+1. a reference pass through `pipeline=serial` and the job's runtime, one file at a time through
    the decoder: files PIL cannot decode are counted (`unreadable_files`, examples in info) and
    left out of everything below; its top-1 is the reference for `pipeline_agreement_pct`;
-2. a prediction pass through the job's pipeline (the reference pass itself for `current`):
+2. a prediction pass through the job's pipeline (the reference pass itself for `serial`):
    `accuracy_top1_pct` against the folder labels, `pipeline_agreement_pct` against step 1; it
    also warms the pipeline up;
 3. the uninstrumented run: batches streamed through the pipeline as it is meant to run (prefetch
@@ -14,9 +14,9 @@
    `e2e_ms_per_img`, `e2e_fps`;
 4. the instrumented pass, separately, after one untimed batch: the same stages one after
    another with the device synchronised between them, the same stopping rule: `decode_ms`,
-   `preprocess_ms`, `h2d_ms`, `infer_ms`, `postprocess_ms` per image. For `current` they add up
+   `preprocess_ms`, `h2d_ms`, `infer_ms`, `postprocess_ms` per image. For `serial` they add up
    to about `e2e_ms_per_img`; for `fast` and `gpu` the uninstrumented run overlaps stages, so
-   their sum may exceed it. Where the normalisation falls differs: `current` normalises in
+   their sum may exceed it. Where the normalisation falls differs: `serial` normalises in
    `preprocess` on the CPU; `fast` copies a uint8 batch and normalises it on the device, both in
    `h2d`; `gpu` normalises on the GPU in `preprocess`, leaving `h2d` next to nothing; `dali`
    runs each stage as a DALI graph of its own (dali.py says what that split hides);
@@ -54,14 +54,14 @@ from typing import Any
 
 import torch
 
-from sweep.config import CurrentPipelineConfig, SweepConfig
+from sweep.config import SerialPipelineConfig, SweepConfig
 from sweep.data import ImageSet, scan
 from sweep.env import cuda_mps
 from sweep.measure.timing import gc_paused, time_calls
 from sweep.metrics import STAGES as METRIC_STAGES
 from sweep.pipelines import create_pipeline
 from sweep.pipelines.base import PREPROCESSING, Pipeline, fill, pipeline_context, top1
-from sweep.pipelines.current import CurrentPipeline
+from sweep.pipelines.serial import SerialPipeline
 from sweep.scenarios.base import Measurement, Scenario, Workload
 
 log = logging.getLogger(__name__)
@@ -283,7 +283,7 @@ def measure_end_to_end(cfg: SweepConfig, runtime: Any,
     `runtime` on `device` (see the module docstring)."""
     ctx = pipeline_context(cfg, runtime, device)
     pipe = create_pipeline(cfg.pipeline, ctx)  # pipeline=gpu on a CPU fails here, before work
-    ref = pipe if pipe.name == "current" else CurrentPipeline(CurrentPipelineConfig(), ctx)
+    ref = pipe if pipe.name == SerialPipeline.name else SerialPipeline(SerialPipelineConfig(), ctx)
     try:
         return _measure(cfg, runtime, device, pipe, ref)
     finally:
@@ -319,7 +319,7 @@ def _measure(cfg: SweepConfig, runtime: Any, device: torch.device, pipe: Pipelin
         "pipeline_agreement_pct": 100.0 * sum(y == ref_preds[p] for p, y in pairs) / n,
         "data_images": float(n), "unreadable_files": float(len(unreadable)),
     }
-    info["pipeline_agreement_basis"] = (f"top-1 of pipeline={pipe.name} vs pipeline=current, "
+    info["pipeline_agreement_basis"] = (f"top-1 of pipeline={pipe.name} vs pipeline=serial, "
                                         f"same runtime, same {n} files")
     need = max(cfg.bench.min_iters, math.ceil(n / cfg.batch))
     seconds, count = time_stream(pipe, runtime, paths, cfg.batch, need, cfg.bench.min_seconds,

@@ -1,4 +1,5 @@
-"""`pipeline=current`: the baseline, one image at a time on the CPU, nothing overlapped.
+"""`pipeline=serial` (`pipeline=current`, its name in seed 000's suites, is an alias): the
+baseline, one image at a time on the CPU, nothing overlapped.
 
 Per image: PIL decode, PIL resize, normalise; then the batch is stacked (into page-locked memory
 with flags.pin_memory on a GPU job) and copied to the device."""
@@ -14,8 +15,8 @@ import torch
 from sweep.pipelines.base import Pipeline, host_empty, normalize, read_rgb, resize_pil
 
 
-class CurrentPipeline(Pipeline):
-    name = "current"
+class SerialPipeline(Pipeline):
+    name = "serial"
 
     def decode(self, paths: Sequence[Path]) -> list[Any]:
         return [read_rgb(p) for p in paths]
