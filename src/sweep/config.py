@@ -10,6 +10,7 @@ by ``@choice`` under its ``name``, and the schema names the class that implement
 from __future__ import annotations
 
 import importlib
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
@@ -34,9 +35,44 @@ def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
         )
 
 
-def _positive(key: str, value: Any, minimum: float = 1) -> None:
-    if not isinstance(value, int | float) or value < minimum:
-        raise config_error(key, value, f"must be a number >= {minimum}", f"e.g. {key}={minimum}")
+_SEED = (0, 2**32 - 1)
+# every numeric key's range, by its flat name: checked with the others before anything starts.
+# The upper ends keep a typo (1e9 rounds, a target rate of 1e9 qps) from hanging a sweep or
+# exhausting memory before its first job; none limits a measurement anyone would make.
+BOUNDS: dict[str, tuple[float, float]] = {
+    "model.num_classes": (1, 100_000), "model.seed": _SEED,
+    "hardware.mem_bw_gbs": (0.001, 1e6),
+    "data.max_images": (1, 10_000_000), "data.seed": _SEED,
+    "resolution": (8, MAX_RESOLUTION), "batch": (1, 2**31 - 1),
+    "bench.warmup": (0, 1_000_000), "bench.min_iters": (1, 10_000_000),
+    "bench.min_seconds": (0, 86_400), "bench.rounds": (1, 1000), "bench.round": (0, 1000),
+    "bench.telemetry_interval_ms": (1, 60_000), "bench.stable_cv_pct": (0, 1000),
+    "check.samples": (1, 100_000), "timeout_s": (0, 7 * 86_400),
+    "runtime.opset": (13, 30), "runtime.intra_op_threads": (0, 4096),
+    "runtime.inter_op_threads": (0, 4096), "runtime.calibration_batches": (1, 10_000),
+    "runtime.workspace_gb": (0.25, 4096), "runtime.optimization_level": (0, 5),
+    "runtime.streams": (0, 4096), "runtime.threads": (0, 4096),
+    "pipeline.workers": (0, 1024), "pipeline.prefetch": (0, 1024),
+    "pipeline.processes": (0, 1024), "pipeline.hw_decoder_load": (0, 1),
+    "scenario.duration_s": (0.05, 3600), "scenario.min_requests": (1, 10_000_000),
+    "scenario.max_queue_delay_ms": (0, 60_000), "scenario.overload_ms": (1, 600_000),
+    "scenario.slo_ms": (0.001, 600_000), "scenario.slo_percentile": (50, 99.999),
+    "scenario.seed": _SEED, "scenario.in_flight": (1, 64),
+    "scenario.target_qps": (0.001, 1_000_000), "scenario.clients": (1, 10_000),
+}
+# the most requests one load step may hold in memory (target_qps x duration_s, min_requests)
+MAX_REQUESTS = 10_000_000
+
+
+def _number(key: str, value: Any) -> None:
+    """`value` is a finite number in BOUNDS[key] (None passes: an unset optional key)."""
+    if value is None:
+        return
+    low, high = BOUNDS[key]
+    fine = isinstance(value, int | float) and not isinstance(value, bool)
+    if not fine or not math.isfinite(value) or not low <= value <= high:
+        raise config_error(key, value, f"must be a number >= {low:g} and <= {high:g}",
+                           f"e.g. {key}={low:g}")
 
 
 # --- groups whose choices are implementations ----------------------------------------------
@@ -151,8 +187,10 @@ class OnnxRuntimeConfig(RuntimeConfig):
     def __post_init__(self) -> None:
         _choice("runtime.provider", self.provider, ORT_PROVIDERS)
         _choice("runtime.graph_optimization", self.graph_optimization, ORT_OPT_LEVELS)
-        _positive("runtime.opset", self.opset, 13)
-        _positive("runtime.calibration_batches", self.calibration_batches, 1)
+        _number("runtime.opset", self.opset)
+        _number("runtime.calibration_batches", self.calibration_batches)
+        _number("runtime.intra_op_threads", self.intra_op_threads)
+        _number("runtime.inter_op_threads", self.inter_op_threads)
 
 
 @choice
@@ -171,8 +209,8 @@ class TrtRuntimeConfig(RuntimeConfig):
             raise config_error(
                 "runtime.optimization_level", self.optimization_level, "allowed values are 0..5"
             )
-        _positive("runtime.workspace_gb", self.workspace_gb, 0.25)
-        _positive("runtime.calibration_batches", self.calibration_batches, 1)
+        _number("runtime.workspace_gb", self.workspace_gb)
+        _number("runtime.calibration_batches", self.calibration_batches)
 
 
 OV_HINTS = ("latency", "throughput")
@@ -197,10 +235,10 @@ class OpenVinoRuntimeConfig(RuntimeConfig):
     def __post_init__(self) -> None:
         _choice("runtime.device", self.device, OV_DEVICES)
         _choice("runtime.hint", self.hint, OV_HINTS)
-        _positive("runtime.streams", self.streams, 0)
-        _positive("runtime.threads", self.threads, 0)
-        _positive("runtime.opset", self.opset, 13)
-        _positive("runtime.calibration_batches", self.calibration_batches, 1)
+        _number("runtime.streams", self.streams)
+        _number("runtime.threads", self.threads)
+        _number("runtime.opset", self.opset)
+        _number("runtime.calibration_batches", self.calibration_batches)
 
 
 # --- the other groups --------------------------------------------------------------------
@@ -224,7 +262,8 @@ class ModelConfig:
     path: str | None = None  # kind=onnx | exported: the model file
 
     def __post_init__(self) -> None:
-        _positive("model.num_classes", self.num_classes, 1)
+        _number("model.num_classes", self.num_classes)
+        _number("model.seed", self.seed)
         _choice("model.kind", self.kind, MODEL_KINDS)
         suffix = FILE_MODEL_KINDS.get(self.kind)
         if suffix and not self.path:
@@ -252,6 +291,9 @@ class HardwareConfig:
     mem_bw_gbs: float | None = None
     source: str = ""
 
+    def __post_init__(self) -> None:
+        _number("hardware.mem_bw_gbs", self.mem_bw_gbs)
+
 
 DATA_SOURCES = ("synthetic", "imagefolder")
 
@@ -268,7 +310,8 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _choice("data", self.name, DATA_SOURCES)
-        _positive("data.max_images", self.max_images, 1)
+        _number("data.max_images", self.max_images)
+        _number("data.seed", self.seed)
         if self.name == "imagefolder":
             from sweep.data import check_root
 
@@ -292,9 +335,9 @@ class PipelineConfig(Choice):
 
     def __post_init__(self) -> None:
         _choice("pipeline", self.name, tuple(self.choices))
-        _positive("pipeline.workers", self.workers, 0)
-        _positive("pipeline.prefetch", self.prefetch, 0)
-        _positive("pipeline.processes", self.processes, 0)
+        _number("pipeline.workers", self.workers)
+        _number("pipeline.prefetch", self.prefetch)
+        _number("pipeline.processes", self.processes)
 
 
 @choice
@@ -414,13 +457,14 @@ class LoadScenarioConfig(ScenarioConfig):
     in_flight: int = 2  # batches queued on the device at once (the host prepares the next)
 
     def __post_init__(self) -> None:
-        _positive("scenario.duration_s", self.duration_s, 0.05)
-        _positive("scenario.in_flight", self.in_flight, 1)
-        _positive("scenario.min_requests", self.min_requests, 1)
-        _positive("scenario.max_queue_delay_ms", self.max_queue_delay_ms, 0)
-        _positive("scenario.overload_ms", self.overload_ms, 1)
+        _number("scenario.duration_s", self.duration_s)
+        _number("scenario.in_flight", self.in_flight)
+        _number("scenario.min_requests", self.min_requests)
+        _number("scenario.max_queue_delay_ms", self.max_queue_delay_ms)
+        _number("scenario.overload_ms", self.overload_ms)
+        _number("scenario.seed", self.seed)
         if self.slo_ms is not None:
-            _positive("scenario.slo_ms", self.slo_ms, 0.001)
+            _number("scenario.slo_ms", self.slo_ms)
         if not 50 <= self.slo_percentile < 100:
             raise config_error("scenario.slo_percentile", self.slo_percentile,
                                "must be at least 50 and below 100",
@@ -448,7 +492,12 @@ class ServerScenarioConfig(LoadScenarioConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.target_qps is not None:
-            _positive("scenario.target_qps", self.target_qps, 0.001)
+            _number("scenario.target_qps", self.target_qps)
+            if self.target_qps * self.duration_s > MAX_REQUESTS:
+                raise config_error("scenario.target_qps", self.target_qps,
+                                   f"a load step of target_qps x duration_s "
+                                   f"({self.duration_s:g} s) must hold at most {MAX_REQUESTS:,} "
+                                   "requests", "Lower scenario.target_qps or scenario.duration_s.")
 
 
 @choice
@@ -462,7 +511,7 @@ class ConcurrencyScenarioConfig(LoadScenarioConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _positive("scenario.clients", self.clients, 1)
+        _number("scenario.clients", self.clients)
 
 
 @dataclass
@@ -497,16 +546,16 @@ class BenchConfig:
     cpu_affinity: str = "none"
 
     def __post_init__(self) -> None:
-        _positive("bench.warmup", self.warmup, 0)
-        _positive("bench.min_iters", self.min_iters, 1)
-        _positive("bench.min_seconds", self.min_seconds, 0)
-        _positive("bench.rounds", self.rounds, 1)
-        _positive("bench.round", self.round, 0)
+        _number("bench.warmup", self.warmup)
+        _number("bench.min_iters", self.min_iters)
+        _number("bench.min_seconds", self.min_seconds)
+        _number("bench.rounds", self.rounds)
+        _number("bench.round", self.round)
         if self.round > self.rounds:
             raise config_error("bench.round", self.round, f"1..bench.rounds={self.rounds}",
                                "leave bench.round to the sweeper")
-        _positive("bench.telemetry_interval_ms", self.telemetry_interval_ms, 1)
-        _positive("bench.stable_cv_pct", self.stable_cv_pct, 0)
+        _number("bench.telemetry_interval_ms", self.telemetry_interval_ms)
+        _number("bench.stable_cv_pct", self.stable_cv_pct)
         self.cpu_affinity = str(self.cpu_affinity)
         if not CPU_SET.fullmatch(self.cpu_affinity):
             raise config_error("bench.cpu_affinity", self.cpu_affinity,
@@ -524,7 +573,7 @@ class CheckConfig:
     samples: int = 16
 
     def __post_init__(self) -> None:
-        _positive("check.samples", self.samples, 1)
+        _number("check.samples", self.samples)
 
 
 @dataclass
@@ -590,7 +639,7 @@ class SweepConfig:
         self.scenario = self.scenario or OfflineScenarioConfig()
         _choice("isolation", self.isolation, ISOLATIONS)
         _choice("resume", self.resume, RESUME)
-        _positive("timeout_s", self.timeout_s, 0)
+        _number("timeout_s", self.timeout_s)
         if self.fault is not None:
             _choice("fault", self.fault, FAULTS)
             if self.isolation != "process":
@@ -604,9 +653,9 @@ class SweepConfig:
             if not isinstance(getattr(self, key), family):
                 raise config_error(key, getattr(self, key),
                                    f"allowed values are {choices_of(family)}")
-        _positive("batch", self.batch, 1)
+        _number("batch", self.batch)
         if self.resolution is not None:
-            _positive("resolution", self.resolution, 8)
+            _number("resolution", self.resolution)
             if self.resolution > MAX_RESOLUTION:
                 raise config_error("resolution", self.resolution,
                                    f"the input side must be 8..{MAX_RESOLUTION} pixels",
