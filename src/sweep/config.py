@@ -654,12 +654,11 @@ class SweepConfig:
                 raise config_error(key, getattr(self, key),
                                    f"allowed values are {choices_of(family)}")
         _number("batch", self.batch)
-        if self.resolution is not None:
-            _number("resolution", self.resolution)
-            if self.resolution > MAX_RESOLUTION:
-                raise config_error("resolution", self.resolution,
-                                   f"the input side must be 8..{MAX_RESOLUTION} pixels",
-                                   "e.g. resolution=224 (resolution=512 for a large input)")
+        if self.resolution is not None and self.resolution > MAX_RESOLUTION:
+            raise config_error("resolution", self.resolution,
+                               f"the input side must be 8..{MAX_RESOLUTION} pixels",
+                               "e.g. resolution=224 (resolution=512 for a large input)")
+        _number("resolution", self.resolution)
         _choice("precision", self.precision, PRECISIONS)
         if not (self.device in DEVICES or self.device.startswith("cuda:")):
             raise config_error("device", self.device, "allowed values are auto, cpu, cuda, cuda:N",
