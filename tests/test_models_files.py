@@ -279,6 +279,10 @@ def test_a_files_own_resolution_is_its_declared_size(tmp_path):
     cfg = SweepConfig(runtime=OnnxRuntimeConfig(),
                       model=ModelConfig(kind="exported", name="p", path=str(tmp_path / "p.pt2")))
     assert "static input" in resolve_resolution(cfg) and cfg.resolution == 40
+    huge = tmp_path / "huge.onnx"  # a declared size past the bound a typed resolution has
+    graph_file(huge, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 9000, 9000])])
+    with pytest.raises(ConfigError, match=r"resolution=9000 is not valid: .* 8\.\.8192 pixels"):
+        resolved(huge)
 
 
 # --- real multiruns ------------------------------------------------------------------------------

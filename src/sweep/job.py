@@ -16,7 +16,7 @@ import torch
 from sweep import progress
 from sweep.accuracy import compare, make_decisive, run_batches, synthetic_images
 from sweep.cache import ArtifactCache
-from sweep.config import ModelConfig, SweepConfig
+from sweep.config import BOUNDS, ModelConfig, SweepConfig
 from sweep.env import device_name, environment
 from sweep.errors import config_error
 from sweep.hardware import resolve_hardware
@@ -70,7 +70,13 @@ def resolve_resolution(cfg: SweepConfig) -> str:
     key = (model.kind, model.name, model.path, stat and (stat.st_size, stat.st_mtime_ns))
     if key not in _NATIVE:
         _NATIVE[key] = _native_resolution(model)
-    cfg.resolution, source = _NATIVE[key]
+    side, source = _NATIVE[key]
+    low, high = BOUNDS["resolution"]
+    if not low <= side <= high:  # a file's declared size passes the same bound as a typed one
+        raise config_error("resolution", side, f"{source}; the input side must be "
+                           f"{low:g}..{high:g} pixels", "Set resolution=<side> within it, or "
+                           "export the model at a smaller input size.")
+    cfg.resolution = side
     return source
 
 
