@@ -313,3 +313,18 @@ def test_pipeline_that_disagrees_with_current_is_called_out(synthetic):
     md = (synthetic / "report.md").read_text()
     assert ("Preprocessing changes predictions: torch-resnet18-224-b1-fp32 agrees with "
             "pipeline=current on 93.0% of the images") in md
+
+
+def test_a_report_from_a_store_creates_nothing_where_it_only_reads(tmp_path, cache_dir):
+    """--experiment reads: a missing store or experiment is named, and no empty database or
+    experiment is left behind."""
+    proc = run_cli(["--experiment", "nothere"], tmp_path, cache_dir, module="sweep.report")
+    assert proc.returncode == 2 and "no MLflow store at sqlite:///mlflow.db" in proc.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").create_experiment("other")
+    proc = run_cli(["--experiment", "nothere"], tmp_path, cache_dir, module="sweep.report")
+    assert proc.returncode == 2 and "has no experiment 'nothere'" in proc.stderr
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert client.get_experiment_by_name("nothere") is None

@@ -514,7 +514,7 @@ def _load(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[Sw
     if args.experiment:
         try:
             tracker = create_tracker(TrackingConfig(experiment=args.experiment),
-                                     args.tracking_uri)
+                                     args.tracking_uri, read_only=True)
             sweep = tracker.load_sweep(args.parent)
         except LookupError as e:
             parser.error(str(e))

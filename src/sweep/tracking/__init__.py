@@ -65,13 +65,14 @@ def unreachable(uri: str, timeout_s: float = CONNECT_TIMEOUT_S) -> str | None:
 
 
 def create_tracker(cfg: TrackingConfig, explicit_uri: str | None = None,
-                   recorded_uri: str | None = None) -> Tracker:
+                   recorded_uri: str | None = None, read_only: bool = False) -> Tracker:
     """The store `cfg` names, at the resolved URI; one per store and experiment in a process
-    (jobs of the basic launcher share it)."""
+    (jobs of the basic launcher share it). `read_only`: a reader's, which creates no store and
+    no experiment (a LookupError says what is missing)."""
     uri = resolve_uri(explicit_uri, recorded_uri, cfg.uri)
-    key = (type(cfg).impl, uri, cfg.experiment)
+    key = (type(cfg).impl, uri, cfg.experiment, read_only)
     if key not in _open:
-        _open[key] = cfg.implementation()(cfg, uri)
+        _open[key] = cfg.implementation()(cfg, uri, read_only=read_only)
     return _open[key]
 
 

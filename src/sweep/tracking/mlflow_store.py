@@ -85,7 +85,7 @@ def _store_init_lock(uri: str) -> Iterator[None]:
 
 
 class MlflowTracker(Tracker):
-    def __init__(self, cfg: TrackingConfig, uri: str) -> None:
+    def __init__(self, cfg: TrackingConfig, uri: str, read_only: bool = False) -> None:
         # MLflow prints "View run ... at: <uri>" per run, credentials included; the tool prints
         # one link of its own, masked
         os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
@@ -93,6 +93,17 @@ class MlflowTracker(Tracker):
 
         self.uri = uri
         self.experiment = cfg.experiment
+        if read_only:  # a reader makes nothing: no empty database, no empty experiment
+            if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+                raise LookupError(f"no MLflow store at {redact(uri)} (no such file); give "
+                                  "--tracking-uri, or run a sweep first")
+            self.client = MlflowClient(tracking_uri=uri)
+            exp = self.client.get_experiment_by_name(cfg.experiment)
+            if exp is None:
+                raise LookupError(f"the MLflow store at {redact(uri)} has no experiment "
+                                  f"{cfg.experiment!r}")
+            self.experiment_id = exp.experiment_id
+            return
         with _store_init_lock(uri):  # two sweeps must not migrate one new database at once
             self.client = MlflowClient(tracking_uri=uri)
             self.experiment_id = self._experiment(cfg.experiment)
