@@ -26,29 +26,31 @@ PADDING = ("padded: the runtime is built for batch={batch}; a batch of fewer req
 
 
 class MeteredLoadDriver(LoadDriver):
-    """A load driver whose every load run is read by a new `telemetry()` across it; `reading`
-    gives a run's metrics and facts (warm-up and capacity runs are not read)."""
+    """A load driver whose every load run is read by a new `telemetry()` across its serving
+    (told by the generator: not the arrivals drawn, the pause's collection or the run's
+    statistics); `reading` gives a run's metrics and facts (warm-up and capacity not read)."""
 
     def __init__(self, *args: Any, telemetry: Callable[[], Telemetry]) -> None:
         super().__init__(*args)
         self.telemetry = telemetry
+        self._current: Telemetry | None = None
         self._readings: list[tuple[LoadRun, tuple[dict[str, float], dict[str, Any]]]] = []
 
-    def _read(self, measure: Callable[[], LoadRun]) -> LoadRun:
-        tel = self.telemetry()
-        tel.start()
-        try:
-            run = measure()
-        finally:
-            tel.stop()
-        self._readings.append((run, tel.span_result(PREFIX, len(run.requests))))
+    def span(self) -> Telemetry:
+        self._current = self.telemetry()
+        return self._current
+
+    def _keep(self, run: LoadRun) -> LoadRun:
+        assert self._current is not None  # span() was called for this run
+        self._readings.append((run, self._current.span_result(PREFIX, len(run.requests))))
+        self._current = None
         return run
 
     def open(self, qps: float, need: int = 0, seed_offset: int = 0) -> LoadRun:
-        return self._read(lambda: LoadDriver.open(self, qps, need, seed_offset))
+        return self._keep(super().open(qps, need, seed_offset))
 
     def closed(self, clients: int) -> LoadRun:
-        return self._read(lambda: LoadDriver.closed(self, clients))
+        return self._keep(super().closed(clients))
 
     def reading(self, run: LoadRun) -> tuple[dict[str, float], dict[str, Any]]:
         """The telemetry of `run` (by identity: the run object this driver returned)."""
