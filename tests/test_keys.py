@@ -32,6 +32,11 @@ E2E_METRICS = {"decode_ceiling_fps", "infer_ceiling_fps", "pipeline_ceiling_fps"
 E2E_ADDED = {"metrics": E2E_METRICS, "info": {"bound_by", "bound_basis"},
              "tags": {"info.bound_by", "info.bound_basis"}}
 ADDED["summary_csv"] |= E2E_METRICS | {"bound_by", "bound_basis"}
+# the end-to-end run's telemetry says what read it or why nothing did (its energy metrics,
+# e2e_j_per_img on NVML or e2e_cpu_j_per_img on RAPL, only where a reader exists)
+E2E_ADDED["info"] |= {"e2e_telemetry"}
+E2E_ADDED["tags"] |= {"info.e2e_telemetry"}
+ADDED["summary_csv"] |= {"e2e_telemetry"}
 # every child run logs every choice's options (`n/a` where its choice lacks one)
 ADDED_RUN_PARAMS = option_keys()
 

@@ -5,6 +5,7 @@ where a value is missing."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from types import SimpleNamespace
@@ -20,6 +21,7 @@ from sweep.measure.telemetry import (
     open_gpu,
 )
 from sweep.measure.timing import time_calls
+from sweep.metrics import unknown
 from sweep.scenarios.inference import stability_notes
 
 
@@ -219,3 +221,212 @@ def test_the_energy_plot_draws_the_pareto_front(tmp_path):
     plots = {p.name: p for p in write_plots(Sweep("s", rows, ["runtime", "batch"]), tmp_path)}
     assert plots["fps_vs_energy"].path.is_file()
     assert plots["fps_vs_batch"].path.is_file()  # with the rounds' error bars
+
+
+# --- energy where the decision is made: the served load run and the end-to-end run -----------
+
+
+class PoweredNvml(FakeNvml):
+    """A stand-in GPU drawing `power_mw` all along: its energy counter runs with the clock (mW x s
+    is mJ), so a span's energy is its power times its seconds, as on a real GPU at steady load."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.t0 = time.perf_counter()
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, h):
+        self._call("energy")
+        return self.energy_mj + int(self.power_mw * (time.perf_counter() - self.t0))
+
+
+class RunningRapl:
+    """A RAPL folder (as the tests above make) whose package counter another process advances at
+    `watts` every half millisecond, written whole (os.replace) as the kernel's counter reads:
+    a thread of this process would wait on the serving loop's GIL and lag behind."""
+
+    WRITER = ("import os, sys, time\n"
+              "zone, watts = sys.argv[1], float(sys.argv[2])\n"
+              "t0, tmp, out = time.perf_counter(), zone + '/energy_uj.tmp', zone + '/energy_uj'\n"
+              "while True:\n"
+              "    open(tmp, 'w').write(f'{int(watts * 1e6 * (time.perf_counter() - t0))}\\n')\n"
+              "    os.replace(tmp, out)\n"
+              "    time.sleep(0.0005)\n")
+
+    def __init__(self, root, watts: float):
+        self.zone = _rapl(root, "intel-rapl:0", 0, wrap=2**60)
+        self.watts = watts
+
+    def __enter__(self):
+        import subprocess
+        import sys
+
+        self.proc = subprocess.Popen([sys.executable, "-c", self.WRITER, str(self.zone),
+                                      str(self.watts)])
+        deadline = time.monotonic() + 30
+        while int((self.zone / "energy_uj").read_text() or 0) == 0:  # it has started
+            assert self.proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def _serving_work(scenario, service_ms: float = 2.0, batch: int = 4):
+    """A job of `scenario` (its real config) over a real small linear classifier whose call
+    takes at least `service_ms`, on the CPU with ready synthetic images."""
+    from types import SimpleNamespace
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10)).eval()
+
+    def infer(x):
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            y = model(x)
+        time.sleep(max(0.0, service_ms / 1e3 - (time.perf_counter() - t0)))
+        return y
+
+    cfg = SimpleNamespace(batch=batch, resolution=8, pipeline=SimpleNamespace(name="cpu"),
+                          data=SimpleNamespace(name="synthetic", seed=0),
+                          bench=SimpleNamespace(warmup=2, telemetry=True,
+                                                telemetry_interval_ms=20.0),
+                          scenario=scenario)
+    runtime = SimpleNamespace(input_dtype=torch.float32,
+                              input_memory_format=torch.contiguous_format, infer=infer)
+    return SimpleNamespace(cfg=cfg, runtime=runtime, device=torch.device("cpu"))
+
+
+def _served_time_s(m):
+    return m["requests"] / m["server_qps"]  # the reported run's own span
+
+
+def test_served_energy_is_read_across_the_run_at_max_qps_at_slo_on_a_stand_in_nvml():
+    """Under an SLO the server reports the run at `max_qps_at_slo`: its energy per request is
+    the stand-in GPU's power over that run's own seconds and requests (idle time between
+    arrivals included), with its mean power, clocks and throttling."""
+    from sweep.config import ServerScenarioConfig
+    from sweep.scenarios.serving import ServerScenario
+
+    nvml = PoweredNvml(power_mw=250_000, events=0x4)
+    scenario = ServerScenario(lambda work: Telemetry.of(gpu=GpuTelemetry(nvml, "gpu0", 0.02)))
+    work = _serving_work(ServerScenarioConfig(slo_ms=400.0, duration_s=0.05, min_requests=50,
+                                              overload_ms=2000.0))
+    out = scenario.run(work)
+    m, info = out.metrics, out.info
+    assert m["max_qps_at_slo"] > 0 and m["requests"] >= 50
+    assert len(json.loads(info["load_curve"])) >= 2  # a search: the figure is its last run's
+    assert m["served_power_w"] == pytest.approx(250.0)
+    joules = m["served_power_w"] * _served_time_s(m)
+    assert m["served_j_per_img"] == pytest.approx(joules / m["requests"], rel=0.15)
+    assert m["served_img_per_j"] == pytest.approx(1 / m["served_j_per_img"])
+    assert m["served_sm_clock_mhz"] == 1980 and m["served_temp_c"] == 40
+    assert f"of {m['requests']:.0f} images" in info["served_telemetry"]
+    assert info["served_telemetry"].startswith("NVML")
+    assert info["served_throttle"] == ["power cap"]
+    assert not unknown(m)
+    assert "energy_j_per_img" not in m  # the offline names stay the offline span's
+
+
+@pytest.mark.parametrize("scenario", ["single_stream", "concurrency", "server"])
+def test_served_energy_on_rapl_for_every_serving_scenario(tmp_path, scenario):
+    """On a CPU the package's RAPL counter across the reported run: J/request is its mean
+    power over the run's seconds and requests, whichever way the load came."""
+    from sweep.config import ScenarioConfig, choose
+    from sweep.scenarios import serving
+
+    cls = {"single_stream": serving.SingleStreamScenario,
+           "concurrency": serving.ConcurrencyScenario, "server": serving.ServerScenario}[scenario]
+    opts = {"server": {"target_qps": 300.0}, "concurrency": {"clients": 3}}.get(scenario, {})
+    work = _serving_work(choose(ScenarioConfig, "scenario", scenario, duration_s=0.3,
+                                min_requests=50, **opts))
+    with RunningRapl(tmp_path, watts=40.0):
+        out = cls(lambda work: Telemetry.of(cpu=CpuEnergy(tmp_path))).run(work)
+    m, info = out.metrics, out.info
+    assert "overloaded" not in info, info.get("overloaded")
+    assert m["served_cpu_power_w"] == pytest.approx(40.0, rel=0.15)
+    joules = m["served_cpu_power_w"] * _served_time_s(m)
+    assert m["served_cpu_j_per_img"] == pytest.approx(joules / m["requests"], rel=0.15)
+    assert info["served_telemetry"].startswith("RAPL, 1 package zone(s), across")
+    assert not unknown(m)
+
+
+def test_no_served_energy_without_telemetry_overloaded_or_with_no_rate_met(tmp_path):
+    """Nothing made up: no RAPL says why; an overloaded run has no energy at a served load; a
+    server that met no rate under its SLO reports no run, so no energy either."""
+    from sweep.config import ConcurrencyScenarioConfig, ServerScenarioConfig
+    from sweep.scenarios.serving import ConcurrencyScenario, ServerScenario
+
+    no_rapl = lambda work: Telemetry(work.device, rapl_root=tmp_path / "none")  # noqa: E731
+    out = ConcurrencyScenario(no_rapl).run(_serving_work(ConcurrencyScenarioConfig(
+        clients=1, duration_s=0.05, min_requests=20)))
+    assert not [k for k in out.metrics if k.startswith("served_")]
+    assert "no RAPL zones" in out.info["served_telemetry"]
+    nvml = PoweredNvml()
+    gpu = lambda work: Telemetry.of(gpu=GpuTelemetry(nvml, "gpu0", 0.02))  # noqa: E731
+    out = ConcurrencyScenario(gpu).run(_serving_work(ConcurrencyScenarioConfig(
+        clients=3, duration_s=0.05, min_requests=20, overload_ms=5.0), service_ms=20, batch=1))
+    assert "overloaded" in out.info and not [k for k in out.metrics if k.startswith("served_")]
+    assert out.info["served_telemetry"].startswith("overloaded: no energy at a served load")
+    out = ServerScenario(gpu).run(_serving_work(ServerScenarioConfig(
+        slo_ms=1.0, duration_s=0.05, min_requests=20), service_ms=20, batch=1))
+    assert "max_qps_at_slo" not in out.metrics and "no arrival rate" in out.info["slo_result"]
+    assert not [k for k in out.metrics if k.startswith("served_")]
+    assert out.info["served_telemetry"] == "no run reported, so no energy at a served load"
+
+
+@pytest.mark.parametrize("reader", ["nvml", "rapl"])
+def test_an_end_to_end_job_reads_its_energy_across_the_uninstrumented_run(tmp_path, reader):
+    """Files to top-1 through a real resnet18 on the CPU: `e2e_*` energy keys across the
+    uninstrumented run, positive, and J/image its mean power over its seconds per image."""
+    from sweep.config import (
+        BenchConfig,
+        CheckConfig,
+        DataConfig,
+        ModelConfig,
+        SweepConfig,
+        TorchRuntimeConfig,
+        TrackingConfig,
+        pipeline_config,
+    )
+    from sweep.demo_data import generate
+    from sweep.models import build_model
+    from sweep.runtimes import JobContext, create_runtime
+    from sweep.scenarios.base import Workload
+    from sweep.scenarios.end_to_end import EndToEndScenario
+
+    generate(tmp_path / "set", classes=2, per_class=4)
+    cfg = SweepConfig(runtime=TorchRuntimeConfig(),
+                      data=DataConfig(name="imagefolder", root=str(tmp_path / "set")),
+                      pipeline=pipeline_config("current"), resolution=32, batch=2,
+                      model=ModelConfig(num_classes=2),
+                      bench=BenchConfig(warmup=1, min_iters=3, min_seconds=0.3),
+                      check=CheckConfig(samples=2), tracking=TrackingConfig(enabled=False))
+    device = torch.device("cpu")
+    ctx = JobContext(device=device, precision="fp32", batch=2, resolution=32,
+                     channels_last=False, cache=None)
+    runtime = create_runtime(cfg.runtime, ctx)
+    runtime.prepare(build_model(cfg.model), torch.zeros(2, 3, 32, 32))
+    work = Workload(cfg=cfg, device=device, runtime=runtime, x=torch.zeros(2, 3, 32, 32),
+                    gflop_per_img=0.0, hardware=None)
+    rapl = tmp_path / "rapl"
+    rapl.mkdir()
+    try:
+        if reader == "nvml":
+            nvml = PoweredNvml(power_mw=120_000)
+            out = EndToEndScenario(
+                lambda w: Telemetry.of(gpu=GpuTelemetry(nvml, "gpu0", 0.02))).run(work)
+            power, energy = "e2e_power_w", "e2e_j_per_img"
+        else:
+            with RunningRapl(rapl, watts=30.0):
+                out = EndToEndScenario(lambda w: Telemetry.of(cpu=CpuEnergy(rapl))).run(work)
+            power, energy = "e2e_cpu_power_w", "e2e_cpu_j_per_img"
+    finally:
+        runtime.close()
+    m, info = out.metrics, out.info
+    assert m[power] > 0 and m[energy] > 0
+    assert m[power] == pytest.approx(120.0 if reader == "nvml" else 30.0, rel=0.15)
+    # J/image = mean power x the run's seconds / its images = power / e2e_fps
+    assert m[energy] == pytest.approx(m[power] / m["e2e_fps"], rel=0.15)
+    assert "e2e_telemetry" in info and not unknown(m)
+    assert "energy_j_per_img" not in m and "cpu_energy_j_per_img" not in m

@@ -36,7 +36,8 @@ LATENCY_PERCENTILES = {"latency_ms_p50": 50.0, "latency_ms_p90": 90.0, "latency_
 # between-round 95% CI, `<name>_rounds_ci95_low/_high` (sweep.rounds)
 _ROUND_UNITS = {"infer_ms_per_img": "ms", "fps": "images/s", "infer_ms_p50": "ms",
                 "e2e_ms_per_img": "ms", "e2e_fps": "images/s", "server_qps": "requests/s",
-                "max_qps_at_slo": "requests/s", "latency_ms_p99": "ms", "energy_j_per_img": "J"}
+                "max_qps_at_slo": "requests/s", "latency_ms_p99": "ms", "energy_j_per_img": "J",
+                "e2e_j_per_img": "J", "served_j_per_img": "J"}
 ROUND_METRICS = tuple(_ROUND_UNITS)
 
 METRICS: tuple[Metric, ...] = (
@@ -74,6 +75,12 @@ METRICS: tuple[Metric, ...] = (
     _m("energy_j_per_img", "J", True, True, "J/image", ab=True),
     _m("gpu_power_w", "W", None, True, "GPU W"),
     _m("cpu_energy_j_per_img", "J", True, True, "CPU J/image"),
+    # energy across the end-to-end run and the served load run (sweep.measure.telemetry)
+    _m("e2e_j_per_img", "J", True, True, "E2E J/image"),
+    _m("e2e_cpu_j_per_img", "J", True, True, "E2E CPU J/image"),
+    _m("served_j_per_img", "J", True, True, "served J/image"),
+    _m("served_cpu_j_per_img", "J", True, True, "served CPU J/image"),
+    _m("served_power_w", "W", None, True, "served GPU W"),
     _m("rounds", "rounds", None, True),
     # telemetry across the timed span (NVML on a GPU, RAPL on a CPU)
     _m("img_per_j", "images/J", False, label="images/J"),
@@ -84,6 +91,18 @@ METRICS: tuple[Metric, ...] = (
     _m("gpu_mem_clock_mhz", "MHz", None),
     _m("gpu_temp_c", "C", None, label="GPU max C"),
     _m("gpu_util_pct", "%", None, label="NVML util %"),
+    # telemetry across the end-to-end run and the served load run: as above, under the prefix
+    *(_m(f"{prefix}_{name}", unit, None, label=f"{tag} {label}")
+      for prefix, tag in (("e2e", "E2E"), ("served", "served"))
+      for name, unit, label in (
+          ("power_w_max", "W", "GPU max W"), ("sm_clock_mhz", "MHz", "SM clock MHz"),
+          ("sm_clock_mhz_min", "MHz", "SM clock min MHz"),
+          ("sm_clock_mhz_max", "MHz", "SM clock max MHz"),
+          ("mem_clock_mhz", "MHz", "mem clock MHz"), ("temp_c", "C", "GPU max C"),
+          ("gpu_util_pct", "%", "NVML util %"), ("cpu_power_w", "W", "CPU W"))),
+    _m("e2e_power_w", "W", None, label="E2E GPU W"),
+    _m("e2e_img_per_j", "images/J", False, label="E2E images/J"),
+    _m("served_img_per_j", "images/J", False, label="served images/J"),
     # pure inference, the rest
     _m("infer_ms_mean", "ms", True),
     _m("infer_ms_min", "ms", True),

@@ -6,6 +6,10 @@ loop pays for one NVML read of a few counters per interval, with the GIL release
 NVML call (ctypes). Energy is the difference of NVML's total-energy counter across the timed
 span, never an integral of sampled power. A value that cannot be read is absent, with the reason
 in `info["telemetry"]`; it is never replaced by zero.
+
+The offline figure reads its span under the names above (`energy_j_per_img`, `gpu_power_w`, ...);
+another scenario reads its own span under its prefix (`span_result`: `e2e_j_per_img`,
+`served_power_w`, ...), so one job's figures of different spans never overwrite each other.
 """
 
 from __future__ import annotations
@@ -32,6 +36,14 @@ CLOCK_EVENTS = {
 # the reasons that lower the clocks below what the GPU would run at: a job that saw one throttled
 THROTTLING = frozenset({0x4, 0x8, 0x20, 0x40, 0x80})
 RAPL_ROOT = Path("/sys/class/powercap")
+# a span's metrics under its prefix: `energy_j_per_img` -> `{prefix}_j_per_img`; the GPU's are
+# named without `gpu_` (its power and clocks), the CPU package's keep `cpu_`
+SPAN_NAMES = {"energy_j_per_img": "j_per_img", "img_per_j": "img_per_j",
+              "gpu_power_w": "power_w", "gpu_power_w_max": "power_w_max",
+              "gpu_sm_clock_mhz": "sm_clock_mhz", "gpu_sm_clock_mhz_min": "sm_clock_mhz_min",
+              "gpu_sm_clock_mhz_max": "sm_clock_mhz_max", "gpu_mem_clock_mhz": "mem_clock_mhz",
+              "gpu_temp_c": "temp_c", "gpu_util_pct": "gpu_util_pct",
+              "cpu_energy_j_per_img": "cpu_j_per_img", "cpu_power_w": "cpu_power_w"}
 
 
 def decode_clock_events(mask: int) -> list[str]:
@@ -199,6 +211,7 @@ class CpuEnergy:
         self.reason = "" if self.zones else f"no RAPL zones under {root}"
         self._start: list[int] | None = None
         self._end: list[int] | None = None
+        self._t0 = self._t1 = 0.0
 
     def _read(self) -> list[int] | None:
         try:
@@ -210,10 +223,18 @@ class CpuEnergy:
     def start(self) -> None:
         if self.zones:
             self._start = self._read()
+        self._t0 = time.perf_counter()
 
     def stop(self) -> None:
+        self._t1 = time.perf_counter()
         if self.zones and self._start is not None:
             self._end = self._read()
+
+    def watts(self) -> float | None:
+        """Mean package power across the span: its energy over its seconds."""
+        joules = self.joules()
+        span = self._t1 - self._t0
+        return joules / span if joules is not None and joules > 0 and span > 0 else None
 
     def joules(self) -> float | None:
         if self._start is None or self._end is None:
@@ -242,6 +263,7 @@ class Telemetry:
         self.gpu: GpuTelemetry | None = None
         self.cpu: CpuEnergy | None = None
         self.reason = ""
+        self._t0 = self._t1 = 0.0
         if not enabled:
             self.reason = "off (bench.telemetry=false)"
         elif getattr(device, "type", device) == "cuda":
@@ -254,12 +276,23 @@ class Telemetry:
         else:
             self.cpu = CpuEnergy(rapl_root)
 
+    @classmethod
+    def of(cls, gpu: GpuTelemetry | None = None, cpu: CpuEnergy | None = None,
+           reason: str = "") -> Telemetry:
+        """A reader made of the given parts (a stand-in NVML's GPU, a fixture folder's RAPL)
+        instead of the ones the device picks."""
+        tel = cls(None, enabled=False)
+        tel.gpu, tel.cpu, tel.reason = gpu, cpu, reason
+        return tel
+
     def start(self) -> None:
         for part in (self.gpu, self.cpu):
             if part is not None:
                 part.start()
+        self._t0 = time.perf_counter()
 
     def stop(self) -> None:
+        self._t1 = time.perf_counter()
         for part in (self.gpu, self.cpu):
             if part is not None:
                 part.stop()
@@ -270,6 +303,30 @@ class Telemetry:
         if self.cpu is not None:
             return self.cpu.result(images)
         return {}, {"telemetry": self.reason}
+
+    def span_result(self, prefix: str, images: int) -> tuple[dict[str, float], dict[str, Any]]:
+        """`result` of the span under `prefix`: metrics `{prefix}_j_per_img`, `_power_w`, ...
+        (SPAN_NAMES; on RAPL also `{prefix}_cpu_power_w`, the energy over the span's seconds),
+        and facts `{prefix}_telemetry` (what read the span, or why nothing did: always there),
+        `{prefix}_throttle`, `{prefix}_clock_events`, `{prefix}_telemetry_missing`."""
+        measured, facts = self.result(images)
+        if self.cpu is not None and "cpu_energy_j_per_img" in measured:
+            if (watts := self.cpu.watts()) is not None:
+                measured["cpu_power_w"] = watts
+        metrics = {f"{prefix}_{SPAN_NAMES[k]}": v for k, v in measured.items()
+                   if k in SPAN_NAMES}
+        what = facts.pop("telemetry", None) or facts.pop("cpu_energy", "")
+        read = self.gpu is not None or "cpu_j_per_img" in "".join(metrics)
+        info = {f"{prefix}_telemetry": (f"{what}, across the {self._t1 - self._t0:.2f} s of "
+                                        f"{images} images" if read else what)}
+        info.update({f"{prefix}_{k}": v for k, v in facts.items()})
+        return metrics, info
+
+
+def job_telemetry(cfg: Any, device: Any) -> Telemetry:
+    """The reader a job's config asks for (`bench.telemetry`, `bench.telemetry_interval_ms`)
+    on its device."""
+    return Telemetry(device, cfg.bench.telemetry, cfg.bench.telemetry_interval_ms / 1e3)
 
 
 def cuda_identity(device: Any) -> tuple[int, str | None]:

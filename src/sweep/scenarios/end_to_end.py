@@ -36,6 +36,11 @@
    CUDA MPS runs them together, so the finding says whether MPS was on), or their slowing each
    other down otherwise (host cores, the GIL).
 
+The uninstrumented run (step 3) is read by telemetry when the scenario is given a reader (the
+job's own, NVML on a GPU and RAPL on a CPU, by default): `e2e_j_per_img`, `e2e_power_w`, the clocks
+(`e2e_sm_clock_mhz`, ...) and throttling across the run's own span, or `e2e_cpu_j_per_img` and
+`e2e_cpu_power_w` from RAPL; `info.e2e_telemetry` says what read it, or why nothing did.
+
 The runtime was built for one batch size: a last, partial batch is filled by repeating its own
 files (the extra predictions are dropped), and the stream wraps around to the first files.
 """
@@ -47,7 +52,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -57,7 +62,8 @@ import torch
 from sweep.config import SerialPipelineConfig, SweepConfig
 from sweep.data import ImageSet, scan
 from sweep.env import cuda_mps
-from sweep.measure.timing import gc_paused, time_calls
+from sweep.measure.telemetry import Telemetry, job_telemetry
+from sweep.measure.timing import Span, gc_paused, time_calls
 from sweep.metrics import STAGES as METRIC_STAGES
 from sweep.pipelines import create_pipeline
 from sweep.pipelines.base import PREPROCESSING, Pipeline, fill, pipeline_context, top1
@@ -121,19 +127,27 @@ def _enough(batches: int, elapsed: float, need: int, min_seconds: float) -> bool
 
 
 def time_stream(pipe: Pipeline, runtime: Any, paths: Sequence[Path], batch: int,
-                need: int, min_seconds: float, device: torch.device) -> tuple[float, int]:
+                need: int, min_seconds: float, device: torch.device,
+                span: Span | None = None) -> tuple[float, int]:
     """Seconds and images of the uninstrumented run (the first batch's latency included), with
-    Python's garbage collector paused as for every timed loop."""
+    Python's garbage collector paused as for every timed loop; `span` (telemetry) is told when
+    the timed run begins and ends."""
     _sync(device)
     batches, elapsed = 0, 0.0
     with gc_paused(), closing(pipe.stream(paths, batch)) as xs:
+        if span is not None:
+            span.start()
         start = time.perf_counter()
-        for x in xs:
-            top1(runtime.infer(x))
-            batches += 1
-            elapsed = time.perf_counter() - start
-            if _enough(batches, elapsed, need, min_seconds):
-                break
+        try:
+            for x in xs:
+                top1(runtime.infer(x))
+                batches += 1
+                elapsed = time.perf_counter() - start
+                if _enough(batches, elapsed, need, min_seconds):
+                    break
+        finally:
+            if span is not None:
+                span.stop()
     return elapsed, batches * batch
 
 
@@ -277,15 +291,17 @@ def _examples(reasons: dict[Path, str], images: ImageSet) -> str:
     return "; ".join(shown) + (f" (+{more} more)" if more > 0 else "")
 
 
-def measure_end_to_end(cfg: SweepConfig, runtime: Any,
-                       device: torch.device) -> tuple[dict[str, float], dict[str, Any]]:
+def measure_end_to_end(cfg: SweepConfig, runtime: Any, device: torch.device,
+                       telemetry: Telemetry | None = None
+                       ) -> tuple[dict[str, float], dict[str, Any]]:
     """End-to-end metrics and facts of `cfg.pipeline` over `cfg.data` through the prepared
-    `runtime` on `device` (see the module docstring)."""
+    `runtime` on `device` (see the module docstring); `telemetry` reads the uninstrumented
+    run."""
     ctx = pipeline_context(cfg, runtime, device)
     pipe = create_pipeline(cfg.pipeline, ctx)  # pipeline=gpu on a CPU fails here, before work
     ref = pipe if pipe.name == SerialPipeline.name else SerialPipeline(SerialPipelineConfig(), ctx)
     try:
-        return _measure(cfg, runtime, device, pipe, ref)
+        return _measure(cfg, runtime, device, pipe, ref, telemetry)
     finally:
         pipe.close()
         if ref is not pipe:
@@ -293,7 +309,8 @@ def measure_end_to_end(cfg: SweepConfig, runtime: Any,
 
 
 def _measure(cfg: SweepConfig, runtime: Any, device: torch.device, pipe: Pipeline,
-             ref: Pipeline) -> tuple[dict[str, float], dict[str, Any]]:
+             ref: Pipeline, telemetry: Telemetry | None = None
+             ) -> tuple[dict[str, float], dict[str, Any]]:
     images = scan(cfg.data.root, cfg.data.max_images)
     info: dict[str, Any] = {
         "stage_timing": STAGE_TIMING, "preprocessing": PREPROCESSING,
@@ -323,8 +340,12 @@ def _measure(cfg: SweepConfig, runtime: Any, device: torch.device, pipe: Pipelin
                                         f"same runtime, same {n} files")
     need = max(cfg.bench.min_iters, math.ceil(n / cfg.batch))
     seconds, count = time_stream(pipe, runtime, paths, cfg.batch, need, cfg.bench.min_seconds,
-                                 device)
+                                 device, telemetry)
     metrics.update(e2e_ms_per_img=1e3 * seconds / count, e2e_fps=count / seconds)
+    if telemetry is not None:
+        energy, facts = telemetry.span_result("e2e", count)
+        metrics.update(energy)
+        info.update(facts)
     stages = time_stages(pipe, runtime, paths, cfg.batch, need, cfg.bench.min_seconds, device)
     metrics.update(stages)
     ceilings, bound = measure_ceilings(pipe, runtime, paths, cfg.batch, need,
@@ -355,14 +376,20 @@ def _measure(cfg: SweepConfig, runtime: Any, device: torch.device, pipe: Pipelin
 
 
 class EndToEndScenario(Scenario):
-    """Files to top-1 through the job's pipeline, when the data has files."""
+    """Files to top-1 through the job's pipeline, when the data has files; `telemetry` makes the
+    reader of the uninstrumented run from the workload (the job's own by default; a test passes
+    a stand-in NVML or RAPL folder)."""
 
     name = "end_to_end"
+
+    def __init__(self, telemetry: Callable[[Workload], Telemetry] | None = None) -> None:
+        self.telemetry = telemetry or (lambda work: job_telemetry(work.cfg, work.device))
 
     @classmethod
     def applies(cls, cfg: SweepConfig) -> bool:
         return cfg.data.name == "imagefolder"
 
     def run(self, work: Workload) -> Measurement:
-        metrics, info = measure_end_to_end(work.cfg, work.runtime, work.device)
+        metrics, info = measure_end_to_end(work.cfg, work.runtime, work.device,
+                                           self.telemetry(work))
         return Measurement(metrics, info)

@@ -9,7 +9,7 @@ import time
 from sweep.hardware import peak_tflops
 from sweep.measure.memory import gpu_mem_peak_mb, gpu_mem_used_mb, host_rss_peak_mb
 from sweep.measure.stats import latency_stats
-from sweep.measure.telemetry import Telemetry
+from sweep.measure.telemetry import job_telemetry
 from sweep.measure.timing import gpu_only_ms, time_calls
 from sweep.scenarios.base import Measurement, Scenario, Workload
 
@@ -52,7 +52,7 @@ class InferenceScenario(Scenario):
         cfg, device, runtime, x = work.cfg, work.device, work.runtime, work.x
         out = Measurement()
         t_bench = time.perf_counter()
-        tel = Telemetry(device, cfg.bench.telemetry, cfg.bench.telemetry_interval_ms / 1e3)
+        tel = job_telemetry(cfg, device)
         timing = time_calls(lambda: runtime.infer(x), device, cfg.bench.warmup,
                             cfg.bench.min_iters, cfg.bench.min_seconds, span=tel)
         out.info["bench_s"] = time.perf_counter() - t_bench  # warmup + timed calls

@@ -1,28 +1,90 @@
 """The serving scenarios: requests of one image each, served by the dynamic batcher in front of
 the prepared runtime (sweep.serving), under Poisson arrivals (server), closed-loop clients
-(concurrency) or one request at a time (single_stream)."""
+(concurrency) or one request at a time (single_stream).
+
+Every load run is read by telemetry (NVML on a GPU, RAPL on a CPU) across its span; the run a
+scenario reports (for the server under an SLO the one at `max_qps_at_slo`) gives its energy per
+request, mean power and clocks as `served_j_per_img`, `served_power_w`, ... (the run's whole wall
+time over the requests it served: idle time between arrivals at that load included)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
+from sweep.measure.telemetry import Telemetry, job_telemetry
 from sweep.scenarios.base import Measurement, Scenario, Workload
 from sweep.serving.driver import LoadDriver, Served, load_metrics, samples_of
+from sweep.serving.generator import LoadRun
 from sweep.serving.runner import batch_runner
+
+PREFIX = "served"
 
 PADDING = ("padded: the runtime is built for batch={batch}; a batch of fewer requests repeats "
            "them and drops the extra results")
 
 
-def serve_measurement(work: Workload, action: Callable[[LoadDriver], Served]) -> Measurement:
+class MeteredLoadDriver(LoadDriver):
+    """A load driver whose every load run is read by a new `telemetry()` across its serving
+    (told by the generator: not the arrivals drawn, the pause's collection or the run's
+    statistics); `reading` gives a run's metrics and facts (warm-up and capacity not read)."""
+
+    def __init__(self, *args: Any, telemetry: Callable[[], Telemetry]) -> None:
+        super().__init__(*args)
+        self.telemetry = telemetry
+        self._current: Telemetry | None = None
+        self._readings: list[tuple[LoadRun, tuple[dict[str, float], dict[str, Any]]]] = []
+
+    def span(self) -> Telemetry:
+        self._current = self.telemetry()
+        return self._current
+
+    def _keep(self, run: LoadRun) -> LoadRun:
+        assert self._current is not None  # span() was called for this run
+        self._readings.append((run, self._current.span_result(PREFIX, len(run.requests))))
+        self._current = None
+        return run
+
+    def open(self, qps: float, need: int = 0, seed_offset: int = 0) -> LoadRun:
+        return self._keep(super().open(qps, need, seed_offset))
+
+    def closed(self, clients: int) -> LoadRun:
+        return self._keep(super().closed(clients))
+
+    def reading(self, run: LoadRun) -> tuple[dict[str, float], dict[str, Any]]:
+        """The telemetry of `run` (by identity: the run object this driver returned)."""
+        return next(found for r, found in self._readings if r is run)
+
+
+def served_energy(load: LoadDriver, run: LoadRun | None) -> tuple[dict[str, float],
+                                                                   dict[str, Any]]:
+    """The reported run's telemetry: none without a run or for an overloaded one (its energy
+    is not that of a served load; its clocks and throttling are still told)."""
+    if not isinstance(load, MeteredLoadDriver):
+        return {}, {}
+    key = f"{PREFIX}_telemetry"
+    if run is None:
+        return {}, {key: "no run reported, so no energy at a served load"}
+    metrics, info = load.reading(run)
+    if run.overloaded:
+        info[key] = f"overloaded: no energy at a served load ({info[key]})"
+        return {}, info
+    return metrics, info
+
+
+def serve_measurement(work: Workload, action: Callable[[LoadDriver], Served],
+                      telemetry: Callable[[], Telemetry] | None = None) -> Measurement:
     """Run `action` on this job's load driver, after `bench.warmup` full batches; its run becomes
     the Measurement: metrics (with the action's own), facts (padding, what a request is, the
-    load curve) and every request of that run in the samples."""
+    load curve) and every request of that run in the samples; with `telemetry` (a new reader
+    per load run), the energy, power and clocks across that run too."""
     cfg = work.cfg
     runner = batch_runner(cfg, work.runtime, work.device, in_flight=cfg.scenario.in_flight)
     try:
-        load = LoadDriver(runner, cfg.batch, runner.size, cfg.scenario)
+        args = (runner, cfg.batch, runner.size, cfg.scenario)
+        load = (MeteredLoadDriver(*args, telemetry=telemetry) if telemetry is not None
+                else LoadDriver(*args))
         load.warm(max(1, cfg.bench.warmup))
         served = action(load)
     finally:
@@ -30,6 +92,9 @@ def serve_measurement(work: Workload, action: Callable[[LoadDriver], Served]) ->
     run = served.run
     out = Measurement(load_metrics(run, cfg.batch) if run else {}, served.info)
     out.metrics.update(served.metrics)
+    energy, facts = served_energy(load, run)
+    out.metrics.update(energy)
+    out.info.update(facts)
     out.info["batching"] = PADDING.format(batch=cfg.batch)
     if work.device.type == "cuda":
         out.info["in_flight"] = (f"up to {cfg.scenario.in_flight} batches queued on the device "
@@ -50,7 +115,18 @@ def serve_measurement(work: Workload, action: Callable[[LoadDriver], Served]) ->
     return out
 
 
-class ServerScenario(Scenario):
+class ServingScenario(Scenario):
+    """A serving scenario; `telemetry` makes the reader of each load run from the workload (the
+    job's config and device by default; a test passes a stand-in NVML or RAPL folder)."""
+
+    def __init__(self, telemetry: Callable[[Workload], Telemetry] | None = None) -> None:
+        self.telemetry = telemetry or (lambda work: job_telemetry(work.cfg, work.device))
+
+    def measure(self, work: Workload, action: Callable[[LoadDriver], Served]) -> Measurement:
+        return serve_measurement(work, action, lambda: self.telemetry(work))
+
+
+class ServerScenario(ServingScenario):
     """Requests arriving as a Poisson process (LoadGen's Server, perf_analyzer's request rate):
     at `scenario.target_qps`, or, with `scenario.slo_ms`, the highest rate whose latency
     percentile meets the objective (`max_qps_at_slo`)."""
@@ -58,7 +134,7 @@ class ServerScenario(Scenario):
     name = "server"
 
     def run(self, work: Workload) -> Measurement:
-        return serve_measurement(work, self.serve)
+        return self.measure(work, self.serve)
 
     @staticmethod
     def serve(load: LoadDriver) -> Served:
@@ -88,7 +164,7 @@ class ServerScenario(Scenario):
         return Served(load.open(qps), info)
 
 
-class ConcurrencyScenario(Scenario):
+class ConcurrencyScenario(ServingScenario):
     """`scenario.clients` closed loops, each sending its next request when its last one answers
     (perf_analyzer's concurrency mode): throughput and latency at a fixed number in flight."""
 
@@ -96,15 +172,15 @@ class ConcurrencyScenario(Scenario):
 
     def run(self, work: Workload) -> Measurement:
         clients = work.cfg.scenario.clients
-        return serve_measurement(work, lambda load: Served(load.closed(clients),
-                                                           {"clients": clients}))
+        return self.measure(work, lambda load: Served(load.closed(clients),
+                                                      {"clients": clients}))
 
 
-class SingleStreamScenario(Scenario):
+class SingleStreamScenario(ServingScenario):
     """One request at a time, the next sent when the previous one answers (LoadGen's
     SingleStream): the latency a camera or a user waiting on each answer sees."""
 
     name = "single_stream"
 
     def run(self, work: Workload) -> Measurement:
-        return serve_measurement(work, lambda load: Served(load.closed(1)))
+        return self.measure(work, lambda load: Served(load.closed(1)))

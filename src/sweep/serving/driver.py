@@ -15,7 +15,15 @@ import numpy as np
 from sweep.config import LoadScenarioConfig
 from sweep.measure.stats import percentile_bounds, requests_for_bound
 from sweep.metrics import LATENCY_PERCENTILES
-from sweep.serving.generator import LoadRun, Pending, Runner, poisson_arrivals, run_load, wait_for
+from sweep.serving.generator import (
+    LoadRun,
+    Pending,
+    Runner,
+    Span,
+    poisson_arrivals,
+    run_load,
+    wait_for,
+)
 
 
 @dataclass
@@ -82,6 +90,10 @@ class LoadDriver:
         self.runner, self.batch, self.payloads, self.cfg = runner, batch, payloads, cfg
         self.steps: list[dict[str, Any]] = []
 
+    def span(self) -> Span | None:
+        """What is told when each load run serves (none here; telemetry in a subclass)."""
+        return None
+
     def warm(self, batches: int) -> None:
         """Serve `batches` full batches, each to its result, before anything is measured: the
         serving path's one-off costs fall on no request, as perf_analyzer's warm-up requests."""
@@ -112,7 +124,7 @@ class LoadDriver:
         run = run_load(self.runner, self.batch, payloads=self.payloads,
                        delay_s=self.cfg.max_queue_delay_ms / 1e3,
                        overload_s=self.cfg.overload_ms / 1e3, arrivals=arrivals,
-                       in_flight=self.cfg.in_flight)
+                       in_flight=self.cfg.in_flight, span=self.span())
         self.steps.append(step_record(run, self.batch))
         return run
 
@@ -122,7 +134,7 @@ class LoadDriver:
                        delay_s=self.cfg.max_queue_delay_ms / 1e3,
                        overload_s=self.cfg.overload_ms / 1e3, clients=clients,
                        duration_s=self.cfg.duration_s, min_requests=self.cfg.min_requests,
-                       in_flight=self.cfg.in_flight)
+                       in_flight=self.cfg.in_flight, span=self.span())
         self.steps.append(step_record(run, self.batch))
         return run
 

@@ -60,6 +60,15 @@ class Pending(Protocol):
     def wait(self) -> None: ...
 
 
+class Span(Protocol):
+    """Told when a run's first request may arrive and when its last one has its result
+    (telemetry reads its counters across exactly that)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 # A runner takes the payloads of one batch and either finishes it (returns None) or queues it
 # and returns what to wait on.
 Runner = Callable[[Sequence[int]], "Pending | None"]
@@ -126,16 +135,16 @@ def run_load(runner: Runner, batch: int, *, payloads: int, delay_s: float, overl
              arrivals: np.ndarray | None = None, clients: int | None = None,
              duration_s: float = 0.0, min_requests: int = 0, in_flight: int = 1,
              clock: Callable[[], float] = time.perf_counter,
-             sleep: Callable[[float], None] = time.sleep) -> LoadRun:
+             sleep: Callable[[float], None] = time.sleep, span: Span | None = None) -> LoadRun:
     """Serve open-loop `arrivals` (seconds), or `clients` closed loops until both `duration_s`
     and `min_requests`, with up to `in_flight` batches queued at once; stop early, overloaded,
     once the oldest waiting request has waited `overload_s`. An open-loop run whose queue grew
     without bound in a run too short for that wait is overloaded too (`backlog_growth`).
     Python's garbage collector is paused while it serves: a collection of the serving loop's
-    own objects is not a request's latency."""
+    own objects is not a request's latency. `span` is told when serving starts and ends."""
     with gc_paused():
         run = _serve(runner, batch, payloads, delay_s, overload_s, arrivals, clients,
-                     duration_s, min_requests, in_flight, clock, sleep)
+                     duration_s, min_requests, in_flight, clock, sleep, span)
     if not run.overloaded:
         run.overload_reason = backlog_growth(run, batch)
         run.overloaded = bool(run.overload_reason)
@@ -145,7 +154,7 @@ def run_load(runner: Runner, batch: int, *, payloads: int, delay_s: float, overl
 def _serve(runner: Runner, batch: int, payloads: int, delay_s: float, overload_s: float,
            arrivals: np.ndarray | None, clients: int | None, duration_s: float,
            min_requests: int, in_flight: int, clock: Callable[[], float],
-           sleep: Callable[[float], None]) -> LoadRun:
+           sleep: Callable[[float], None], span: Span | None = None) -> LoadRun:
     closed = arrivals is None
     run = (LoadRun(None, clients or 1) if closed
            else LoadRun(len(arrivals) / float(arrivals[-1])))
@@ -155,6 +164,8 @@ def _serve(runner: Runner, batch: int, payloads: int, delay_s: float, overload_s
     if closed:
         queue.extend(Request(0.0, i % payloads) for i in range(clients or 1))
         issued = clients or 1
+    if span is not None:
+        span.start()
     t0 = clock()
 
     def complete(take: list[Request], end: float) -> None:
@@ -210,6 +221,8 @@ def _serve(runner: Runner, batch: int, payloads: int, delay_s: float, overload_s
                     pass
             continue
         _sleep_until(t0 + wake, clock, sleep)
+    if span is not None:
+        span.stop()
     for pending, _ in running:  # an overloaded run leaves its queued batches to finish
         pending.wait()
     if run.requests:
