@@ -48,7 +48,7 @@ def slo_sweep(tmp_path) -> Path:
              {"slo": SLO, "capacity_qps": 190.0})
     save_job(root, 1, {"batch": 4, **server},
              {"fps": 500.0, "max_qps_at_slo": 120.0, "server_qps": 118.0,
-              "latency_ms_p99": 95.0, "energy_j_per_img": 0.25},
+              "latency_ms_p99": 95.0, "energy_j_per_img": 0.25, "served_j_per_img": 0.4},
              {"slo": SLO, "capacity_qps": 480.0})
     save_job(root, 2, {"batch": 8, **server}, {"fps": 2000.0},
              {"slo": SLO, "capacity_qps": 1900.0,
@@ -62,7 +62,8 @@ def test_a_sweep_with_an_slo_is_recommended_under_it_without_being_asked(slo_swe
     text = _section(md, "Recommendation").strip()
     assert text.startswith("Deploy `runtime=torch model=resnet18 resolution=224 batch=4")
     assert f"the highest max_qps_at_slo under {SLO}" in text
-    assert "120.0 qps at p99 95 ms, 0.25 J/image (energy_j_per_img)" in text
+    # the energy at the load it recommends, not the offline figure
+    assert "120.0 qps at p99 95 ms, 0.4 J/image at that load (served_j_per_img)" in text
     assert "batch=8" not in text  # the fastest offline, but it met no rate under its SLO
     assert "1 job(s) met no rate under it and are not candidates" in text
     summary = json.loads((slo_sweep / "summary.json").read_text())

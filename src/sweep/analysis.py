@@ -510,10 +510,15 @@ def _ms(value: float) -> str:
 
 def _energy(row: Row) -> str:
     """`, 0.12 J/image (energy_j_per_img)` where the job measured its energy (the device's;
-    the CPU package's on a CPU)."""
-    for key in ("energy_j_per_img", "cpu_energy_j_per_img"):
+    the CPU package's on a CPU); a serving job's at the load it reports (served_*), else its
+    offline figure."""
+    keys = ("energy_j_per_img", "cpu_energy_j_per_img")
+    if is_serving(row):
+        keys = ("served_j_per_img", "served_cpu_j_per_img", *keys)
+    for key in keys:
         if (j := _num(row, key)) is not None:
-            return f", {j:.3g} J/image ({key})"
+            where = " at that load" if key.startswith("served") else ""
+            return f", {j:.3g} J/image{where} ({key})"
     return ""
 
 

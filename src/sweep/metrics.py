@@ -229,6 +229,12 @@ INFO_KEYS: dict[str, str] = {
     "cpu_energy": "how CPU energy was read (RAPL package zones), or why it was not",
     "clock_events": "NVML clock event reasons seen during the timed span",
     "throttle": "the throttling reasons among them",
+    **{f"{span}_{key}": f"{what}, for the {where}" for span, where in (
+        ("e2e", "end-to-end run"), ("served", "serving run reported"))
+       for key, what in (("telemetry", "how power and clocks were read, or why nothing was"),
+                         ("telemetry_missing", "readings that were not available, and why"),
+                         ("clock_events", "NVML clock event reasons seen"),
+                         ("throttle", "the throttling reasons among them"))},
     # end to end
     "stage_timing": "how the per-stage times were measured",
     "preprocessing": "the preprocessing every pipeline applies",
