@@ -153,7 +153,7 @@ def check_command_line(args: list[str]) -> None:
     """Compose the command line's plain (unswept) overrides before Hydra does: Hydra composes
     them ahead of any callback, so a value of the wrong type (batch=abc) or an unknown choice
     would end the run with its own message and exit status 1. Refused here like every other
-    bad value (exit 2); the swept values are checked per job by the callbacks."""
+    bad value (exit 2); the swept values are checked per job by check_grid."""
     if any(a.startswith("-") and a not in CLI_FLAGS for a in args):
         return
     args = [a for a in args if not a.startswith("-")]
