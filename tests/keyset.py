@@ -48,7 +48,8 @@ def sweep_keys(sweep_dir: Path, uri: str, experiment: str) -> dict:
     return {"jobs": job_keys(sweep_dir), "summary_csv": sorted(columns),
             "summary_json": sorted(summary), "mlflow": mlflow_keys(uri, experiment),
             "sweep_files": sorted(p.name for p in sweep_dir.iterdir()
-                                  if not p.name[0].isdigit() and not p.name.startswith("."))}
+                                  if not p.name[0].isdigit() and not p.name.startswith(".")),
+            "sweep_record": sorted(json.loads((sweep_dir / "sweep.json").read_text()))}
 
 
 if __name__ == "__main__":  # python tests/keyset.py SWEEP_DIR URI EXPERIMENT > keys.json

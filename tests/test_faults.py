@@ -145,7 +145,8 @@ def _wait_gone(pid: int, seconds: float = 30) -> bool:
 
 
 def test_sigterm_to_launcher_ends_workers_and_marks_parent_killed(tmp_path, cache_dir):
-    """SIGTERM takes Ctrl-C's path (app.Terminated is a KeyboardInterrupt), so this covers both."""
+    """SIGTERM takes Ctrl-C's path (sweep.lifecycle.multirun.Terminated is a
+    KeyboardInterrupt), so this covers both."""
     sig = signal.SIGTERM
     sweep, worker = _start_hanging_sweep(tmp_path, cache_dir)
     time.sleep(1)

@@ -7,6 +7,7 @@ are matched by Hydra's job number: their folders now carry every swept choice
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from keyset import sweep_keys
 
 from sweep.demo_data import generate
 from sweep.metrics import unknown, unknown_info
+from sweep.result import SweepRecord
 from sweep.tracking.mlflow_store import option_keys
 
 pytestmark = pytest.mark.slow
@@ -91,6 +93,17 @@ def test_summary_and_sweep_files_hold_the_same_names(after):
     assert set(_expected("summary_csv", BEFORE["summary_csv"])) <= set(after["summary_csv"])
     assert set(BEFORE["summary_json"]) <= set(after["summary_json"])
     assert set(BEFORE["sweep_files"]) <= set(after["sweep_files"])
+
+
+def test_the_sweep_record_keeps_its_field_names(after):
+    """sweep_keys.json's `sweep_record` lists every key a sweep.json holds (its fields, which
+    reports, uploads and resumed sweeps read): none renamed or dropped, none written unlisted."""
+    fields = {f.name for f in dataclasses.fields(SweepRecord)} - {"unknown"}
+    assert set(BEFORE["sweep_record"]) <= fields, sorted(set(BEFORE["sweep_record"]) - fields)
+    assert set(after["sweep_record"]) <= set(BEFORE["sweep_record"]), after["sweep_record"]
+    # this sweep reached its store: the multirun's start and the parent run are recorded
+    assert {"started", "overrides", "total_jobs", "parent_run_id", "tracking_uri"} <= set(
+        after["sweep_record"])
 
 
 def test_mlflow_runs_hold_the_same_names(after):

@@ -3,10 +3,11 @@ config and error, the sweep file, the report's file names, how jobs and sweeps a
 the digest that lets a resumed sweep recognise its finished jobs. No torch here, so reports and
 the parent of an isolated job stay light.
 
-A sweep folder (`multirun/<date>/<time>/`) holds `sweep.json` (written when the multirun starts:
-its overrides, job count, MLflow parent run), one folder per job, and the report files. A job
-folder holds `result.json` (written last, atomically: its presence means the job finished),
-`samples.json`, `config.yaml`, and `error.txt` / `worker.log` when they apply.
+A sweep folder (`multirun/<date>/<time>/`) holds `sweep.json` (the `SweepRecord`, written when
+the multirun starts: its overrides, job count, MLflow parent run), one folder per job, and the
+report files. A job folder holds `result.json` (written last, atomically: its presence means
+the job finished), `samples.json`, `config.yaml`, and `error.txt` / `worker.log` when they
+apply.
 """
 
 from __future__ import annotations
@@ -279,21 +280,21 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
 _SWEEP_FUNCTIONS = ("range(", "choice(", "interval(", "glob(", "tag(", "shuffle(", "sort(")
 
 
-def _swept(override: str) -> bool:
+def _is_sweep_override(override: str) -> bool:
     value = override.partition("=")[2]
     return "=" in override and ("," in value or value.startswith(_SWEEP_FUNCTIONS))
 
 
 def swept_keys(overrides: list[str]) -> list[str]:
     """The keys a sweep's overrides vary (`batch=1,8` -> batch; `+x=...` -> x)."""
-    return [o.partition("=")[0].lstrip("+~") for o in overrides if _swept(o)]
+    return [o.partition("=")[0].lstrip("+~") for o in overrides if _is_sweep_override(o)]
 
 
 def sweep_label(overrides: list[str]) -> str:
     """What a sweep varies, as a person would type it: the experiment it runs, then its swept
     overrides (`experiment=pin_memory_ab batch=1,8`); `sweep` when it varies nothing."""
     chosen = [o for o in overrides if o.lstrip("+~").startswith("experiment=")]
-    swept = [o for o in overrides if o not in chosen and _swept(o)]
+    swept = [o for o in overrides if o not in chosen and _is_sweep_override(o)]
     label = " ".join(chosen + swept) or "sweep"
     return label if len(label) <= 80 else label[:79] + "…"
 
@@ -302,10 +303,10 @@ def sweep_name(sweep_dir: Path, overrides: list[str] | None = None) -> str:
     """The parent run's and the report's name: what the sweep varies first (the part MLflow's
     runs table shows when it truncates), then its folder, which tells repeats apart:
     `runtime=torch,onnx batch=1,8 (2026-12-01/20-43-13)`. Overrides default to the sweep
-    file's."""
+    record's."""
     sweep_dir = Path(sweep_dir)
     if overrides is None:
-        overrides = read_sweep_file(sweep_dir).get("overrides") or []
+        overrides = SweepRecord.read(sweep_dir).overrides
     return f"{sweep_label(overrides)} ({sweep_dir.parent.name}/{sweep_dir.name})"
 
 
@@ -314,16 +315,66 @@ def failed_result(params: dict[str, Any], error: str) -> JobResult:
     return JobResult(job=job_name(params), status="failed", error=error, params=params)
 
 
-# --- the sweep file -------------------------------------------------------------------------
+# --- the sweep record ------------------------------------------------------------------------
 
 
-def read_sweep_file(sweep_dir: Path) -> dict[str, Any]:
-    """What the multirun recorded when it started (empty when there is no readable file)."""
-    try:
-        return json.loads((Path(sweep_dir) / SWEEP_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
+@dataclass
+class SweepRecord:
+    """What a multirun records in its folder's sweep file (`SWEEP_FILE`) when it starts
+    (sweep.lifecycle), what the rounds sweeper adds and what its jobs, reports and uploads read
+    back. The JSON keys are the field names; keys this version does not know are kept as read."""
 
+    started: float = 0.0  # time.time() when the multirun started: this run's progress counts
+    overrides: list[str] = field(default_factory=list)  # sweep_overrides: what it varies
+    total_jobs: int | None = None  # the grid's size or an optimiser's n_trials; None: unknown
+    parent_run_id: str | None = None  # the tracking store's parent run, reopened on resume
+    tracking_uri: str | None = None  # the store that holds it (its password masked)
+    tracking_offline: str | None = None  # why the store was not reached: jobs do not try it
+    rounds: int | None = None  # bench.rounds > 1: the rounds sweeper's plan
+    round_plan: list[list[int]] | None = None  # per round, the order of the grid's jobs
+    unknown: dict[str, Any] = field(default_factory=dict)  # another version's keys, kept
 
-def write_sweep_file(sweep_dir: Path, info: dict[str, Any]) -> None:
-    write_json_atomic(Path(sweep_dir) / SWEEP_FILE, redact_tree(info))
+    # written even when empty, as the multirun's start always wrote them; the rest when set
+    ALWAYS = ("started", "overrides", "total_jobs", "parent_run_id")
+
+    @classmethod
+    def read(cls, sweep_dir: Path) -> SweepRecord:
+        """The record in `sweep_dir` (an empty one when there is no readable file)."""
+        try:
+            data = json.loads((Path(sweep_dir) / SWEEP_FILE).read_text())
+        except (OSError, ValueError):
+            return cls()
+        if not isinstance(data, dict):
+            return cls()
+        known = {f.name for f in dataclasses.fields(cls)} - {"unknown"}
+        record = cls(**{k: v for k, v in data.items() if k in known})
+        record.unknown = {k: v for k, v in data.items() if k not in known}
+        if record.overrides is None:  # an old file's null: no overrides
+            record.overrides = []
+        return record
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record as its JSON keys, unmasked (what the tracking store is handed)."""
+        out = {k: v for k, v in asdict(self).items() if k != "unknown"
+               and (k in self.ALWAYS or v is not None)}
+        return {**out, **{k: v for k, v in self.unknown.items() if k not in out}}
+
+    def write(self, sweep_dir: Path) -> None:
+        """Write the record atomically, secrets masked (sweep.redact)."""
+        write_json_atomic(Path(sweep_dir) / SWEEP_FILE, redact_tree(self.as_dict()))
+
+    @property
+    def swept(self) -> tuple[str, ...]:
+        """The params the multirun varies (`swept_keys` of its overrides)."""
+        return tuple(swept_keys(self.overrides))
+
+    @classmethod
+    def note_offline(cls, sweep_dir: Path, reason: str) -> None:
+        """Record that the tracking store failed a job (`reason`), so the sweep's later jobs
+        skip it rather than each wait for it; a folder that cannot take it is passed over."""
+        record = cls.read(sweep_dir)
+        record.tracking_offline = reason
+        try:
+            record.write(sweep_dir)
+        except OSError:
+            pass

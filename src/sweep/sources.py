@@ -19,11 +19,11 @@ from typing import Any
 from sweep.result import (
     SAMPLES_FILE,
     CorruptResultError,
+    SweepRecord,
     job_dirs,
     job_order,
     read_result,
     read_samples,
-    read_sweep_file,
     sweep_name,
 )
 
@@ -114,9 +114,9 @@ def load_dir(sweep_dir: Path) -> Sweep:
         params.extend(result.get("params", {}))
         if (s := read_samples(d / SAMPLES_FILE)) is not None:
             samples[d.name] = s
-    info = read_sweep_file(sweep_dir)
+    record = SweepRecord.read(sweep_dir)
     return Sweep(sweep_name(sweep_dir), rows, _union(iter(params)), samples, str(sweep_dir),
-                 info.get("parent_run_id"), info.get("tracking_uri"), corrupt)
+                 record.parent_run_id, record.tracking_uri, corrupt)
 
 
 def guess_params(columns: list[str]) -> list[str]:

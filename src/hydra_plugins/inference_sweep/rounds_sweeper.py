@@ -4,7 +4,7 @@ order, so that the machine's drift between jobs falls on every configuration ali
 
 In rounds the jobs are launched one at a time, each with its grid number, so a job keeps its
 folder across rounds and the launcher's parallelism cannot mix two measurements. Every job's
-config of the grid is checked before this sweeper starts (`sweep.callbacks.refused_jobs`).
+config of the grid is checked before this sweeper starts (`sweep.refusals.refused_jobs`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from sweep.result import read_sweep_file, write_sweep_file
+from sweep.result import SweepRecord
 
 
 def round_plan(jobs: int, rounds: int, seed: int = 0) -> list[list[int]]:
@@ -49,8 +49,9 @@ class RoundsSweeper(BasicSweeper):
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         self.validate_batch_is_legal(grid)
         plan = round_plan(len(grid), rounds)
-        write_sweep_file(sweep_dir, {**read_sweep_file(sweep_dir), "rounds": rounds,
-                                     "round_plan": plan})
+        record = SweepRecord.read(sweep_dir)
+        record.rounds, record.round_plan = rounds, plan
+        record.write(sweep_dir)
         returns = []
         for number, order in enumerate(plan, start=1):
             for job in order:

@@ -14,14 +14,7 @@ from pathlib import Path
 
 from sweep.config import TrackingConfig
 from sweep.redact import host_port, masked
-from sweep.result import (
-    JobResult,
-    job_dirs,
-    load_result,
-    read_sweep_file,
-    save_result,
-    write_sweep_file,
-)
+from sweep.result import JobResult, SweepRecord, job_dirs, load_result, save_result
 from sweep.tracking.base import Tracker
 
 __all__ = ["DEFAULT_URI", "Tracker", "create_tracker", "resolve_uri", "unreachable",
@@ -80,7 +73,7 @@ def upload_sweep(sweep_dir: Path, uri: str | None = None) -> tuple[int, int, str
     """Log a sweep's job folders after the fact (the store was down, or it is a new one): each
     job once, by its uid, under the sweep's parent run (created if the store lacks it).
     Returns (uploaded, already there, parent run id)."""
-    info = read_sweep_file(sweep_dir)
+    record = SweepRecord.read(sweep_dir)
     jobs = [(d, load_result(d)) for d in job_dirs(sweep_dir)]
     jobs = [(d, r) for d, r in jobs if r is not None]
     if not jobs:
@@ -88,10 +81,10 @@ def upload_sweep(sweep_dir: Path, uri: str | None = None) -> tuple[int, int, str
     params = jobs[0][1]["params"]
     cfg = TrackingConfig(uri=params.get("tracking.uri", DEFAULT_URI),
                          experiment=params.get("tracking.experiment", TrackingConfig.experiment))
-    tracker = create_tracker(cfg, uri, info.get("tracking_uri"))
-    parent = tracker.open_sweep(sweep_dir, info)
-    info.update(parent_run_id=parent, tracking_uri=tracker.uri)
-    write_sweep_file(sweep_dir, info)
+    tracker = create_tracker(cfg, uri, record.tracking_uri)
+    parent = tracker.open_sweep(sweep_dir, record.as_dict())
+    record.parent_run_id, record.tracking_uri = parent, tracker.uri
+    record.write(sweep_dir)
     uploaded = already = 0
     for job_dir, data in jobs:
         result = JobResult(**data)

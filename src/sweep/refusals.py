@@ -1,0 +1,265 @@
+"""Every refusal made before anything starts, each ending the run with exit status 2 and a
+message that names the key, the value, what is allowed and what to type: a command line value
+Hydra would meet first, a bad value in any job of a grid, a reused folder that holds another
+sweep. A refused sweep leaves no sweep record and no parent run behind.
+
+(A Hydra callback's exceptions only become warnings, so these end the process themselves.)
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf.errors import ConfigKeyError
+
+from sweep.config import CONTROL_KEYS, from_container, job_values
+from sweep.errors import ConfigError, config_error
+from sweep.redact import redact
+
+
+def sweep_overrides(config: DictConfig) -> list[str]:
+    """The sweeper's `params` (experiments set these), then the command line's overrides, which
+    win for the same key (the basic sweeper's order)."""
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    overrides = [f"{k}={v}" for k, v in params.items()]
+    overrides += list(config.hydra.overrides.task)
+    return overrides
+
+
+def job_grid(overrides: list[str]) -> list[list[str]]:
+    """Each job's overrides, in the order (and so with the job numbers) the basic sweeper and
+    the rounds sweeper give them."""
+    parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+    return BasicSweeper.split_arguments(parser.parse_overrides(overrides), None)[0]
+
+
+# the sweepers whose jobs are the grid of their overrides, known before any job starts; an
+# optimising sweeper (optuna) draws a trial's values as it starts: a bad one fails that trial
+GRID_SWEEPERS = ("RoundsSweeper", "BasicSweeper")
+
+
+def _key_and_reason(e: Exception, base: Any = None) -> tuple[str | None, str]:
+    """The config key at fault (when one is known) and a one-line reason; `base`, a composed
+    config, gives a wrongly typed key's default as what to type."""
+    if isinstance(e, ConfigError):
+        return e.key, str(e)
+    typed = _typed_reason(e, base)
+    if typed is not None:
+        return typed
+    key = getattr(e, "full_key", None) or getattr(e.__cause__, "full_key", None)
+    if isinstance(e, ConfigKeyError) and key:
+        return key, (f"{key} is not a key of this config: drop it, or check its spelling "
+                     "(python -m sweep --cfg job shows every key)")
+    text = f"{type(e).__name__}: {e}" + (f" ({e.__cause__})" if e.__cause__ else "")
+    return key, " ".join(text.split()).split(" Config search path")[0]
+
+
+def job_refusal(config: DictConfig, job_num: Any) -> tuple[str | None, str] | None:
+    """Why a composed job config (with its `hydra` node) cannot run, or None: what the job
+    itself would raise building its typed config (the key at fault, the reason)."""
+    config = copy.deepcopy(config)
+    try:
+        with read_write(config), open_dict(config):
+            del config["hydra"]  # as Hydra hands it to the job
+        from_container(job_values(OmegaConf.to_container(config, resolve=True), job_num))
+    except Exception as e:
+        return _key_and_reason(e)
+    return None
+
+
+def refused_jobs(config: DictConfig, grid: list[list[str]]) -> list[str]:
+    """One line per bad value of the grid's jobs: the job numbers, their swept overrides and the
+    reason (key, value, what is allowed)."""
+    loader = GlobalHydra.instance().config_loader()
+    values: dict[str, set[str]] = {}
+    for job in grid:
+        for override in job:
+            key, _, value = override.partition("=")
+            values.setdefault(key, set()).add(value)
+    swept = {key for key, seen in values.items() if len(seen) > 1}
+    by_reason: dict[tuple[str | None, str], list[int]] = {}
+    for num, job in enumerate(grid):
+        try:
+            refusal = job_refusal(loader.load_sweep_config(config, list(job)), num)
+        except Exception as e:  # Hydra's composition: an unknown choice, a value of a wrong type
+            refusal = _key_and_reason(e)
+        if refusal:
+            by_reason.setdefault(refusal, []).append(num)
+    lines = []
+    for (key, reason), nums in by_reason.items():
+        shared = set.intersection(*(set(grid[n]) for n in nums))
+        which = [o for o in grid[nums[0]] if o in shared and o.partition("=")[0] in swept]
+        # the override that set the key at fault, when it is not a swept one
+        which += [o for o in grid[nums[0]] if key and o.partition("=")[0].lstrip("+~") == key
+                  and o not in which]
+        label = f"job {nums[0]}" if len(nums) == 1 else f"jobs {_numbers(nums)}"
+        which_text = f" ({' '.join(redact(o) for o in which)})" if which else ""
+        lines.append(f"{label}{which_text}: {redact(reason)}")
+    return lines
+
+
+def _numbers(nums: list[int]) -> str:
+    """Job numbers with runs shortened: 0-3, 5, 7."""
+    runs: list[list[int]] = []
+    for n in nums:
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 2 else ", ".join(map(str, r)) for r in runs)
+
+
+_TYPE_WORDS = (("to Integer", "must be a whole number"), ("to Float", "must be a number"),
+               ("valid bool", "must be true or false"))
+
+
+def _typed_reason(e: Exception, base: Any) -> tuple[str, str] | None:
+    """The key and the tool's one-line reason for what Hydra's composition rejects: a value of
+    the wrong type (key, value, what is allowed, the key's default in `base` as what to type)
+    or an unknown group choice (the choices there are). None for anything else."""
+    from hydra.errors import MissingConfigException
+    from omegaconf.errors import ValidationError
+
+    cause = e.__cause__
+    if isinstance(cause, ValidationError) and cause.full_key:
+        key, msg = cause.full_key, str(cause.msg)
+        allowed = next((w for k, w in _TYPE_WORDS if k in msg), msg.splitlines()[0])
+        default = OmegaConf.select(base, key) if base is not None else None
+        if isinstance(default, bool):
+            default = str(default).lower()
+        hint = f"e.g. {key}={default}" if default is not None else ""
+        return key, str(config_error(key, cause.value, allowed, hint))
+    if isinstance(e, MissingConfigException) and "Available options in '" in str(e):
+        text = str(e)
+        group, rest = text.split("Available options in '", 1)[1].split("':", 1)
+        options = rest.split("Config search path")[0].split()
+        value = text.split(f"'{group}/", 1)[1].split("'", 1)[0] if f"'{group}/" in text else "?"
+        return group, str(config_error(group, value, f"one of {', '.join(options)}",
+                                       f"e.g. {group}={options[0]}" if options else ""))
+    return None
+
+
+CLI_FLAGS = ("-m", "--multirun")  # anything else (--cfg, -cn NAME, --help): Hydra's own way
+
+
+def check_command_line(args: list[str]) -> None:
+    """Compose the command line's plain (unswept) overrides before Hydra does: Hydra composes
+    them ahead of any callback, so a value of the wrong type (batch=abc) or an unknown choice
+    would end the run with its own message and exit status 1. Refused here like every other
+    bad value (exit 2); the swept values are checked per job by check_grid."""
+    if any(a.startswith("-") and a not in CLI_FLAGS for a in args):
+        return
+    args = [a for a in args if not a.startswith("-")]
+    from hydra import compose, initialize_config_dir
+
+    from sweep.config import register_configs
+    from sweep.paths import conf_dir
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(args)
+    except Exception:  # noqa: BLE001 - a syntax error: Hydra says what is wrong
+        return
+    plain = [o for o in parsed
+             if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")]
+    if not plain:
+        return
+    register_configs()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
+        try:
+            compose("config", overrides=[o.input_line for o in plain])
+            return
+        except Exception as e:  # noqa: BLE001 - told apart below
+            error = e
+        key = getattr(error.__cause__, "full_key", None)
+        try:  # the same choices without the value at fault: its default, as what to type
+            base = compose("config", overrides=[o.input_line for o in plain
+                                                if o.key_or_group != key])
+        except Exception:  # noqa: BLE001 - no default to show
+            base = None
+    typed = _typed_reason(error, base)
+    if typed is not None:
+        refuse([redact(typed[1])], 1)
+
+
+def refuse(lines: list[str], jobs: int) -> None:
+    """End the run before anything starts, exit status 2 (a callback's exceptions would only
+    become warnings in Hydra)."""
+    head = (f"error: {len(lines)} bad value(s) in the config of this sweep's {jobs} jobs; no job "
+            "was started:" if jobs > 1 else "error: the config has a bad value; the job was not "
+            "started:")
+    print("\n  ".join([head, *lines]) + "\nFix the value(s) named and run the same command "
+          "again.", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
+def _measured_values(overrides: list[str]) -> dict[str, set[str]]:
+    """What a sweep's overrides measure: each key's values, without the keys that only say how
+    jobs run (CONTROL_KEYS, hydra.*)."""
+    out: dict[str, set[str]] = {}
+    for o in OverridesParser.create().parse_overrides(overrides):
+        key = o.get_key_element().lstrip("+~")
+        if key.split(".")[0] in CONTROL_KEYS or key.startswith("hydra"):
+            continue
+        try:
+            values = (list(o.sweep_string_iterator()) if o.is_sweep_override()
+                      else [o.get_value_element_as_str()])
+        except Exception:  # a search space (interval) is not a list of values: compare its text
+            values = [str(o.value())]
+        out[key] = set(values)
+    return out
+
+
+def foreign_sweep(recorded: list[str], overrides: list[str]) -> str | None:
+    """Why a folder whose sweep file recorded `recorded` holds a different sweep than
+    `overrides`, or None when `overrides` is the same grid or grows it (more values)."""
+    old, new = _measured_values(recorded), _measured_values(overrides)
+    if old.keys() != new.keys():
+        return f"it sweeps {sorted(old)}, this run {sorted(new)}"
+    for key in old:
+        if not old[key] <= new[key]:
+            return (f"it ran {key}={','.join(sorted(old[key]))}, this run "
+                    f"{key}={','.join(sorted(new[key]))}")
+    return None
+
+
+def planned_grid(config: DictConfig, overrides: list[str]) -> list[list[str]] | None:
+    """Each job's overrides when the sweep is a grid known before it starts; None for an
+    optimising sweeper (its trials are drawn as they start) or a search space of another one."""
+    if OmegaConf.select(config, "hydra.sweeper.n_trials"):
+        return None
+    try:
+        return job_grid(overrides)
+    except Exception:  # a search space (an interval) of another sweeper: not a grid
+        return None
+
+
+def check_grid(config: DictConfig, grid: list[list[str]] | None) -> None:
+    """Refuse (exit 2) a grid sweeper's sweep when any of its jobs has a bad value, before
+    anything is made: a fixed command re-run into the same folder is then no foreign sweep."""
+    sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_") or "")
+    if grid and sweeper.rsplit(".", 1)[-1] in GRID_SWEEPERS:
+        if refused := refused_jobs(config, grid):
+            refuse(refused, len(grid))
+
+
+def check_job(config: DictConfig) -> None:
+    """Refuse (exit 2) one job's config (with its `hydra` node) before Hydra makes its folder."""
+    refusal = job_refusal(config, None)
+    if refusal:
+        refuse([redact(refusal[1])], 1)
+
+
+def refuse_foreign(sweep_dir: Path, why: str) -> None:
+    """End the multirun (exit 2): `sweep_dir` holds another sweep (`why`, from foreign_sweep)."""
+    print(f"error: hydra.sweep.dir={sweep_dir} holds a different sweep ({why}); its "
+          "results would be mixed with this one's and its parent run reused. Use a new "
+          "folder, or add reuse_dir=true to run into it anyway (a new parent run; job "
+          "folders of other configs are overwritten).", file=sys.stderr, flush=True)
+    raise SystemExit(2)
