@@ -199,8 +199,13 @@ def test_columns_a_cpu_has_none_of_are_left_out(disturbed_sweep):
 
 def test_a_rate_bound_on_the_log_scale_is_never_negative():
     fps = [40.0, 900.0, 35.0, 1100.0]  # rounds on a loaded machine: a spread of 30x
-    low, high = rounds.ci95(fps)
-    assert low < 0  # the plain t interval says a rate may be negative
+    # the plain t interval of these says a rate may be negative; the job's own bound does not
+    from sweep.result import JobResult
+
+    records = [{"round": i + 1, "status": "ok", "error": None, "metrics": {"fps": v}}
+               for i, v in enumerate(fps)]
+    job = rounds.combine(JobResult(job="j", status="ok"), records, 4)
+    assert 0 < job.metrics["fps_rounds_ci95_low"] < job.metrics["fps_rounds_ci95_high"]
     low, high = ci95_log(fps)
     geo = float(pytest.importorskip("numpy").exp(sum(map(__import__("math").log, fps)) / 4))
     assert 0 < low < geo < high

@@ -14,9 +14,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from sweep.measure.stats import t95
 from sweep.metrics import ROUND_METRICS
 from sweep.result import JobResult, read_rounds, write_rounds
+from sweep.significance import ci95_log
 
 VALUES_KEY = "round_values"  # info: JSON {metric: [value per round, by round number]}
 
@@ -37,15 +37,6 @@ def done(job_dir: Path, digest: str) -> set[int]:
     """The rounds of this config that finished."""
     return {r["round"] for r in read_rounds(job_dir)
             if r.get("digest") == digest and r.get("status") == "ok"}
-
-
-def ci95(values: list[float]) -> tuple[float, float] | None:
-    """Between-round 95% CI of the mean (Student t over the round values); None below 2."""
-    if len(values) < 2:
-        return None
-    mean, sd = statistics.fmean(values), statistics.stdev(values)
-    half = t95(len(values) - 1) * sd / math.sqrt(len(values))
-    return mean - half, mean + half
 
 
 def combine(latest: JobResult, records: list[dict[str, Any]], rounds: int) -> JobResult:
@@ -70,7 +61,7 @@ def combine(latest: JobResult, records: list[dict[str, Any]], rounds: int) -> Jo
     values = {name: [r["metrics"].get(name) for r in ok] for name in ROUND_METRICS
               if all(_finite(r["metrics"].get(name)) for r in ok)}
     for name, vals in values.items():
-        if (band := ci95(vals)) is not None:
+        if (band := ci95_log(vals)) is not None:  # every one is positive: never below 0
             metrics[f"{name}_rounds_ci95_low"], metrics[f"{name}_rounds_ci95_high"] = band
     metrics["rounds"] = float(len(ok))
     out.metrics = metrics
