@@ -452,7 +452,8 @@ def _lead(sweep: Sweep, best: Row, key: str, pool: list[Row] | None = None) -> s
                 f"; its {gain} lead over `{name}` is within the variation between rounds "
                 f"({t.n_a} rounds), so either will do")
     for row, who in ((best, "the winner"), (second, f"`{name}`")):
-        if why := unsteady(row):
+        # a timing spread of some percent cannot explain a lead of 2x or more
+        if best[key] < 2 * second[key] and (why := unsteady(row)):
             return (f"; its {gain} lead over `{name}` cannot be told from noise: {who} was "
                     f"unsteady ({why}); measure in rounds (bench.rounds=3) on a quiet machine")
     sa, sb = _per_image(sweep, second), _per_image(sweep, best)
