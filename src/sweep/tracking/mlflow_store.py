@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from sweep.config import PipelineConfig, RuntimeConfig, ScenarioConfig, TrackingConfig
-from sweep.metrics import title
 from sweep.redact import is_secret_name, redact
 from sweep.result import (
     JOB_ARTIFACTS,
@@ -53,6 +52,7 @@ HEADLINE_RUN = ("fps", "e2e_fps", "server_qps", "max_qps_at_slo", "infer_ms_p50"
                 "latency_ms_p50", "latency_ms_p99", "util_pct", "energy_j_per_img", "correct")
 # a runs table view stored on the experiment, opened by `viewStateShareKey` in the link
 VIEW_TAG = "mlflow.sharedViewState."
+RUN_NAME_COLUMN, DESCRIPTION_COLUMN = "attributes.`Run Name`", "attributes.`Description`"
 
 
 def param_key(key: str) -> str:
@@ -85,26 +85,37 @@ def rounded(value: float) -> str:
     return f"{value:.{max(0, 2 - math.floor(math.log10(abs(value))))}f}"
 
 
+# how a run's description shows each headline figure, shortest first to fit the column
+_NOTE_FORMAT = {"fps": "{} fps", "e2e_fps": "{} e2e fps", "server_qps": "{} qps",
+                "max_qps_at_slo": "{} qps at SLO", "infer_ms_p50": "p50 {} ms/batch",
+                "infer_ms_p99": "p99 {} ms/batch", "latency_ms_p50": "p50 {} ms",
+                "latency_ms_p99": "p99 {} ms", "util_pct": "util {}%",
+                "energy_j_per_img": "{} J/img", "correct": "{}"}
+
+
 def headline_note(metrics: dict[str, float]) -> str:
     """A job run's description: its headline figures, rounded, in HEADLINE_RUN's order
-    (`FPS 188 · p50 ms/batch 5.21 · p99 ms/batch 6.12 · correct yes`)."""
+    (`188 fps · p50 5.21 ms/batch · p99 6.12 ms/batch · correct`)."""
     shown = []
     for name in HEADLINE_RUN:
         value = metrics.get(name)
         if value is None or not math.isfinite(float(value)):
             continue
-        text = ("yes" if value else "no") if name == "correct" else rounded(float(value))
-        shown.append(f"{title(name)} {text}")
+        text = ("correct" if value else "WRONG") if name == "correct" else rounded(float(value))
+        shown.append(_NOTE_FORMAT[name].format(text))
     return " · ".join(shown)
 
 
 def runs_view(overrides: list[str]) -> dict[str, Any]:
-    """The runs table as a sweep is compared: the description (headline figures, rounded), the
-    headline metrics, then the params the sweep varies; MLflow's default columns left out."""
+    """The runs table as a sweep is compared: the run name, the description (headline figures,
+    rounded), the headline metrics in HEADLINE_RUN's order (not MLflow's alphabetical one), then
+    the params the sweep varies; MLflow's default columns (source, models, dataset) left out."""
     swept = [param_key(k.removesuffix(".name")) for k in swept_keys(overrides)]  # model.name
-    columns = ["attributes.`Description`", *(f"metrics.`{m}`" for m in HEADLINE_RUN),
+    columns = [DESCRIPTION_COLUMN, *(f"metrics.`{m}`" for m in HEADLINE_RUN),
                *(f"params.`{k}`" for k in dict.fromkeys(swept))]
-    return {"selectedColumns": columns, "columnWidths": {columns[0]: 520},
+    # the UI applies widths only to the columns that columnOrder names
+    return {"selectedColumns": columns, "columnOrder": [RUN_NAME_COLUMN, *columns],
+            "columnWidths": {RUN_NAME_COLUMN: 240, DESCRIPTION_COLUMN: 520},
             "viewMaximized": False, "runListHidden": False}
 
 
