@@ -85,24 +85,31 @@ def rounded(value: float) -> str:
     return f"{value:.{max(0, 2 - math.floor(math.log10(abs(value))))}f}"
 
 
-# how a run's description shows each headline figure, shortest first to fit the column
+# how a run's description shows each headline figure: short, as the runs table shows a
+# description's first NOTE_SHOWN characters (the whole on hover)
 _NOTE_FORMAT = {"fps": "{} fps", "e2e_fps": "{} e2e fps", "server_qps": "{} qps",
-                "max_qps_at_slo": "{} qps at SLO", "infer_ms_p50": "p50 {} ms/batch",
-                "infer_ms_p99": "p99 {} ms/batch", "latency_ms_p50": "p50 {} ms",
+                "max_qps_at_slo": "{} qps at SLO", "infer_ms_p50": "p50 {} ms",
+                "infer_ms_p99": "p99 {} ms", "latency_ms_p50": "p50 {} ms",
                 "latency_ms_p99": "p99 {} ms", "util_pct": "util {}%",
-                "energy_j_per_img": "{} J/img", "correct": "{}"}
+                "energy_j_per_img": "{} J/img"}
+NOTE_SHOWN = 50
 
 
 def headline_note(metrics: dict[str, float]) -> str:
     """A job run's description: its headline figures, rounded, in HEADLINE_RUN's order
-    (`188 fps · p50 5.21 ms/batch · p99 6.12 ms/batch · correct`)."""
+    (`188 fps · p50 5.21 ms · p99 6.12 ms · correct`; the ms of an offline job are per batch,
+    of a serving one per request); a wrong result says so first."""
     shown = []
     for name in HEADLINE_RUN:
         value = metrics.get(name)
         if value is None or not math.isfinite(float(value)):
             continue
-        text = ("correct" if value else "WRONG") if name == "correct" else rounded(float(value))
-        shown.append(_NOTE_FORMAT[name].format(text))
+        if name != "correct":
+            shown.append(_NOTE_FORMAT[name].format(rounded(float(value))))
+        elif value:
+            shown.append("correct")
+        else:
+            shown.insert(0, "WRONG")
     return " · ".join(shown)
 
 
