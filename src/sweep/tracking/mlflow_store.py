@@ -122,7 +122,7 @@ def runs_view(overrides: list[str]) -> dict[str, Any]:
                *(f"params.`{k}`" for k in dict.fromkeys(swept))]
     # the UI applies widths only to the columns that columnOrder names
     return {"selectedColumns": columns, "columnOrder": [RUN_NAME_COLUMN, *columns],
-            "columnWidths": {RUN_NAME_COLUMN: 240, DESCRIPTION_COLUMN: 520},
+            "columnWidths": {RUN_NAME_COLUMN: 220, DESCRIPTION_COLUMN: 360},
             "viewMaximized": False, "runListHidden": False}
 
 
