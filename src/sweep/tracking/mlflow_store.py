@@ -115,8 +115,9 @@ def headline_note(metrics: dict[str, float]) -> str:
 
 def runs_view(overrides: list[str]) -> dict[str, Any]:
     """The runs table as a sweep is compared: the run name, the description (headline figures,
-    rounded), the headline metrics in HEADLINE_RUN's order (not MLflow's alphabetical one), then
-    the params the sweep varies; MLflow's default columns (source, models, dataset) left out."""
+    rounded), the headline metrics (in HEADLINE_RUN's order where the UI applies columnOrder
+    before the metric columns arrive, else alphabetical), then the params the sweep varies;
+    MLflow's default columns (source, models, dataset) left out."""
     swept = [param_key(k.removesuffix(".name")) for k in swept_keys(overrides)]  # model.name
     columns = [DESCRIPTION_COLUMN, *(f"metrics.`{m}`" for m in HEADLINE_RUN),
                *(f"params.`{k}`" for k in dict.fromkeys(swept))]
