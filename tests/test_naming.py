@@ -1,12 +1,13 @@
-"""One naming rule for a job's folder and its MLflow run (result.job_name), and the name of a
-sweep's parent run (result.sweep_name): every swept param tells jobs apart."""
+"""One naming rule for a job's folder (result.job_name) and its MLflow run (result.run_name, the
+same parts with what the sweep varies first), and the name of a sweep's parent run
+(result.sweep_name): every swept param tells jobs apart."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from sweep.config import SweepConfig, TorchRuntimeConfig
-from sweep.result import flatten, job_name, sweep_label, sweep_name, swept_keys
+from sweep.config import ModelConfig, SweepConfig, TorchRuntimeConfig
+from sweep.result import flatten, job_name, run_name, sweep_label, sweep_name, swept_keys
 
 
 def _params(**overrides) -> dict:
@@ -47,3 +48,34 @@ def test_a_captured_cuda_graph_is_in_the_name_as_compile_modes_are():
         "torch-resnet18-32-b1-fp32")
     compiled = _params(runtime="compile", **{"runtime.mode": "reduce-overhead"})
     assert job_name(compiled) == "compile-reduce-overhead-resnet18-32-b1-fp32"
+
+
+def test_a_run_name_puts_what_its_sweep_varies_first():
+    b8 = _params(runtime="openvino", batch=8, resolution=224)
+    assert job_name(b8, ["batch"]) == "openvino-resnet18-224-b8-fp32"  # its folder, unchanged
+    assert run_name(b8, ["batch"]) == "b8 · openvino-resnet18-224-fp32"
+    # the part the runs table shows (about 18 characters) tells b1 from b8
+    b1 = run_name({**b8, "batch": 1}, ["batch"])
+    assert b1[:18] != run_name(b8, ["batch"])[:18]
+    assert run_name(b8, ["runtime", "+batch", "resolution"]) == "openvino 224 b8 · resnet18-fp32"
+    assert run_name(b8) == job_name(b8)  # nothing swept: the folder's name
+    assert run_name(b8, ["experiment"]) == job_name(b8)  # a swept key that is no param
+    assert run_name(b8, ["device"]) == "device_auto · openvino-resnet18-224-b8-fp32"
+    checked = _params(**{"check.enabled": False})
+    assert run_name(checked, ["check.enabled"]) == (
+        "check.enabled_False · torch-resnet18-32-b1-fp32")
+    compiled = _params(runtime="compile", **{"runtime.mode": "max-autotune"})
+    assert run_name(compiled, ["runtime.mode"]) == "compile-max-autotune · resnet18-32-b1-fp32"
+
+
+def test_a_timm_model_and_a_torchvision_model_of_one_name_are_told_apart():
+    timm = flatten(SweepConfig(runtime=TorchRuntimeConfig(), resolution=32,
+                               model=ModelConfig(kind="timm", name="resnet18")))
+    torchvision = _params()
+    assert (timm["model"], torchvision["model"]) == ("resnet18", "resnet18")
+    assert job_name(timm) == "torch-timm-resnet18-32-b1-fp32"
+    assert job_name(torchvision) == "torch-resnet18-32-b1-fp32"
+    # model=timm,resnet18: the sweep varies the model group, its runs start with the model
+    assert run_name(timm, ["model"]) == "timm-resnet18 · torch-32-b1-fp32"
+    assert run_name(torchvision, ["model"]) == "resnet18 · torch-32-b1-fp32"
+    assert run_name(timm, ["model.name"]) == "timm-resnet18 · torch-32-b1-fp32"

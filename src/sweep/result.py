@@ -234,35 +234,57 @@ _NAMED = {"runtime", "runtime.mode", "runtime.cuda_graph", "model", "resolution"
           "model.path"}  # a model file is named by its stem (sweep/conf/model/onnx.yaml)
 
 
-def job_name(params: dict[str, Any], swept: tuple[str, ...] | list[str] = ()) -> str:
-    """Readable name of a job from its flat params (`flatten`), e.g. ``torch-resnet18-224-b8-fp32``;
-    the same rule for a job that finished and one whose config was refused, for its folder and
-    its MLflow run. `swept`: the params its sweep varies (`swept_keys`); those the name does not
-    show already are appended as `<key>_<value>` (`runtime.freezing_True`)."""
+def _name_parts(params: dict[str, Any], swept: tuple[str, ...] | list[str] = ()
+                ) -> list[tuple[set[str], str]]:
+    """The parts of a job's name, each with the config keys it shows (to put swept ones first)."""
     runtime = str(params.get("runtime"))
     if params.get("runtime.mode", "default") not in (None, "default"):  # compile's modes differ
         runtime += f"-{params['runtime.mode']}"
     if params.get("runtime.cuda_graph") is True:  # one captured graph: another runtime's figure
         runtime += "-graph"
-    parts = [runtime, str(params.get("model")), str(params.get("resolution")),
-             f"b{params.get('batch')}", str(params.get("precision"))]
+    model = str(params.get("model"))
+    if params.get("model.kind") == "timm":  # timm's resnet18 is not torchvision's
+        model = f"timm-{model}"
+    parts = [({"runtime", "runtime.mode", "runtime.cuda_graph"}, runtime),
+             ({"model", "model.name", "model.kind", "model.path"}, model),
+             ({"resolution"}, str(params.get("resolution"))),
+             ({"batch"}, f"b{params.get('batch')}"), ({"precision"}, str(params.get("precision")))]
     if params.get("data") == "imagefolder":
-        parts.append(str(params.get("pipeline")))
+        parts.append(({"pipeline"}, str(params.get("pipeline"))))
         schema = PIPELINE_SCHEMAS.get(params.get("pipeline"))
         defaults = {f.name: f.default for f in dataclasses.fields(schema)} if schema else {}
         for key, short in _PIPELINE_OPTIONS:
             value = params.get(f"pipeline.{key}")
             if value is not None and key in defaults and value != defaults[key]:
-                parts.append(f"{short}{value}")
-    parts += [short for key, short in _FLAGS if params.get(f"flags.{key}") is True]
+                parts.append(({f"pipeline.{key}"}, f"{short}{value}"))
+    parts += [({f"flags.{key}"}, short) for key, short in _FLAGS
+              if params.get(f"flags.{key}") is True]
     if params.get("scenario") not in (None, "offline"):
-        parts.append(str(params["scenario"]))
-        parts += [f"{short}{params[key]:g}" if isinstance(params.get(key), float)
-                  else f"{short}{params[key]}" for key, short in _SCENARIO_OPTIONS
+        parts.append(({"scenario"}, str(params["scenario"])))
+        parts += [({key}, f"{short}{params[key]:g}" if isinstance(params.get(key), float)
+                   else f"{short}{params[key]}") for key, short in _SCENARIO_OPTIONS
                   if params.get(key) not in (None, 0, 0.0)]
-    parts += [f"{key}_{params[key]}" for key in swept
+    parts += [({key}, f"{key}_{params[key]}") for key in swept
               if key in params and key not in _NAMED]
-    return re.sub(r"[^\w.,=+-]", "_", "-".join(parts))  # a folder name: no / or spaces
+    return [(keys, re.sub(r"[^\w.,=+-]", "_", part)) for keys, part in parts]  # no / or spaces
+
+
+def job_name(params: dict[str, Any], swept: tuple[str, ...] | list[str] = ()) -> str:
+    """Readable name of a job from its flat params (`flatten`), e.g. ``torch-resnet18-224-b8-fp32``;
+    the same rule for a job that finished and one whose config was refused, for its folder and
+    its result. `swept`: the params its sweep varies (`swept_keys`); those the name does not
+    show already are appended as `<key>_<value>` (`runtime.freezing_True`)."""
+    return "-".join(part for _, part in _name_parts(params, swept))
+
+
+def run_name(params: dict[str, Any], swept: tuple[str, ...] | list[str] = ()) -> str:
+    """The job's MLflow run name: job_name's parts that its sweep varies first, as the runs table
+    cuts names short (`b8 · openvino-resnet18-224-fp32`); job_name when nothing is swept."""
+    parts = _name_parts(params, swept)
+    varied = {k.lstrip("+~") for k in swept}
+    front = [part for keys, part in parts if keys & varied]
+    rest = [part for keys, part in parts if not keys & varied]
+    return f"{' '.join(front)} · {'-'.join(rest)}" if front else "-".join(rest)
 
 
 def job_order(name: str) -> tuple[int, str]:

@@ -28,7 +28,10 @@ from sweep.result import (
     SAMPLES_FILE,
     flatten,
     read_samples,
+    read_sweep_file,
+    run_name,
     sweep_name,
+    swept_keys,
 )
 from sweep.sources import NOT_APPLICABLE, Sweep, sweep_from_runs
 from sweep.tracking.base import Tracker
@@ -40,6 +43,16 @@ PAGE = 1000  # runs per search page
 # set last on a job's run: everything was logged (a run without it was cut off and is redone)
 COMPLETE_TAG = "sweep.logged"
 DIGEST_TAG = "sweep.result_digest"
+# a run's folder name, as result.json's `job` (its run name puts what the sweep varies first)
+JOB_TAG = "sweep.job"
+NOTE_TAG = "mlflow.note.content"  # the run's description: its headline figures, rounded
+# the figures a user compares runs by, in the order the runs table shows them (each scenario
+# logs some: offline fps and ms per batch, serving qps and latency per request)
+HEADLINE_RUN = ("fps", "e2e_fps", "server_qps", "max_qps_at_slo", "infer_ms_p50", "infer_ms_p99",
+                "latency_ms_p50", "latency_ms_p99", "util_pct", "energy_j_per_img", "correct")
+# a runs table view stored on the experiment, opened by `viewStateShareKey` in the link
+VIEW_TAG = "mlflow.sharedViewState."
+RUN_NAME_COLUMN, DESCRIPTION_COLUMN = "attributes.`Run Name`", "attributes.`Description`"
 
 
 def param_key(key: str) -> str:
@@ -63,6 +76,55 @@ def uniform_params(params: dict[str, Any]) -> dict[str, Any]:
     """The same param names on every child run, so that MLflow's compare view and runs table
     line up across runtimes: an option the job's choice lacks is logged as `n/a`."""
     return {**dict.fromkeys(sorted(option_keys() - set(params)), NOT_APPLICABLE), **params}
+
+
+def rounded(value: float) -> str:
+    """Three significant figures, whole numbers from 100 up: `2.18`, `64.3`, `1066`."""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    return f"{value:.{max(0, 2 - math.floor(math.log10(abs(value))))}f}"
+
+
+# how a run's description shows each headline figure: short, as the runs table shows a
+# description's first NOTE_SHOWN characters (the whole on hover)
+_NOTE_FORMAT = {"fps": "{} fps", "e2e_fps": "{} e2e fps", "server_qps": "{} qps",
+                "max_qps_at_slo": "{} qps at SLO", "infer_ms_p50": "p50 {} ms",
+                "infer_ms_p99": "p99 {} ms", "latency_ms_p50": "p50 {} ms",
+                "latency_ms_p99": "p99 {} ms", "util_pct": "util {}%",
+                "energy_j_per_img": "{} J/img"}
+NOTE_SHOWN = 50
+
+
+def headline_note(metrics: dict[str, float]) -> str:
+    """A job run's description: its headline figures, rounded, in HEADLINE_RUN's order
+    (`188 fps · p50 5.21 ms · p99 6.12 ms · correct`; the ms of an offline job are per batch,
+    of a serving one per request); a wrong result says so first."""
+    shown = []
+    for name in HEADLINE_RUN:
+        value = metrics.get(name)
+        if value is None or not math.isfinite(float(value)):
+            continue
+        if name != "correct":
+            shown.append(_NOTE_FORMAT[name].format(rounded(float(value))))
+        elif value:
+            shown.append("correct")
+        else:
+            shown.insert(0, "WRONG")
+    return " · ".join(shown)
+
+
+def runs_view(overrides: list[str]) -> dict[str, Any]:
+    """The runs table as a sweep is compared: the run name, the description (headline figures,
+    rounded), the headline metrics (in HEADLINE_RUN's order where the UI applies columnOrder
+    before the metric columns arrive, else alphabetical), then the params the sweep varies;
+    MLflow's default columns (source, models, dataset) left out."""
+    swept = [param_key(k.removesuffix(".name")) for k in swept_keys(overrides)]  # model.name
+    columns = [DESCRIPTION_COLUMN, *(f"metrics.`{m}`" for m in HEADLINE_RUN),
+               *(f"params.`{k}`" for k in dict.fromkeys(swept))]
+    # the UI applies widths only to the columns that columnOrder names
+    return {"selectedColumns": columns, "columnOrder": [RUN_NAME_COLUMN, *columns],
+            "columnWidths": {RUN_NAME_COLUMN: 220, DESCRIPTION_COLUMN: 360},
+            "viewMaximized": False, "runListHidden": False}
 
 
 @contextlib.contextmanager
@@ -93,6 +155,7 @@ class MlflowTracker(Tracker):
 
         self.uri = uri
         self.experiment = cfg.experiment
+        self.view_key: str | None = None  # the runs table view of the sweep opened here
         if read_only:  # a reader makes nothing: no empty database, no empty experiment
             if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
                 raise LookupError(f"no MLflow store at {redact(uri)} (no such file); give "
@@ -111,7 +174,8 @@ class MlflowTracker(Tracker):
     def ui_path(self) -> str:
         # MLflow 3's UI opens the GenAI overview for a browser that never chose "Model
         # training"; the workflowType parameter chooses it (the UI remembers the choice)
-        return f"#/experiments/{self.experiment_id}/runs?workflowType=machine_learning"
+        path = f"#/experiments/{self.experiment_id}/runs?workflowType=machine_learning"
+        return f"{path}&viewStateShareKey={self.view_key}" if self.view_key else path
 
     def _experiment(self, name: str) -> str:
         exp = self.client.get_experiment_by_name(name)
@@ -130,6 +194,7 @@ class MlflowTracker(Tracker):
     def open_sweep(self, sweep_dir: Path, info: dict[str, Any]) -> str:
         before = info.get("parent_run_id")
         recorded = info.get("tracking_uri")
+        self.view_key = self._share_view(info.get("overrides") or [])
         if before and recorded in (self.uri, redact(self.uri)) and self._reopen(before):
             return before
         if before:
@@ -145,6 +210,17 @@ class MlflowTracker(Tracker):
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         self._log_params(run.info.run_id, params)
         return run.info.run_id
+
+    def _share_view(self, overrides: list[str]) -> str:
+        """Store the sweep's runs table view (`runs_view`) on the experiment, as MLflow's Share
+        button does; returns its key. The same view has the same key, stored once."""
+        import hashlib
+        import json
+
+        state = json.dumps(runs_view(overrides), sort_keys=True)
+        key = "sweep-" + hashlib.sha256(state.encode()).hexdigest()[:12]
+        self.client.set_experiment_tag(self.experiment_id, VIEW_TAG + key, state)
+        return key
 
     def _reopen(self, run_id: str) -> bool:
         """Reopen the parent run of a resumed sweep; False when it is not in this store."""
@@ -214,13 +290,17 @@ class MlflowTracker(Tracker):
         tags = {f"env.{k}": v for k, v in result["env"].items()}
         tags.update({f"info.{k}": str(v)[:5000] for k, v in result["info"].items()})
         tags.update({"sweep.role": "job", "sweep.status": result["status"],
-                     "sweep.job_uid": result["uid"],
+                     "sweep.job_uid": result["uid"], JOB_TAG: result["job"],
                      "sweep.job_dir": str(job_dir.resolve())})
         if result["error"]:
             tags["sweep.error"] = result["error"][:5000]
         if parent_id:
             tags["mlflow.parentRunId"] = parent_id
-        run = self.client.create_run(self.experiment_id, run_name=result["job"], tags=tags,
+        if note := headline_note(result["metrics"]):
+            tags[NOTE_TAG] = note
+        overrides = read_sweep_file(job_dir.parent).get("overrides") or []
+        name = run_name(result["params"], swept_keys(overrides))
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags,
                                      start_time=int(result["started"] * 1000))
         run_id = run.info.run_id
         end = int((result["started"] + result["duration_s"]) * 1000)
@@ -320,9 +400,9 @@ def _result_digest(result: dict[str, Any]) -> str:
 
 def _record(run: Any) -> dict[str, Any]:
     """A run in the flat shape of mlflow.search_runs' DataFrame records."""
-    out: dict[str, Any] = {"run_id": run.info.run_id,
-                           "tags.mlflow.runName": run.info.run_name}
+    out: dict[str, Any] = {"run_id": run.info.run_id,  # the job's name, as in its folder
+                           "tags.mlflow.runName": run.data.tags.get(JOB_TAG, run.info.run_name)}
     out.update({f"params.{k}": v for k, v in run.data.params.items()})
-    out.update({f"tags.{k}": v for k, v in run.data.tags.items()})
+    out.update({f"tags.{k}": v for k, v in run.data.tags.items() if k != "mlflow.runName"})
     out.update({f"metrics.{k}": v for k, v in run.data.metrics.items()})
     return out
