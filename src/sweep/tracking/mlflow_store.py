@@ -26,9 +26,9 @@ from sweep.result import (
     PLOTS_DIR,
     REPORT_FILES,
     SAMPLES_FILE,
+    SweepRecord,
     flatten,
     read_samples,
-    read_sweep_file,
     run_name,
     sweep_name,
     swept_keys,
@@ -298,7 +298,7 @@ class MlflowTracker(Tracker):
             tags["mlflow.parentRunId"] = parent_id
         if note := headline_note(result["metrics"]):
             tags[NOTE_TAG] = note
-        overrides = read_sweep_file(job_dir.parent).get("overrides") or []
+        overrides = SweepRecord.read(job_dir.parent).overrides
         name = run_name(result["params"], swept_keys(overrides))
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags,
                                      start_time=int(result["started"] * 1000))
