@@ -20,7 +20,6 @@ from pathlib import Path
 from sweep.config import SweepConfig
 from sweep.redact import redact_file
 from sweep.result import (
-    RESULT_FILE,
     WORKER_LOG,
     WORKER_PID,
     JobResult,
@@ -85,8 +84,10 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 def run_isolated(cfg: SweepConfig, job_dir: Path) -> JobResult:
-    """Run the job of `cfg` (already saved as job_dir/config.yaml) in a worker process."""
-    (job_dir / RESULT_FILE).unlink(missing_ok=True)
+    """Run the job of `cfg` (already saved as job_dir/config.yaml) in a worker process. The
+    folder's earlier result stays until the worker replaces it (a job in rounds keeps its
+    finished rounds when a signal ends this one); the worker's is told apart by its uid."""
+    before = load_result(job_dir)
     reason = None
     timeout_s = cfg.timeout_s
     with gpu_lease(cfg.gpus) as gpu:
@@ -107,6 +108,8 @@ def run_isolated(cfg: SweepConfig, job_dir: Path) -> JobResult:
                 raise
     redact_file(job_dir / WORKER_LOG)  # its tracebacks may quote secrets
     saved = load_result(job_dir)
+    if saved is not None and before is not None and saved["uid"] == before["uid"]:
+        saved = None  # the worker wrote nothing: that is the earlier result
     if saved is not None and reason is None:
         result = JobResult(**saved)
     else:

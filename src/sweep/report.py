@@ -535,7 +535,12 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--log-to-mlflow uploads a multirun folder: give its path")
         from sweep.tracking import upload_sweep
 
-        uploaded, already, parent = upload_sweep(args.sweep_dir, args.tracking_uri)
+        try:
+            uploaded, already, parent = upload_sweep(args.sweep_dir, args.tracking_uri)
+        except ConnectionError as e:  # said in seconds (create_tracker probes the server)
+            print(f"error: nothing uploaded ({e}); the results stay in {args.sweep_dir}: run "
+                  "this again once the store answers", file=sys.stderr)
+            return 1
         print(f"MLflow: {uploaded} jobs uploaded, {already} were there already; parent {parent}")
         args.log_to_parent = True
     sweep, out_dir = _load(args, parser)

@@ -4,10 +4,10 @@ the digest that lets a resumed sweep recognise its finished jobs. No torch here,
 the parent of an isolated job stay light.
 
 A sweep folder (`multirun/<date>/<time>/`) holds `sweep.json` (the `SweepRecord`, written when
-the multirun starts: its overrides, job count, MLflow parent run), one folder per job, and the
-report files. A job folder holds `result.json` (written last, atomically: its presence means
-the job finished), `samples.json`, `config.yaml`, and `error.txt` / `worker.log` when they
-apply.
+the multirun starts: its overrides, job count, MLflow parent run), `.sweep.lock` (held by the
+multirun running there), one folder per job, and the report files. A job folder holds
+`result.json` (written last, atomically: its presence means the job finished), `samples.json`,
+`config.yaml`, and `error.txt` / `worker.log` when they apply.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ WORKER_LOG = "worker.log"  # isolation=process: the worker's stdout and stderr
 WORKER_PID = "worker.pid"
 JOB_ARTIFACTS = (RESULT_FILE, SAMPLES_FILE, ROUNDS_FILE, CONFIG_FILE, ERROR_FILE, "job.log")
 SWEEP_FILE = "sweep.json"
+SWEEP_LOCK = ".sweep.lock"  # held by the multirun that runs in the folder (one at a time)
 REPORT_FILES = ("summary.csv", "summary.json", "report.md")
 PLOTS_DIR = "plots"
 
@@ -151,13 +152,49 @@ def write_samples(job_dir: Path, samples: dict[str, Any]) -> None:
 
 
 def read_rounds(job_dir: Path) -> list[dict[str, Any]]:
-    """The round records of a job folder (empty when there are none or they are unreadable)."""
+    """The well-formed round records of a job folder (empty when there are none). A damaged
+    file (unreadable, or a record of the wrong shape) is named in a warning with what was wrong,
+    and what it held is left out: those rounds are measured again."""
+    path = Path(job_dir) / ROUNDS_FILE
     try:
-        data = json.loads((Path(job_dir) / ROUNDS_FILE).read_text())
-    except (OSError, ValueError):
+        data = json.loads(path.read_text(errors="replace"))
+    except FileNotFoundError:
         return []
-    return [r for r in data if isinstance(r, dict) and "round" in r] if isinstance(data, list) \
-        else []
+    except (OSError, ValueError) as e:
+        log.warning("%s is not readable (%s: %s): its rounds are measured again", path,
+                    type(e).__name__, e)
+        return []
+    if not isinstance(data, list):
+        log.warning("%s holds a %s, not a list of round records: its rounds are measured again",
+                    path, type(data).__name__)
+        return []
+    kept = []
+    for i, record in enumerate(data, start=1):
+        if why := _round_record_fault(record):
+            log.warning("%s: record %d of %d %s: that round is measured again", path, i,
+                        len(data), why)
+        else:
+            kept.append(record)
+    return kept
+
+
+def _round_record_fault(record: Any) -> str | None:
+    """What makes `record` no round record (as sweep.rounds.record writes them), or None."""
+    if not isinstance(record, dict):
+        return f"is a {type(record).__name__}, not an object"
+    number = record.get("round")
+    if not isinstance(number, int) or isinstance(number, bool) or number < 1:
+        return f"has round={number!r} ({type(number).__name__}), not a whole number from 1"
+    if not isinstance(record.get("digest"), str):
+        return f"has digest={record.get('digest')!r}, not a string"
+    if record.get("status") not in ("ok", "failed"):
+        return f"has status={record.get('status')!r}, neither 'ok' nor 'failed'"
+    if not isinstance(record.get("metrics"), dict):
+        return f"has metrics of type {type(record.get('metrics')).__name__}, not an object"
+    for key in ("started", "duration_s"):
+        if not isinstance(record.get(key, 0.0), int | float):
+            return f"has {key}={record.get(key)!r}, not a number"
+    return None
 
 
 def write_rounds(job_dir: Path, records: list[dict[str, Any]]) -> None:

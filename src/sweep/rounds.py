@@ -21,10 +21,19 @@ from sweep.significance import ci95_log
 VALUES_KEY = "round_values"  # info: JSON {metric: [value per round, by round number]}
 
 
-def record(job_dir: Path, round_no: int, digest: str, result: JobResult) -> list[dict[str, Any]]:
-    """Add (or replace) this round's record; all records of this config, by round."""
-    kept = [r for r in read_rounds(job_dir) if r.get("digest") == digest
-            and r.get("round") != round_no]
+def of_config(job_dir: Path, digest: str) -> list[dict[str, Any]]:
+    """The job folder's round records of this config (a damaged file is named, and what it
+    held measured again: `sweep.result.read_rounds`)."""
+    return [r for r in read_rounds(job_dir) if r["digest"] == digest]
+
+
+def record(job_dir: Path, round_no: int, digest: str, result: JobResult,
+           records: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Add (or replace) this round's record among `records` (this config's, read from the
+    folder when not given); all records of this config, by round."""
+    if records is None:
+        records = of_config(job_dir, digest)
+    kept = [r for r in records if r["round"] != round_no]
     kept.append({"round": round_no, "digest": digest, "status": result.status,
                  "error": result.error, "metrics": result.metrics, "started": result.started,
                  "duration_s": result.duration_s})
@@ -33,10 +42,19 @@ def record(job_dir: Path, round_no: int, digest: str, result: JobResult) -> list
     return kept
 
 
-def done(job_dir: Path, digest: str) -> set[int]:
-    """The rounds of this config that finished."""
-    return {r["round"] for r in read_rounds(job_dir)
-            if r.get("digest") == digest and r.get("status") == "ok"}
+def done(records: list[dict[str, Any]]) -> set[int]:
+    """The rounds among `records` that finished."""
+    return {r["round"] for r in records if r["status"] == "ok"}
+
+
+def covers(result: JobResult, saved: dict[str, Any]) -> bool:
+    """Whether `result` (a combination) accounts for every round the `saved` result of the same
+    config had finished: only then may it replace that result in the folder, so a lost or
+    damaged rounds file never turns a finished result into one round's figures."""
+    had = set(saved.get("info", {}).get("rounds_done") or [])
+    now = set(result.info.get("rounds_done", [])) | {int(r) for r in
+                                                      result.info.get("rounds_failed", {})}
+    return had <= now
 
 
 def combine(latest: JobResult, records: list[dict[str, Any]], rounds: int) -> JobResult:
@@ -48,7 +66,7 @@ def combine(latest: JobResult, records: list[dict[str, Any]], rounds: int) -> Jo
     out.info["rounds_done"] = [r["round"] for r in ok]
     out.info["rounds_planned"] = rounds
     if failed:
-        out.info["rounds_failed"] = {str(r["round"]): r["error"] for r in failed}
+        out.info["rounds_failed"] = {str(r["round"]): r.get("error") for r in failed}
     if not ok:
         return out  # every round failed: the latest one's failure stands
     out.status, out.error = "ok", None

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sweep.config import TrackingConfig
+from sweep.lifecycle.folder_lock import hold_folder
 from sweep.lifecycle.outcome import Outcome
 from sweep.redact import redact, without_credentials
 from sweep.refusals import foreign_sweep, refuse_foreign
@@ -32,9 +33,11 @@ log = logging.getLogger("sweep.callbacks")  # the logger name its warnings alway
 def open_sweep(sweep_dir: Path, overrides: list[str], total_jobs: int | None,
                tracking: TrackingConfig, reuse_dir: bool, outcome: Outcome) -> SweepRecord:
     """Make the sweep folder and its record, with the parent run (the one a resumed sweep
-    recorded, else a new one); refuse (exit 2) a folder that holds another sweep unless
-    `reuse_dir`. A store that cannot be reached is noted in the record, once for every job."""
+    recorded, else a new one); refuse (exit 2) a folder another sweep is running in, and one
+    that holds another sweep unless `reuse_dir`. A store that cannot be reached is noted in
+    the record, once for every job."""
     sweep_dir.mkdir(parents=True, exist_ok=True)
+    hold_folder(sweep_dir)  # exit 2 while another sweep runs in this folder
     record = SweepRecord(started=time.time(), overrides=overrides, total_jobs=total_jobs)
     before = SweepRecord.read(sweep_dir)
     why = foreign_sweep(before.overrides, overrides) if before.overrides else None

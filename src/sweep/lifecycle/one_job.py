@@ -74,9 +74,15 @@ def run_job(values: dict[str, Any], job_num: Any, job_dir: Path, sweep_dir: Path
     tracking = cfg.tracking if cfg else tracking_of(data)
     swept = swept_params(sweep_dir)
     in_rounds = cfg is not None and cfg.bench.round > 0
+    savable = True
     if in_rounds:
-        result, skipped = _run_one_round(cfg, job_dir, data, digest, swept, resolution_from)
+        result, skipped, savable = _run_one_round(cfg, job_dir, data, digest, swept,
+                                                  resolution_from)
     else:
+        if cfg and sweep_dir is None and cfg.bench.rounds > 1:
+            log.warning("bench.rounds=%d is ignored: rounds are a multirun's (python -m sweep "
+                        "-m ... bench.rounds=%d); this single job is measured once",
+                        cfg.bench.rounds, cfg.bench.rounds)
         result = None if cfg and cfg.force else _finished_before(job_dir, digest)
         if result and result.status != "ok" and data.get("resume") == "retry_failed":
             result = None
@@ -93,7 +99,7 @@ def run_job(values: dict[str, Any], job_num: Any, job_dir: Path, sweep_dir: Path
     if logging_now:
         _log_or_note_offline(result, job_dir, tracking, sweep_dir)
     # the digest and the MLflow run id join the saved result
-    saved = not (logging_now or not skipped) or save_result(result, job_dir)
+    saved = not (logging_now or not skipped) or not savable or save_result(result, job_dir)
     progress_log.info(redact(progress_line(result, sweep_dir, skipped)))  # console and app.log
     outcome.job_ended(result.status == "ok", saved, in_multirun=sweep_dir is not None)
     if result.status != "ok" and sweep_dir is None:
@@ -145,25 +151,32 @@ def _without_round(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run_one_round(cfg: SweepConfig, job_dir: Path, data: dict[str, Any], digest: str,
-                   swept: tuple[str, ...], resolution_from: str) -> tuple[JobResult, bool]:
+                   swept: tuple[str, ...], resolution_from: str) -> tuple[JobResult, bool, bool]:
     """One round of a job measured in rounds: run it unless this round is done, record it, and
-    return the job's result over its rounds so far (and whether this round was skipped)."""
+    return the job's result over its rounds so far, whether this round was skipped and whether
+    that result may be saved (not while it lacks rounds the saved result had: a damaged rounds
+    file is re-measured before its finished result is replaced)."""
     from sweep import rounds
 
     number = cfg.bench.round
     saved = load_result(job_dir)
     if saved is not None and saved.get("info", {}).get("config_digest") != digest:
         saved = None
-    if saved is not None and not cfg.force and number in rounds.done(job_dir, digest):
-        return JobResult(**saved), True
+    records = rounds.of_config(job_dir, digest)
+    if saved is not None and not cfg.force and number in rounds.done(records):
+        return JobResult(**saved), True, True
     latest = _write_config_and_run(cfg, data, "", job_dir, swept, resolution_from)
     latest.info["config_digest"] = digest
-    records = rounds.record(job_dir, number, digest, latest)
+    records = rounds.record(job_dir, number, digest, latest, records)
     result = rounds.combine(latest, records, cfg.bench.rounds)
     if saved is not None:  # one job, one uid over its rounds: logged to MLflow once
         result.uid = saved["uid"]
-    save_result(result, job_dir)
-    return result, False
+    keep = saved is None or rounds.covers(result, saved)
+    if keep:
+        save_result(result, job_dir)
+    else:  # the round's job wrote its own figures over the finished result: put it back
+        save_result(JobResult(**saved), job_dir)
+    return result, False, keep
 
 
 def _log_or_note_offline(result: JobResult, job_dir: Path, tracking: TrackingConfig,

@@ -61,10 +61,15 @@ def create_tracker(cfg: TrackingConfig, explicit_uri: str | None = None,
                    recorded_uri: str | None = None, read_only: bool = False) -> Tracker:
     """The store `cfg` names, at the resolved URI; one per store and experiment in a process
     (jobs of the basic launcher share it). `read_only`: a reader's, which creates no store and
-    no experiment (a LookupError says what is missing)."""
+    no experiment (a LookupError says what is missing). A server that does not answer is a
+    ConnectionError at once (`unreachable`)."""
     uri = resolve_uri(explicit_uri, recorded_uri, cfg.uri)
     key = (type(cfg).impl, uri, cfg.experiment, read_only)
     if key not in _open:
+        # every entry point (a lone job, an upload, a report) fails in seconds, not after
+        # the store client's retries
+        if reason := unreachable(uri):
+            raise ConnectionError(f"tracking store not reachable: {reason}")
         _open[key] = cfg.implementation()(cfg, uri, read_only=read_only)
     return _open[key]
 
