@@ -452,8 +452,10 @@ def _lead(sweep: Sweep, best: Row, key: str, pool: list[Row] | None = None) -> s
                 f"; its {gain} lead over `{name}` is within the variation between rounds "
                 f"({t.n_a} rounds), so either will do")
     for row, who in ((best, "the winner"), (second, f"`{name}`")):
-        # a timing spread of some percent cannot explain a lead of 2x or more
-        if best[key] < 2 * second[key] and (why := unsteady(row)):
+        if why := unsteady(row):
+            if best[key] >= 2 * second[key]:  # too large to call noise, too unsteady to bound
+                return (f"; it leads `{name}` by {gain}, but {who} was unsteady ({why}): "
+                        "measure in rounds (bench.rounds=3) on a quiet machine to bound that lead")
             return (f"; its {gain} lead over `{name}` cannot be told from noise: {who} was "
                     f"unsteady ({why}); measure in rounds (bench.rounds=3) on a quiet machine")
     sa, sb = _per_image(sweep, second), _per_image(sweep, best)
