@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import site
 import subprocess
 import sys
 import time
@@ -379,15 +380,24 @@ def test_cache_dir_that_is_a_file_is_named(tmp_path):
 
 @pytest.fixture(scope="module")
 def editable(tmp_path_factory) -> Path:
-    """This checkout installed as CI installs it (pip install -e), in a throwaway venv over this
-    interpreter's packages: its python."""
+    """This checkout installed as a user installs it (pip install -e), in a throwaway venv that
+    sees the packages of the interpreter running the tests: its python."""
     venv = tmp_path_factory.mktemp("venv")
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip",
-                    str(venv)], check=True)
+    # not --system-site-packages: inside a venv that is the base interpreter's set, not this one's
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q",
-                    "--no-deps", "--no-build-isolation", "-e", str(ROOT)],
-                   check=True, capture_output=True)
+    where = "import sysconfig; print(sysconfig.get_path('purelib'))"
+    purelib = subprocess.run([python, "-c", where], check=True, capture_output=True,
+                             text=True).stdout.strip()
+    # plain path lines, so the .pth files there (this interpreter's own install of sweep) stay
+    # unread; named to sort after the editable install's .pth, whose src/ must come first
+    seen = site.getsitepackages() + ([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])
+    Path(purelib, "running_env.pth").write_text("".join(f"{d}\n" for d in seen))
+    # pip's own build isolation: setuptools and wheel from the index, as for the user's install,
+    # not whatever setuptools this interpreter happens to have
+    proc = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q",
+                           "--no-deps", "-e", str(ROOT)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     return python
 
 

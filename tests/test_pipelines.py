@@ -398,6 +398,8 @@ def messy(trained, tmp_path) -> Path:
 
 @pytest.mark.parametrize("pipeline", ["serial", "fast", "dali"])
 def test_bad_files_are_counted_and_the_rest_measured(messy, trained, runtime, pipeline):
+    if pipeline == "dali":
+        pytest.importorskip("nvidia.dali", reason="needs nvidia-dali-cuda130 ('.[dali]')")
     metrics, info = measure_end_to_end(job_config(messy, pipeline, trained[1]), runtime,
                                        runtime.ctx.device)
     assert metrics["unreadable_files"] == 2
