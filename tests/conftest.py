@@ -64,14 +64,29 @@ def mlflow_server(backend_uri: str, workdir: Path, workers: int = 1) -> Iterator
     proc = subprocess.Popen(
         [mlflow_bin, "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", backend_uri, "--artifacts-destination", str(workdir / "artifacts"),
-         "--workers", str(workers)], stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+         "--workers", str(workers)], stdout=subprocess.DEVNULL, stderr=open(log, "w"),
+        start_new_session=True)  # its workers in its process group: all of them end with it
     url = f"http://127.0.0.1:{port}"
     try:
         _wait(lambda: urllib.request.urlopen(f"{url}/health", timeout=2), proc, log, 180)
         yield url
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        _end_group(proc)
+
+
+def _end_group(proc: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group, SIGKILL when it has not ended in 30 s (a loaded
+    machine: a server that is slow to stop is no failure of the test that used it)."""
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=30)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _wait(ready, proc: subprocess.Popen, log: Path, seconds: float) -> None:
