@@ -99,8 +99,8 @@ def test_a_lone_job_says_where_its_result_went_and_its_mlflow_run(tmp_path):
     text = where_it_went(result, job_dir, tracking)
     assert f"result: {job_dir}/result.json" in text
     assert f"python -m sweep.report {job_dir.parent}" in text
-    assert re.search(r"MLflow: run abc123, in mlflow ui --backend-store-uri sqlite:///.*, then "
-                     r"open http://127\.0\.0\.1:5000/#/experiments/\d+/runs", text), text
+    assert re.search(r"MLflow: mlflow ui --backend-store-uri sqlite:///.*, then open "
+                     r"http://127\.0\.0\.1:5000/#/experiments/\d+/runs/abc123$", text), text
     offline = JobResult(job="j", status="ok", info={"mlflow_error": "ConnectionError: no"})
     assert "--log-to-mlflow" in where_it_went(offline, job_dir, tracking)
 

@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from sweep.config import SweepConfig, TrackingConfig, from_container, job_values, tracking_of
-from sweep.lifecycle.multirun import _ui_link as ui_link
 from sweep.lifecycle.outcome import Outcome
 from sweep.progress import log as progress_log
 from sweep.progress import measured as progress_measured
 from sweep.progress import sweep_bar
-from sweep.redact import redact
+from sweep.redact import redact, without_credentials
 from sweep.result import (
     RESULT_FILE,
     ROUNDS_FILE,
@@ -299,13 +298,23 @@ def where_it_went(result: JobResult, job_dir: Path, tracking: TrackingConfig) ->
              f"compare it with the jobs beside it: python -m sweep.report {job_dir.parent}"]
     if run_id := result.info.get("mlflow_run_id"):
         try:
-            lines.append(f"MLflow: run {run_id}, in {ui_link(create_tracker(tracking))}")
+            lines.append(f"MLflow: {_run_link(create_tracker(tracking), run_id)}")
         except Exception as e:  # the store went away after logging: the file has it all
             lines.append(f"MLflow: run {run_id} (no link: {e})")
     elif error := result.info.get("mlflow_error"):
         lines.append(f"MLflow: not logged ({error}); upload it later with python -m "
                      f"sweep.report {job_dir.parent} --log-to-mlflow")
     return "\n".join(lines)
+
+
+def _run_link(tracker, run_id: str) -> str:
+    """The run's page in the store's web UI (a server's address, or how to open a local one)."""
+    path = (tracker.ui_path() or "").split("?")[0]
+    page = f"{path}/{run_id}" if path else ""
+    uri = without_credentials(redact(tracker.uri))
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/{page}"
+    return f"mlflow ui --backend-store-uri {uri}, then open http://127.0.0.1:5000/{page}"
 
 
 def objective(result: JobResult) -> float:
