@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 6's "done when", for real: a 24-job sweep with two crashing jobs and one hanging job, run
+# Issue 6's "done when", for real, then issue 31's faults against the same server: a 24-job sweep with two crashing jobs and one hanging job, run
 # with isolation=process and the joblib launcher into an MLflow server on PostgreSQL (both on
 # 127.0.0.1, started here), then the same command again. Writes benchmarks/results/reliability_demo.md.
 #   bash benchmarks/reliability_demo.sh        (needs Debian's postgresql; run as root or a normal user)
@@ -57,5 +57,64 @@ print("| job | status | reason |\n| --- | --- | --- |")
 for r in results:
     if r["status"] != "ok":
         print(f"| {r['job']} | failed | {r['error'][:160]} |")
+PY
+
+# --- what a careful attacker and a clumsy user try (issue 31), against the same server ---------
+secret=S3cretT0ken
+export MLFLOW_TRACKING_URI=http://:$secret@127.0.0.1:$port
+set +e
+"${cmd[@]}" force=true >third.log 2>&1; rc3=$?          # re-measure all, the token in the URI
+small=(python -m sweep -m runtime=torch batch=1,2 check.samples=4 bench.warmup=2 bench.min_iters=5
+       bench.min_seconds=0.2 resolution=32 tracking.experiment=twice hydra.sweep.dir=$work/twice)
+"${small[@]}" >twice_a.log 2>&1 & a=$!
+"${small[@]}" >twice_b.log 2>&1 & b=$!
+wait $a; rca=$?; wait $b; rcb=$?
+python3 - "$work/planted.pt2" "$work/ran" <<'PY2'
+import io, json, os, sys, zipfile, torch
+class Plant:
+    def __reduce__(self):
+        return os.system, (f"touch {sys.argv[2]}",)
+m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+torch.export.save(torch.export.export(m, (torch.zeros(1, 3, 32, 32),)), sys.argv[1] + ".clean")
+buf = io.BytesIO(); torch.save(Plant(), buf)
+with zipfile.ZipFile(sys.argv[1] + ".clean") as zin, zipfile.ZipFile(sys.argv[1], "w") as zout:
+    for item in zin.infolist():
+        data = zin.read(item.filename)
+        zout.writestr(item, buf.getvalue() if item.filename.endswith("sample_inputs/model.pt") else data)
+PY2
+python -m sweep model=exported model.path=$work/planted.pt2 batch=1 tracking.enabled=false \
+  hydra.run.dir=$work/planted >planted.log 2>&1; rcp=$?
+mkdir -p "$work/shared-cache" && chmod 777 "$work/shared-cache"
+python -m sweep resolution=32 cache_dir=$work/shared-cache tracking.enabled=false \
+  hydra.run.dir=$work/shared >shared.log 2>&1; rcs=$?
+python -m sweep bench.min_seconds=nan tracking.enabled=false >nan.log 2>&1; rcn=$?
+set -e
+python3 - "$work" "$secret" "$rc3" "$rca" "$rcb" "$rcp" "$rcs" "$rcn" >> "$root/benchmarks/results/reliability_demo.md" <<'PY'
+import os, sys
+from pathlib import Path
+from mlflow.tracking import MlflowClient
+work, secret, rc3, rca, rcb, rcp, rcs, rcn = sys.argv[1:]
+client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+runs = client.search_runs([client.get_experiment_by_name("reliability").experiment_id])
+jobs = [r for r in runs if r.data.tags.get("sweep.role") == "job"]
+folder_runs = {__import__("json").loads(p.read_text())["info"].get("mlflow_run_id")
+               for p in Path(work, "multirun", "reliability").glob("*/result.json")}
+leaks = [str(p) for p in Path(work).rglob("*") if p.is_file() and not p.is_symlink()
+         and secret.encode() in p.read_bytes()]
+twice = [Path(work, f"twice_{k}.log").read_text() for k in "ab"]
+refused = next((line for t in twice for line in t.splitlines() if "error:" in line), "")
+print("\n## Issue 31's faults, against the same server\n")
+print(f"- `force=true` with the token in `MLFLOW_TRACKING_URI=http://:<token>@...`: exit {rc3}; "
+      f"{len(jobs)} live job runs, {len(runs) - len(jobs)} parent run(s); the live runs are the "
+      f"ones the 24 folders name: {set(r.info.run_id for r in jobs) == folder_runs}; files under "
+      f"the work folder (logs, results, server artifacts) holding the token: {len(leaks)}.")
+print(f"- the same 2-job command twice at once into one folder: exits {rca} and {rcb}; the "
+      f"refusal: `{refused.strip()[:200]}`")
+print(f"- a `.pt2` whose sample inputs are a pickle that runs `touch`: exit {rcp}; the command "
+      f"ran: {Path(work, 'ran').exists()}")
+print(f"- a cache folder with mode 777: exit {rcs}; "
+      f"`{next((l for l in Path(work, 'shared.log').read_text().splitlines() if 'cache_dir=' in l), '')[:220]}`")
+print(f"- `bench.min_seconds=nan`: exit {rcn}; "
+      f"`{next((l for l in Path(work, 'nan.log').read_text().splitlines() if 'min_seconds' in l), '')[:160]}`")
 PY
 cat "$root/benchmarks/results/reliability_demo.md"

@@ -69,7 +69,11 @@ def test_notebook_runs_on_a_tiny_sweep(tiny_sweep, source, where):
         params = "EXPERIMENT = 'nb'"
     else:
         params = f"SWEEP_DIR = '{sweep_dir.relative_to(root)}'"
-    text, images = _outputs(execute(cwd, params))
+    nb = execute(cwd, params)
+    text, images = _outputs(nb)
+    stderr = [out.get("text", "") for cell in nb.cells for out in cell.get("outputs", [])
+              if out.get("name") == "stderr"]
+    assert not stderr, stderr  # no download bars, no third-party warnings
     name = f"batch=1,2 ({sweep_dir.parent.name}/{sweep_dir.name})"
     assert f"{name}: 2 jobs, 2 ok; varying: batch" in text
     assert "## Recommendation" in text and "## runtime=torch" in text

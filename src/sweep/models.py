@@ -35,6 +35,20 @@ def build_model(cfg: ModelConfig) -> nn.Module:
         return build_timm(cfg)
     import torchvision
 
+    check_name(cfg)
+    torch.manual_seed(cfg.seed)
+    model = torchvision.models.get_model(cfg.name, weights=None, num_classes=cfg.num_classes)
+    if cfg.weights:
+        load_weights(model, cfg)
+    return model.eval()
+
+
+def check_name(cfg: ModelConfig) -> None:
+    """A ConfigError, with the close names, when torchvision (or timm, for model=timm) has no
+    model `cfg.name`: a lookup in its registry, nothing built."""
+    if cfg.kind == "timm":
+        _timm(cfg)
+        return
     names = classification_models()
     if cfg.name not in names:
         close = [n for n in names if cfg.name.lower()[:4] in n][:8] or names[:8]
@@ -43,11 +57,6 @@ def build_model(cfg: ModelConfig) -> nn.Module:
             f"Close names: {', '.join(close)}. Use model=resnet18, model=resnet50 or "
             "model.name=<any of torchvision.models.list_models(module=torchvision.models)>.",
         )
-    torch.manual_seed(cfg.seed)
-    model = torchvision.models.get_model(cfg.name, weights=None, num_classes=cfg.num_classes)
-    if cfg.weights:
-        load_weights(model, cfg)
-    return model.eval()
 
 
 def _timm(cfg: ModelConfig):

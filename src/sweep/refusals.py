@@ -9,6 +9,7 @@ sweep. A refused sweep leaves no sweep record and no parent run behind.
 from __future__ import annotations
 
 import copy
+import difflib
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,10 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
-from omegaconf.errors import ConfigKeyError
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
-from sweep.config import CONTROL_KEYS, from_container, job_values
-from sweep.errors import ConfigError, config_error
+from sweep.config import CONTROL_KEYS, FILE_MODEL_KINDS, SweepConfig, from_container, job_values
+from sweep.errors import ConfigError, UnsupportedError, config_error
 from sweep.redact import redact
 
 
@@ -40,23 +41,27 @@ def job_grid(overrides: list[str]) -> list[list[str]]:
     return BasicSweeper.split_arguments(parser.parse_overrides(overrides), None)[0]
 
 
+# what OmegaConf raises for a key its config does not have (reading it, or setting it)
+UNKNOWN_KEY = (ConfigKeyError, ConfigAttributeError)
+
 # the sweepers whose jobs are the grid of their overrides, known before any job starts; an
 # optimising sweeper (optuna) draws a trial's values as it starts: a bad one fails that trial
 GRID_SWEEPERS = ("RoundsSweeper", "BasicSweeper")
 
 
-def _key_and_reason(e: Exception, base: Any = None) -> tuple[str | None, str]:
+def _key_and_reason(e: Exception, base: Any = None,
+                    known: list[str] | None = None) -> tuple[str | None, str]:
     """The config key at fault (when one is known) and a one-line reason; `base`, a composed
-    config, gives a wrongly typed key's default as what to type."""
+    config, gives a wrongly typed key's default as what to type; `known`, the config's keys,
+    the ones an unknown key may be a misspelling of."""
     if isinstance(e, ConfigError):
         return e.key, str(e)
     typed = _typed_reason(e, base)
     if typed is not None:
         return typed
     key = getattr(e, "full_key", None) or getattr(e.__cause__, "full_key", None)
-    if isinstance(e, ConfigKeyError) and key:
-        return key, (f"{key} is not a key of this config: drop it, or check its spelling "
-                     "(python -m sweep --cfg job shows every key)")
+    if key and (isinstance(e, UNKNOWN_KEY) or isinstance(e.__cause__, UNKNOWN_KEY)):
+        return key, unknown_key(key, None, known or config_keys(base))
     text = f"{type(e).__name__}: {e}" + (f" ({e.__cause__})" if e.__cause__ else "")
     return key, " ".join(text.split()).split(" Config search path")[0]
 
@@ -68,10 +73,11 @@ def job_refusal(config: DictConfig, job_num: Any) -> tuple[str | None, str] | No
     try:
         with read_write(config), open_dict(config):
             del config["hydra"]  # as Hydra hands it to the job
-        from_container(job_values(OmegaConf.to_container(config, resolve=True), job_num))
+        values = OmegaConf.to_container(config, resolve=True)
+        typed = from_container(job_values(values, job_num))
     except Exception as e:
-        return _key_and_reason(e)
-    return None
+        return _key_and_reason(e, known=config_keys(config))
+    return pair_refusal(typed)
 
 
 def refused_jobs(config: DictConfig, grid: list[list[str]]) -> list[str]:
@@ -89,7 +95,7 @@ def refused_jobs(config: DictConfig, grid: list[list[str]]) -> list[str]:
         try:
             refusal = job_refusal(loader.load_sweep_config(config, list(job)), num)
         except Exception as e:  # Hydra's composition: an unknown choice, a value of a wrong type
-            refusal = _key_and_reason(e)
+            refusal = _key_and_reason(e, known=config_keys(config))
         if refusal:
             by_reason.setdefault(refusal, []).append(num)
     lines = []
@@ -142,7 +148,7 @@ def _typed_reason(e: Exception, base: Any) -> tuple[str, str] | None:
         options = rest.split("Config search path")[0].split()
         value = text.split(f"'{group}/", 1)[1].split("'", 1)[0] if f"'{group}/" in text else "?"
         return group, str(config_error(group, value, f"one of {', '.join(options)}",
-                                       f"e.g. {group}={options[0]}" if options else ""))
+                                       choice_hint(group, value, options)))
     return None
 
 
@@ -184,8 +190,98 @@ def check_command_line(args: list[str]) -> None:
         except Exception:  # noqa: BLE001 - no default to show
             base = None
     typed = _typed_reason(error, base)
+    if typed is None and isinstance(error.__cause__, UNKNOWN_KEY) and key:
+        value = next((o.get_value_element_as_str() for o in plain if o.key_or_group == key), None)
+        typed = key, unknown_key(key, value, config_keys(base))
     if typed is not None:
         refuse([redact(typed[1])], 1)
+
+
+# --- did you mean: a misspelt key or group choice --------------------------------------------
+
+
+def config_keys(config: Any) -> list[str]:
+    """Every key of a composed config (`hydra` left out), dotted, its groups' nodes too: what
+    a misspelt key is matched against."""
+    if config is None:
+        return []
+    data = OmegaConf.to_container(config, resolve=False) if OmegaConf.is_config(config) \
+        else config
+    keys: list[str] = []
+
+    def walk(node: dict, prefix: str) -> None:
+        for name, value in node.items():
+            if name == "hydra" and not prefix:
+                continue
+            keys.append(f"{prefix}{name}")
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{name}.")
+
+    walk(data, "")
+    return keys
+
+
+def _closest(word: str, choices: list[str]) -> list[str]:
+    return difflib.get_close_matches(word, choices, n=3, cutoff=0.6)
+
+
+def unknown_key(key: str, value: str | None, known: list[str]) -> str:
+    """The reason a key the config lacks is refused: the known keys it is closest to (difflib),
+    with the value, as what to type; else how to list every key."""
+    close = _closest(key, [k for k in known if k != key])
+    if not close:
+        return (f"{key} is not a key of this config: drop it, or check its spelling "
+                "(python -m sweep --cfg job shows every key)")
+    typed = f"{close[0]}={value}" if value is not None else close[0]
+    return (f"{key} is not a key of this config: did you mean {typed}? "
+            "(python -m sweep --cfg job shows every key)")
+
+
+def choice_hint(group: str, value: str, options: list[str]) -> str:
+    """What to type for an unknown choice of a config group: the closest option (difflib),
+    else its first."""
+    close = _closest(value, options)
+    if close:
+        return f"Did you mean {group}={close[0]}?"
+    return f"e.g. {group}={options[0]}" if options else ""
+
+
+# --- pairs a job would fail on in its first seconds ------------------------------------------
+
+
+def pair_refusal(cfg: SweepConfig) -> tuple[str | None, str] | None:
+    """The key and reason a typed job config cannot run, found without building anything: a
+    runtime that cannot run the model's kind, a model file that is not there, a model name
+    its library does not have (the checks the job itself makes, made before it starts)."""
+    for check in (_runtime_runs_model, _model_file_exists, _model_name_exists):
+        try:
+            check(cfg)
+        except ConfigError as e:
+            return e.key, str(e)
+        except UnsupportedError as e:
+            return "runtime", str(e)
+    return None
+
+
+def _runtime_runs_model(cfg: SweepConfig) -> None:
+    from sweep.runtimes import check_model  # torch: only once the config itself is valid
+
+    check_model(cfg.runtime, cfg.model.kind)
+
+
+def _model_file_exists(cfg: SweepConfig) -> None:
+    suffix = FILE_MODEL_KINDS.get(cfg.model.kind)
+    if suffix and cfg.model.path and not Path(cfg.model.path).expanduser().is_file():
+        raise config_error("model.path", cfg.model.path, "no such file",
+                           f"Give the path of a model={cfg.model.kind} file ({suffix}), "
+                           "relative to where you run python -m sweep.")
+
+
+def _model_name_exists(cfg: SweepConfig) -> None:
+    if cfg.model.kind in ("torchvision", "timm"):
+        from sweep.models import check_name  # torchvision's or timm's registry, no model built
+
+        check_name(cfg.model)
 
 
 def refuse(lines: list[str], jobs: int) -> None:

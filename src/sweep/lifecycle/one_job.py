@@ -6,6 +6,7 @@ noted), saved once, its progress line, and the objective an optimising sweeper m
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -17,10 +18,12 @@ from typing import Any
 from sweep.config import SweepConfig, TrackingConfig, from_container, job_values, tracking_of
 from sweep.lifecycle.outcome import Outcome
 from sweep.progress import log as progress_log
+from sweep.progress import measured as progress_measured
 from sweep.progress import sweep_bar
-from sweep.redact import redact
+from sweep.redact import redact, without_credentials
 from sweep.result import (
     RESULT_FILE,
+    ROUNDS_FILE,
     JobResult,
     SweepRecord,
     config_digest,
@@ -28,6 +31,7 @@ from sweep.result import (
     flatten,
     job_name,
     load_result,
+    read_rounds,
     save_result,
     try_write_config,
 )
@@ -100,7 +104,9 @@ def run_job(values: dict[str, Any], job_num: Any, job_dir: Path, sweep_dir: Path
         _log_or_note_offline(result, job_dir, tracking, sweep_dir)
     # the digest and the MLflow run id join the saved result
     saved = not (logging_now or not skipped) or not savable or save_result(result, job_dir)
-    progress_log.info(redact(progress_line(result, sweep_dir, skipped)))  # console and app.log
+    progress_log.info(redact(progress_line(result, sweep_dir, skipped, job_dir)))  # + app.log
+    if sweep_dir is None:
+        progress_log.info(redact(where_it_went(result, job_dir, tracking)))
     outcome.job_ended(result.status == "ok", saved, in_multirun=sweep_dir is not None)
     if result.status != "ok" and sweep_dir is None:
         print(f"error: {redact(result.error or '')}", file=sys.stderr)
@@ -214,28 +220,17 @@ def _log_to_tracking(result: JobResult, job_dir: Path, tracking: TrackingConfig,
             SweepRecord.note_offline(sweep_dir, result.info["mlflow_error"])
 
 
-def progress_line(result: JobResult, sweep_dir: Path | None, skipped: bool = False) -> str:
-    """The job's line on the console and in app.log: what it measured (or why it failed),
-    and in a multirun how far the sweep (or the job's rounds) has come."""
-    m = result.metrics
-    if result.status == "ok":
-        what = f"ok  {m['infer_ms_per_img']:.3f} ms/img  {m['fps']:,.1f} fps"
-        if m.get("correct") == 0:
-            what += f"  OUTPUTS WRONG: {result.info['correctness']}"
-    else:
-        what = f"FAILED  {result.error}"
-    if skipped:
-        rerun = "force=true" if result.status == "ok" else "resume=retry_failed"
-        what = f"skipped, finished before ({what}; {rerun} re-runs it)"
-    if notes := result.info.get("stability"):
-        what += "  THROTTLED" if result.info.get("throttle") else "  UNSTEADY"
-        what += f" ({len(notes)} note(s) in the report)"
+def progress_line(result: JobResult, sweep_dir: Path | None, skipped: bool = False,
+                  job_dir: Path | None = None) -> str:
+    """The job's line on the console and in app.log: what it measured (or why it failed), and
+    in a multirun how far the sweep has come (in rounds: this round's own figure, and the whole
+    plan of rounds x jobs)."""
+    if planned := result.info.get("rounds_planned"):
+        return _round_line(result, sweep_dir, skipped, job_dir, planned)
+    what = _outcome(result, result.status, result.error, result.metrics, skipped)
+    what += _stability(result, sweep_dir, job_dir)
     if sweep_dir is None:
         return f"{result.job}: {what}"
-    if planned := result.info.get("rounds_planned"):  # in rounds: which round, of how many
-        done = len(result.info.get("rounds_done", []))
-        return f"[round {result.params.get('bench.round')}/{planned}] {result.job}: {what}  " \
-               f"({done} round(s) of this job done)"
     record = SweepRecord.read(sweep_dir)
     finished = [load_result(p.parent) for p in sweep_dir.glob(f"*/{RESULT_FILE}")
                 if p.stat().st_mtime >= record.started]
@@ -243,6 +238,96 @@ def progress_line(result: JobResult, sweep_dir: Path | None, skipped: bool = Fal
     failed = sum(r is not None and r["status"] != "ok" for r in finished)
     bar = sweep_bar(done, failed, record.total_jobs, time.time() - record.started)
     return f"[{done}/{record.total_jobs or '?'}] {result.job}: {what}  {bar}"
+
+
+def _outcome(result: JobResult, status: str, error: str | None, metrics: dict[str, float],
+             skipped: bool) -> str:
+    """What was measured (`metrics`, with the job's facts) or why it failed."""
+    if status == "ok":
+        what = progress_measured(metrics, result.info)
+        if metrics.get("correct") == 0:
+            what += f"  OUTPUTS WRONG: {result.info.get('correctness')}"
+    else:
+        what = f"FAILED  {error}"
+    if skipped:
+        rerun = "force=true" if status == "ok" else "resume=retry_failed"
+        what = f"skipped, finished before ({what}; {rerun} re-runs it)"
+    return what
+
+
+def _stability(result: JobResult, sweep_dir: Path | None, job_dir: Path | None) -> str:
+    """UNSTEADY or THROTTLED, and where its notes are: the sweep's report, or a lone job's
+    result.json (a lone job has no report)."""
+    notes = result.info.get("stability")
+    if not notes:
+        return ""
+    word = "THROTTLED" if result.info.get("throttle") else "UNSTEADY"
+    count = f"{len(notes)} note{'s' if len(notes) > 1 else ''}"
+    if sweep_dir is not None:
+        return f"  {word} ({count} in the report)"
+    where = job_dir / RESULT_FILE if job_dir else RESULT_FILE
+    return f"  {word} ({count}: info.stability in {where})"
+
+
+def _round_line(result: JobResult, sweep_dir: Path | None, skipped: bool,
+                job_dir: Path | None, planned: int) -> str:
+    """`[round 2/3] job: round 2 <its own figure or failure>; median of 2 rounds <figure>  <bar
+    over every round of every job>`."""
+    number = result.params.get("bench.round")
+    own = next((r for r in read_rounds(job_dir) if r.get("round") == number), None) \
+        if job_dir else None
+    if own is not None:
+        what = _outcome(result, own["status"], own.get("error"), own.get("metrics") or {},
+                        skipped)
+    else:
+        what = _outcome(result, result.status, result.error, result.metrics, skipped)
+    done = len(result.info.get("rounds_done", []))
+    if done > 1 and result.status == "ok":
+        median = progress_measured(result.metrics, result.info).removeprefix("ok  ")
+        what += f"; median of {done} rounds: {median}"
+    what += _stability(result, sweep_dir, job_dir)
+    head = f"[round {number}/{planned}] {result.job}: round {number} {what}"
+    return f"{head}  {_plan_bar(sweep_dir, number, job_dir)}" if sweep_dir else head
+
+
+def _plan_bar(sweep_dir: Path, number: Any, job_dir: Path | None) -> str:
+    """The sweep bar over the whole plan (rounds x jobs), at this job's place in it."""
+    record = SweepRecord.read(sweep_dir)
+    plan, jobs = record.round_plan or [], record.total_jobs or 0
+    total = len(plan) * jobs or None
+    position = 0
+    with contextlib.suppress(ValueError, TypeError, IndexError):
+        job_num = int(str(job_dir.name).split("_", 1)[0]) if job_dir else None
+        position = (int(number) - 1) * jobs + plan[int(number) - 1].index(job_num) + 1
+    failed = sum(r.get("status") != "ok" for p in sweep_dir.glob(f"*/{ROUNDS_FILE}")
+                 for r in read_rounds(p.parent))
+    return sweep_bar(position, failed, total, time.time() - record.started)
+
+
+def where_it_went(result: JobResult, job_dir: Path, tracking: TrackingConfig) -> str:
+    """A lone job's closing lines: its result file, the report that compares it with the jobs
+    beside it, and its MLflow run with the link to the runs table."""
+    lines = [f"result: {job_dir / RESULT_FILE} (samples, config and log beside it)",
+             f"compare it with the jobs beside it: python -m sweep.report {job_dir.parent}"]
+    if run_id := result.info.get("mlflow_run_id"):
+        try:
+            lines.append(f"MLflow: {_run_link(create_tracker(tracking), run_id)}")
+        except Exception as e:  # the store went away after logging: the file has it all
+            lines.append(f"MLflow: run {run_id} (no link: {e})")
+    elif error := result.info.get("mlflow_error"):
+        lines.append(f"MLflow: not logged ({error}); upload it later with python -m "
+                     f"sweep.report {job_dir.parent} --log-to-mlflow")
+    return "\n".join(lines)
+
+
+def _run_link(tracker, run_id: str) -> str:
+    """The run's page in the store's web UI (a server's address, or how to open a local one)."""
+    path = (tracker.ui_path() or "").split("?")[0]
+    page = f"{path}/{run_id}" if path else ""
+    uri = without_credentials(redact(tracker.uri))
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/{page}"
+    return f"mlflow ui --backend-store-uri {uri}, then open http://127.0.0.1:5000/{page}"
 
 
 def objective(result: JobResult) -> float:

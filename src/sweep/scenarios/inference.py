@@ -23,15 +23,21 @@ HOST_BOUND = (
 CLOCK_RANGE_PCT = 5.0  # an SM clock range wider than this share of its mean is drift
 
 
-def stability_notes(m: dict[str, float], info: dict, cv_limit_pct: float) -> list[str]:
-    """What makes this job's figure unsteady, each with what to do about it (as trtexec
-    advises): a high timing CV, a wide SM clock range, a throttle reason seen."""
+CPU_ADVICE = ("quiet the host (other processes share its cores), pin the timed span to idle "
+              "cores (e.g. bench.cpu_affinity=0-3), or measure in rounds (bench.rounds=3)")
+GPU_ADVICE = ("lock the GPU clocks (nvidia-smi -lgc), use CUDA graphs, quiet the host, or "
+              "measure in rounds (bench.rounds=3)")
+
+
+def stability_notes(m: dict[str, float], info: dict, cv_limit_pct: float,
+                    device_type: str = "cuda") -> list[str]:
+    """What makes this job's figure unsteady, each with what to do about it on its device (as
+    trtexec advises): a high timing CV, a wide SM clock range, a throttle reason seen."""
     notes = []
     cv = m.get("infer_cv_pct")
     if cv is not None and cv > cv_limit_pct:
-        notes.append(f"timing CV {cv:.1f}% > {cv_limit_pct:g}%: lock the GPU clocks "
-                     "(nvidia-smi -lgc), use CUDA graphs, quiet the host, or measure in rounds "
-                     "(bench.rounds=3)")
+        advice = GPU_ADVICE if device_type == "cuda" else CPU_ADVICE
+        notes.append(f"timing CV {cv:.1f}% > {cv_limit_pct:g}%: {advice}")
     low, high, mean = (m.get(k) for k in ("gpu_sm_clock_mhz_min", "gpu_sm_clock_mhz_max",
                                           "gpu_sm_clock_mhz"))
     if low is not None and high is not None and mean:
@@ -61,7 +67,7 @@ class InferenceScenario(Scenario):
         measured, facts = tel.result(timing.iters * cfg.batch)
         m.update(measured)
         out.info.update(facts)
-        if notes := stability_notes(m, out.info, cfg.bench.stable_cv_pct):
+        if notes := stability_notes(m, out.info, cfg.bench.stable_cv_pct, device.type):
             out.info["stability"] = notes
         gpu_ms = gpu_only_ms(lambda: runtime.infer(x), device)
         if gpu_ms is not None:  # how much of a call's time the GPU is working
