@@ -340,6 +340,8 @@ def check_grid(config: DictConfig, grid: list[list[str]] | None) -> None:
     """Refuse (exit 2) a grid sweeper's sweep when any of its jobs has a bad value, before
     anything is made: a fixed command re-run into the same folder is then no foreign sweep."""
     sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_") or "")
+    if OmegaConf.select(config, "hydra.sweeper.n_trials", default=None) is not None:
+        check_search(config)  # an optimising sweeper (optuna)
     if grid and sweeper.rsplit(".", 1)[-1] in GRID_SWEEPERS:
         if refused := refused_jobs(config, grid):
             refuse(refused, len(grid))
@@ -359,3 +361,118 @@ def refuse_foreign(sweep_dir: Path, why: str) -> None:
           "folder, or add reuse_dir=true to run into it anyway (a new parent run; job "
           "folders of other configs are overwritten).", file=sys.stderr, flush=True)
     raise SystemExit(2)
+
+
+# --- an optimising sweeper's search (hydra/sweeper=optuna) ---------------------------------
+
+
+def check_search(config: DictConfig) -> None:
+    """Refuse (exit 2) an optimising sweeper's search before anything starts: its own settings
+    out of range, a search-space value Hydra cannot compose (it would abort the whole search at
+    its trial, e.g. a float interval on a whole-number key) and a re-run into a folder whose
+    trials it would not draw again (no fixed sampler seed, or another one)."""
+    lines = _search_settings(config) + _search_space(config)
+    if not lines:
+        lines = _search_resume(config)
+    if lines:
+        print("\n  ".join(["error: this search cannot start; no trial was run:", *lines])
+              + "\nFix what is named and run the same command again.", file=sys.stderr,
+              flush=True)
+        raise SystemExit(2)
+
+
+def _search_settings(config: DictConfig) -> list[str]:
+    sweeper = config.hydra.sweeper
+    lines = []
+    for key, low in (("n_trials", 1), ("n_jobs", 1)):
+        value = OmegaConf.select(sweeper, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            lines.append(str(config_error(f"hydra.sweeper.{key}", value,
+                                          f"a whole number >= {low}",
+                                          f"e.g. hydra.sweeper.{key}=20" if key == "n_trials"
+                                          else "e.g. hydra.sweeper.n_jobs=1")))
+    rate = OmegaConf.select(sweeper, "max_failure_rate")
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
+        lines.append(str(config_error("hydra.sweeper.max_failure_rate", rate,
+                                      "a fraction of the trials, 0.0 to 1.0",
+                                      "e.g. hydra.sweeper.max_failure_rate=1.0 (go on past "
+                                      "every failed trial)")))
+    direction = OmegaConf.select(sweeper, "direction")
+    directions = list(direction) if OmegaConf.is_list(direction) else [direction]
+    if any(str(getattr(d, "name", d)) not in ("minimize", "maximize") for d in directions):
+        lines.append(str(config_error("hydra.sweeper.direction", str(direction),
+                                      "minimize or maximize",
+                                      "e.g. hydra.sweeper.direction=maximize (the objective "
+                                      "is max_qps_at_slo or fps)")))
+    return lines
+
+
+def _probe_values(override: Any) -> list[Any]:
+    """Values a search-space override can draw that show a type Hydra refuses: a choice's or
+    a range's every value, an interval's ends and a point between them (fractional, unless the
+    interval is cast to int)."""
+    from hydra.core.override_parser.types import IntervalSweep
+
+    value = override.value()
+    if isinstance(value, IntervalSweep):
+        start, end = value.start, value.end
+        between = start + (end - start) * 0.37
+        return [start, end, between if isinstance(start, float) else round(between)]
+    return list(override.sweep_iterator())[:64]
+
+
+def _search_space(config: DictConfig) -> list[str]:
+    """One line per search-space value Hydra would refuse to compose into a trial."""
+    loader = GlobalHydra.instance().config_loader()
+    try:
+        parsed = OverridesParser.create().parse_overrides(sweep_overrides(config))
+    except Exception:  # noqa: BLE001 - a syntax error: Hydra says what is wrong
+        return []
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    space = {o.get_key_element(): (o, _probe_values(o)) for o in parsed
+             if o.is_sweep_override()}
+    lines = []
+    for key, (override, values) in space.items():
+        for value in values:  # each key alone: the others at their defaults
+            try:
+                loader.load_sweep_config(config, [*fixed, f"{key}={value}"])
+            except Exception as e:  # noqa: BLE001 - Hydra's composition: named below
+                reason = _key_and_reason(e)[1].rstrip(".")
+                if "interval(" in override.input_line and isinstance(value, float):
+                    space_text = override.input_line.split("=", 1)[1]
+                    reason += (f"; an interval draws fractional values: for a whole-number "
+                               f"key type '{key}=int({space_text})'")
+                lines.append(f"{override.input_line}: {redact(reason)}")
+                break
+    return lines
+
+
+def _search_resume(config: DictConfig) -> list[str]:
+    """A re-run into a folder that holds a search redraws its trials only with the same fixed
+    sampler seed: without one (or with another) new trials would join the old ones' report."""
+    import yaml
+
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    if OmegaConf.select(config, "reuse_dir") or not any(sweep_dir.glob("*/result.json")):
+        return []
+    if OmegaConf.select(config, "hydra.sweeper.sampler", default=None) is None or \
+            "seed" not in config.hydra.sweeper.sampler:
+        return []  # a sampler without a seed (a grid sampler): its trials are its space
+    seed = config.hydra.sweeper.sampler.seed
+    before = None
+    for path in sorted(sweep_dir.glob("*/.hydra/hydra.yaml")):  # each trial's hydra config
+        try:
+            ran = yaml.safe_load(path.read_text())["hydra"]["sweeper"]["sampler"]
+            before = ran.get("seed")
+            break
+        except Exception:  # noqa: BLE001 - no readable record of its seed: said below
+            continue
+    if seed is not None and seed == before:
+        return []
+    ran_with = (f"it ran with hydra.sweeper.sampler.seed={before}: add that to this command"
+                if before is not None else "its trials were drawn without a fixed seed and "
+                "cannot be drawn again: use a new hydra.sweep.dir")
+    this = f"this run's seed is {seed}" if seed is not None else "this run sets no seed"
+    return [f"hydra.sweep.dir={sweep_dir} holds a search whose trials this one would not draw "
+            f"again ({this}), so new trials would be mixed with its old ones; {ran_with}, or "
+            "add reuse_dir=true to run into it anyway"]

@@ -76,7 +76,8 @@ def _open_parent_run(sweep_dir: Path, record: SweepRecord, before: SweepRecord,
 
 def close_sweep(sweep_dir: Path, tracking: TrackingConfig, outcome: Outcome) -> None:
     """Write the report, count the sweep's failed jobs into `outcome`, finish the parent run
-    (FAILED when any job failed or no report was written) and say where everything is."""
+    (FAILED when any job failed, no report was written or a search stopped before its end) and
+    say where everything is."""
     rows: list[dict[str, Any]] = []
     reported = True
     try:
@@ -91,7 +92,11 @@ def close_sweep(sweep_dir: Path, tracking: TrackingConfig, outcome: Outcome) -> 
                       sweep_dir)
     failed = sum(r["status"] != "ok" for r in rows) + outcome.unsaved_jobs
     total = len(rows) + outcome.unsaved_jobs
+    stopped = outcome.search_stopped  # an optimising sweeper's search that raised
     outcome.sweep_ended(failed, reported)
+    if stopped:
+        log.error("%s", stopped)
+        outcome.failed_jobs = max(outcome.failed_jobs, 1)
     record = SweepRecord.read(sweep_dir)
     if record.parent_run_id:
         try:
@@ -100,7 +105,7 @@ def close_sweep(sweep_dir: Path, tracking: TrackingConfig, outcome: Outcome) -> 
             tracker.finish_sweep(record.parent_run_id,
                                  {"jobs_ok": total - failed, "jobs_failed": failed,
                                   "wall_s": time.time() - record.started},
-                                 failed > 0 or not reported)
+                                 failed > 0 or not reported or bool(stopped))
         except Exception as e:
             log.warning("MLflow parent run not finished (%s)", e)
     print(f"sweep done: {total} jobs, {failed} failed; "

@@ -332,11 +332,12 @@ def _run_link(tracker, run_id: str) -> str:
 
 def objective(result: JobResult) -> float:
     """What optimising sweepers (hydra/sweeper=optuna) maximise: `max_qps_at_slo` when the job
-    searched under an SLO, else `fps`; NaN, which Optuna records as a failed trial, for a job
-    that failed, has wrong outputs or met no SLO."""
+    searched under an SLO, else `fps`; NaN, which our Optuna sweeper tells the study as a failed
+    trial, for a job that failed, has wrong outputs, was overloaded or met no SLO."""
     m = result.metrics
-    if result.status != "ok" or m.get("correct") == 0:
-        return math.nan
     slo = result.params.get("scenario.slo_ms") is not None
+    if result.status != "ok" or m.get("correct") == 0 or (
+            result.info.get("overloaded") and not slo):  # under an SLO: the rate it met
+        return math.nan
     value = m.get("max_qps_at_slo") if slo else m.get("fps")
     return float(value) if value is not None else math.nan

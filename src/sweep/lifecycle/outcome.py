@@ -17,6 +17,8 @@ class Outcome:
     unsaved_jobs: int = 0
     # the multirun's tracking config and parent run id while it runs, so a signal can close it
     open_parent: tuple[TrackingConfig, str] | None = None
+    # why an optimising sweeper's search stopped before its end (sweep.lifecycle.search)
+    search_stopped: str = ""
 
     def job_ended(self, ok: bool, saved: bool, in_multirun: bool) -> None:
         """Count one finished job: a lone job's failure here, a multirun's at its end (from the
