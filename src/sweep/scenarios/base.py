@@ -23,6 +23,7 @@ class Workload:
     x: torch.Tensor  # one batch on the device, in the runtime's dtype and layout
     gflop_per_img: float
     hardware: HardwareConfig  # resolved (hardware=auto matched to the device)
+    task: Any = None  # sweep.tasks.Task of the model's outputs; None: a classifier (top-1)
 
 
 @dataclass
