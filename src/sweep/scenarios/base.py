@@ -49,3 +49,12 @@ class Scenario(ABC):
     @abstractmethod
     def run(self, work: Workload) -> Measurement:
         """Measure `work`; raise to fail the job with the reason."""
+
+
+def postprocess_text(task: Any, device: Any) -> str:
+    """What a task's post-processing stage does and where it runs (info `postprocess`)."""
+    what = {"detect": "box decoding and NMS (torchvision.ops.batched_nms)",
+            "segment": "mask argmax", "raw": "none (every output copied to the host)"}
+    return (f"task={task.name}: {what.get(task.name, 'top-1')} on the device the outputs are "
+            f"on ({device.type} for runtime=torch; the host for runtimes that return host "
+            "arrays), then the predictions copied to the host: inside each request's latency")
