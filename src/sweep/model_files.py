@@ -197,7 +197,34 @@ def open_onnx(cfg: ModelConfig) -> OnnxModel:
     return OnnxModel(path=path, input=spec, output_name=out.name, sha256=sha256_file(path),
                      opset=opset, label=str(cfg.path),
                      output_names=tuple(o.name for o in proto.graph.output),
-                     output_shapes=tuple(tuple(_dims(o)) for o in proto.graph.output))
+                     output_shapes=_output_shapes(proto))
+
+
+def _output_shapes(proto: Any) -> tuple[tuple[int | None, ...], ...]:
+    """The outputs' shapes as the file declares them, their axes after the first completed by
+    ONNX shape inference at batch 1 where the exporter left them dynamic (what the task is
+    inferred from: a YOLO head's anchors)."""
+    import onnx
+
+    declared = [tuple(_dims(o)) for o in proto.graph.output]
+    probe = onnx.ModelProto()
+    probe.CopyFrom(proto)
+    for inp in probe.graph.input:  # a dynamic batch hides what follows from it
+        dims = inp.type.tensor_type.shape.dim
+        if len(dims) == 4 and not dims[0].dim_value:
+            dims[0].Clear()
+            dims[0].dim_value = 1
+    try:
+        inferred = onnx.shape_inference.infer_shapes(probe, data_prop=True).graph.output
+    except Exception:  # an op it does not know: the declared shapes are all there is
+        return tuple(declared)
+    out = []
+    for d, o in zip(declared, inferred, strict=True):
+        i = _dims(o)
+        out.append(d if len(i) != len(d) else
+                   (d[0], *(a if a is not None else b for a, b in zip(d[1:], i[1:], strict=True)))
+                   if d else d)
+    return tuple(out)
 
 
 def count_onnx_gflop(model: OnnxModel, resolution: int) -> tuple[float, int]:
