@@ -485,5 +485,5 @@ class EndToEndScenario(Scenario):
 
     def run(self, work: Workload) -> Measurement:
         metrics, info = measure_end_to_end(work.cfg, work.runtime, work.device,
-                                           self.telemetry(work), work.task)
+                                           self.telemetry(work), getattr(work, "task", None))
         return Measurement(metrics, info)

@@ -81,7 +81,7 @@ def serve_measurement(work: Workload, action: Callable[[LoadDriver], Served],
     per load run), the energy, power and clocks across that run too."""
     cfg = work.cfg
     runner = batch_runner(cfg, work.runtime, work.device, in_flight=cfg.scenario.in_flight,
-                          task=work.task)
+                          task=getattr(work, "task", None))
     try:
         args = (runner, cfg.batch, runner.size, cfg.scenario)
         load = (MeteredLoadDriver(*args, telemetry=telemetry) if telemetry is not None
@@ -106,7 +106,7 @@ def serve_measurement(work: Workload, action: Callable[[LoadDriver], Served],
                            "a ready synthetic image, already on the device in the runtime's "
                            "dtype and layout (data=imagefolder: from the file)")
     out.info["load_curve"] = json.dumps(load.steps)
-    if work.task is not None and work.task.name != "classify":
+    if getattr(work, "task", None) is not None and work.task.name != "classify":
         out.info["postprocess"] = postprocess_text(work.task, work.device)
     if run is not None:
         out.samples = {"requests": samples_of(run)}
