@@ -176,6 +176,28 @@ def test_serving_a_detector_ends_a_request_with_its_boxes_on_the_host(yolo_file,
         r.info["postprocess"]
 
 
+def test_data_coco_and_masks_give_map_and_miou_through_the_job(yolo_file, tmp_path):
+    from sweep.tasks.demo_labels import make_coco, make_masks
+
+    coco = make_coco(tmp_path / "coco", n=4)
+    cfg = _cfg(tmp_path, model=c.ModelConfig(kind="onnx", path=str(yolo_file),
+                                             output_format="yolo"),
+               data=c.DataConfig(name="coco", root=str(coco)), resolution=[96, 160],
+               postprocess=c.PostprocessConfig(conf=0.01))
+    r = run_job(cfg, tmp_path / "det")
+    assert r.status == "ok", r.error
+    assert 0 <= r.metrics["map_50"] <= 1 and 0 <= r.metrics["map_50_95"] <= r.metrics["map_50"]
+    assert r.metrics["data_images"] == 4 and "pycocotools" in r.info["accuracy_basis"]
+    masks = make_masks(tmp_path / "masks", n=3, size=(60, 80))
+    seg = export(TinySeg(), tmp_path / "seg.onnx", size=(96, 96))
+    cfg = _cfg(tmp_path, model=c.ModelConfig(kind="onnx", path=str(seg)),
+               data=c.DataConfig(name="masks", root=str(masks)), resolution=None)
+    r = run_job(cfg, tmp_path / "seg")
+    assert r.status == "ok", r.error
+    assert 0 <= r.metrics["miou"] <= 1 and r.metrics["data_images"] == 3
+    assert "resized back to each image" in r.info["accuracy_basis"]
+
+
 # --- a broken adapter is caught ---------------------------------------------------------------
 
 

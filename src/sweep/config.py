@@ -315,7 +315,8 @@ class HardwareConfig:
         _number("hardware.mem_bw_gbs", self.mem_bw_gbs)
 
 
-DATA_SOURCES = ("synthetic", "imagefolder")
+DATA_SOURCES = ("synthetic", "imagefolder", "coco", "masks")
+LABELLED_SOURCES = ("coco", "masks")  # files with task labels: detectors' boxes, segmenters' masks
 
 
 @dataclass
@@ -336,6 +337,11 @@ class DataConfig:
             from sweep.data import check_root
 
             check_root(self.root)
+        if self.name in LABELLED_SOURCES and not self.root:
+            raise config_error("data.root", self.root, f"data={self.name} reads a folder",
+                               "e.g. data.root=<folder with annotations.json and its images>"
+                               if self.name == "coco" else
+                               "e.g. data.root=<folder with images/ and masks/>")
 
 
 RESIZES = ("letterbox", "stretch", "shorter_side_crop")  # sweep.tasks.geometry's
@@ -746,7 +752,7 @@ class SweepConfig:
         if not (self.device in DEVICES or self.device.startswith("cuda:")):
             raise config_error("device", self.device, "allowed values are auto, cpu, cuda, cuda:N",
                                "e.g. device=cpu")
-        if not isinstance(self.pipeline, SerialPipelineConfig) and self.data.name != "imagefolder":
+        if not isinstance(self.pipeline, SerialPipelineConfig) and self.data.name == "synthetic":
             raise config_error(
                 "pipeline", self.pipeline.name,
                 f"input pipelines need files to read, and data={self.data.name} has none",

@@ -208,6 +208,7 @@ INFO_KEYS: dict[str, str] = {
     "task_from": "how the model's task (classify, detect, segment, raw) was decided",
     "flops_counted": "what the FLOP count of a detector, segmenter or raw model covers",
     "postprocess": "what the post-processing stage does and where it runs",
+    "accuracy_basis": "data=coco|masks: what map_50_95, map_50 or miou compared",
     "io_binding": "why ONNX Runtime's IO binding was off for this model's outputs",
     # preparing the runtime
     "cache": "artifact cache status of the prepared model: hit, miss, rebuilt or none",

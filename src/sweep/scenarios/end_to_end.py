@@ -57,6 +57,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from sweep.config import SerialPipelineConfig, SweepConfig
@@ -110,10 +111,12 @@ def task_post(task: Any, ctx: PipelineContext, sizes: dict[Path, tuple[int, int]
     then to the host."""
     from sweep.tasks.geometry import geometry_for
 
+    mode = ctx.resize or "stretch"  # no pipeline.resize: the square resize stretches
+
     def post(out: Any, paths: Sequence[Path]) -> Any:
         meta = None
-        if ctx.resize is not None and task.name in ("detect", "segment"):
-            meta = [geometry_for(sizes[p], ctx.size, ctx.resize) for p in paths]
+        if task.name in ("detect", "segment"):
+            meta = [geometry_for(sizes[p], ctx.size, mode) for p in paths]
         return task.to_host(task.postprocess(out, meta))
 
     return post
@@ -349,6 +352,10 @@ def measure_end_to_end(cfg: SweepConfig, runtime: Any, device: torch.device,
     try:
         if task is not None and task.name != "classify":
             return _measure_task(cfg, runtime, device, pipe, ref, telemetry, task, ctx)
+        if cfg.data.name != "imagefolder":
+            raise ValueError(f"data={cfg.data.name} holds a detector's or segmenter's labels, "
+                             "and this model is a classifier; use data=imagefolder (class "
+                             "folders)")
         return _measure(cfg, runtime, device, pipe, ref, telemetry)
     finally:
         pipe.close()
@@ -428,14 +435,15 @@ def _measure_task(cfg: SweepConfig, runtime: Any, device: torch.device, pipe: Pi
                   ctx: PipelineContext) -> tuple[dict[str, float], dict[str, Any]]:
     """`_measure` for a detector, segmenter or raw model: the same runs and ceilings, with the
     task's post-processing as the last stage (boxes or masks on the host end a batch)."""
-    images = scan(cfg.data.root, cfg.data.max_images)
+    files, found = _task_files(cfg)
     info: dict[str, Any] = {
         "stage_timing": STAGE_TIMING, "preprocessing": preprocessing_text(ctx),
-        "data_root": str(images.root), "data_files_found": images.found,
+        "data_root": str(Path(cfg.data.root)), "data_files_found": found,
         "postprocess": postprocess_text(task, device),
     }
+    images = ImageSet(root=Path(cfg.data.root), classes=[], items=[(p, 0) for p in files],
+                      found=found)
     sizes: dict[Path, tuple[int, int]] = {}
-    files = [path for path, _ in images.items]
     post = task_post(task, ctx, sizes)
     ref_preds, unreadable = reference_pass(ref, runtime, files, cfg.batch, post, sizes)
     if unreadable:
@@ -444,11 +452,15 @@ def _measure_task(cfg: SweepConfig, runtime: Any, device: torch.device, pipe: Pi
     if not paths:
         raise RuntimeError(f"none of the {len(files)} image files under data.root="
                            f"{images.root} could be decoded: {info['unreadable_examples']}")
-    if pipe is not ref:
-        predict(pipe, runtime, paths, cfg.batch, post)  # warms the pipeline up
+    preds = (predict(pipe, runtime, paths, cfg.batch, post) if pipe is not ref
+             else [ref_preds[p] for p in paths])  # the first pass also warms the pipeline up
     n = len(paths)
     metrics: dict[str, float] = {"data_images": float(n),
                                  "unreadable_files": float(len(unreadable))}
+    if cfg.data.name in ("coco", "masks"):
+        scores, basis = _accuracy(cfg, task, dict(zip(paths, preds, strict=True)))
+        metrics.update(scores)
+        info["accuracy_basis"] = basis
     need = max(cfg.bench.min_iters, math.ceil(n / cfg.batch))
     seconds, count = time_stream(pipe, runtime, paths, cfg.batch, need, cfg.bench.min_seconds,
                                  device, telemetry, post)
@@ -469,6 +481,56 @@ def _measure_task(cfg: SweepConfig, runtime: Any, device: torch.device, pipe: Pi
     return metrics, info
 
 
+def _task_files(cfg: SweepConfig) -> tuple[list[Path], int]:
+    """The files a task's end-to-end run reads (at most data.max_images), and how many there
+    are: an image folder's, a COCO annotations file's images, or a masks folder's images."""
+    from sweep.tasks import labels
+
+    root = Path(cfg.data.root)
+    if cfg.data.name == "coco":
+        files = [root / im["file_name"] for im in labels.read_coco(root)["images"]]
+    elif cfg.data.name == "masks":
+        files = [image for image, _ in labels.mask_pairs(root)]
+    else:
+        files = [path for path, _ in scan(cfg.data.root, cfg.data.max_images).items]
+    return files[: cfg.data.max_images], len(files)
+
+
+def _accuracy(cfg: SweepConfig, task: Any, preds: dict[Path, Any]
+              ) -> tuple[dict[str, float], str]:
+    """mAP (data=coco) or mIoU (data=masks) of the job's predictions, mapped back to each
+    image, against the folder's labels; and what was compared, in words."""
+    from sweep.tasks import labels
+
+    root = Path(cfg.data.root)
+    if cfg.data.name == "coco":
+        if task.name != "detect":
+            raise ValueError(f"data=coco scores boxes, and this model's task is {task.name}; "
+                             "use data=imagefolder, or data=masks for a segmenter")
+        ann = labels.read_coco(root)
+        ids = {root / im["file_name"]: im["id"] for im in ann["images"]}
+        cats = sorted(c["id"] for c in ann["categories"])
+        # a YOLO head's class index i is the i-th category; torchvision's labels are COCO ids
+        to_id = ((lambda k: cats[k] if k < len(cats) else -1)
+                 if task.output_format == "yolo" else (lambda k: k))
+        judged = {ids[p]: {**pr, "labels": [to_id(int(k)) for k in pr["labels"]]}
+                  for p, pr in preds.items()}
+        ann = {**ann, "images": [im for im in ann["images"] if im["id"] in judged]}
+        ann["annotations"] = [a for a in ann["annotations"] if a["image_id"] in judged]
+        return labels.coco_map(ann, judged), (
+            f"pycocotools COCOeval (bbox) of {len(judged)} images' boxes at postprocess.conf="
+            f"{cfg.postprocess.conf:g}, mapped back to each image")
+    if task.name != "segment":
+        raise ValueError(f"data=masks scores masks, and this model's task is {task.name}; use "
+                         "data=imagefolder, or data=coco for a detector")
+    masks = dict(labels.mask_pairs(root))
+    pairs = [(pred.numpy(), labels.read_mask(masks[p])) for p, pred in preds.items()]
+    classes = 1 + max(int(max(p.max(), np.where(g == labels.IGNORE, 0, g).max()))
+                      for p, g in pairs)
+    return labels.miou(pairs, classes), (f"mean IoU over the classes present, {len(pairs)} "
+                                         "masks resized back to each image")
+
+
 class EndToEndScenario(Scenario):
     """Files to top-1 through the job's pipeline, when the data has files; `telemetry` makes the
     reader of the uninstrumented run from the workload (the job's own by default; a test passes
@@ -481,7 +543,7 @@ class EndToEndScenario(Scenario):
 
     @classmethod
     def applies(cls, cfg: SweepConfig) -> bool:
-        return cfg.data.name == "imagefolder"
+        return cfg.data.name != "synthetic"
 
     def run(self, work: Workload) -> Measurement:
         metrics, info = measure_end_to_end(work.cfg, work.runtime, work.device,
