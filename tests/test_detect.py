@@ -254,3 +254,29 @@ def test_torchvision_detector_and_segmenter_through_a_multirun(tmp_path):
             assert m["boxes_compared"] > 0 and m["box_agreement_pct"] >= 98
         else:
             assert m["pixels_compared"] == 2 * 96 * 160 and m["mask_agreement_pct"] >= 99.5
+
+
+def test_report_shows_task_checks_and_recommends_among_jobs_whose_boxes_agree(tmp_path):
+    from test_recommend import save_job
+
+    from sweep import analysis as an
+    from sweep.report import write_reports
+    from sweep.sources import load_dir
+
+    base = {"model": "ssdlite320_mobilenet_v3_large", "batch": 1}
+    check = {"boxes_compared": 40.0, "box_iou_mean": 1.0}
+    save_job(tmp_path, 0, {**base, "runtime": "torch"},
+             {"fps": 10.0, "infer_ms_per_img": 100.0, "infer_ms_p50": 100.0,
+              "box_agreement_pct": 100.0, **check})
+    save_job(tmp_path, 1, {**base, "runtime": "onnx"},
+             {"fps": 30.0, "infer_ms_per_img": 33.0, "infer_ms_p50": 33.0,
+              "box_agreement_pct": 99.0, **check})
+    save_job(tmp_path, 2, {**base, "runtime": "openvino"},
+             {"fps": 90.0, "infer_ms_per_img": 11.0, "infer_ms_p50": 11.0,
+              "box_agreement_pct": 10.0, **check, "correct": 0.0},
+             {"correctness": "box_agreement_pct 10 (needs >= 98 for fp32)"})
+    text = an.recommendation(load_dir(tmp_path))
+    assert "onnx" in text and "among jobs whose boxes agree" in text, text
+    write_reports(tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    assert "box agreement %" in report and "box_agreement_pct 10" in report
