@@ -248,8 +248,11 @@ class OnnxRuntime(Runtime):
         self._out_names = [o.name for o in (outputs[:1] if ctx.task == "classify" else outputs)]
         self._dtype = self.input_dtype
         self._bound: tuple[int, tuple[int, ...]] | None = None  # (data_ptr, shape) bound last
-        # IO binding binds one output of a known shape: a detector's box counts vary per call
-        bind = cuda and cfg.io_binding and len(self._out_names) == 1 and ctx.task != "detect"
+        # IO binding binds one output whose axes after the batch are fixed (a YOLO head's, a
+        # segmenter's); box counts that vary per call come back through the host
+        fixed = all(isinstance(d, int) for d in outputs[0].shape[1:])
+        bind = cuda and cfg.io_binding and len(self._out_names) == 1 and (
+            ctx.task == "classify" or fixed)
         self._binding = self.session.io_binding() if bind else None
         if cuda and cfg.io_binding and not bind:
             info["io_binding"] = (f"off: {len(self._out_names)} outputs of task={ctx.task} "
