@@ -121,7 +121,6 @@ def test_missing_empty_truncated_and_foreign_files_say_why(tmp_path):
     ([1, 32, 32, 3], TensorProto.FLOAT, "NHWC"),
     ([1, 1, 32, 32], TensorProto.FLOAT, "1 channels"),
     ([1, 3, 32], TensorProto.FLOAT, "rank 4"),
-    ([1, 3, 32, 16], TensorProto.FLOAT, "square"),
 ])
 def test_an_input_the_tool_cannot_feed_is_refused_with_the_reason(tmp_path, shape, elem, reason):
     inp = helper.make_tensor_value_info("x", elem, shape)
@@ -129,6 +128,19 @@ def test_an_input_the_tool_cannot_feed_is_refused_with_the_reason(tmp_path, shap
         helper.make_tensor_value_info("y", elem, shape)])
     with pytest.raises(ConfigError, match=reason):
         open_onnx(onnx_cfg(path))
+
+
+def test_a_non_square_input_is_read_as_height_and_width(tmp_path):
+    """Issue 33: a file's declared [height, width] is the job's resolution when it is unset, and
+    a typed resolution that contradicts it names both."""
+    inp = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 16])
+    path = graph_file(tmp_path / "m.onnx", [inp], outputs=[
+        helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 32, 16])])
+    spec = open_onnx(onnx_cfg(path)).input
+    assert spec.native_resolution("m.onnx")[0] == [32, 16]
+    spec.check_job("m.onnx", 1, [32, 16])
+    with pytest.raises(ConfigError, match=r"static width of 16.*resolution=\[32,16\]"):
+        spec.check_job("m.onnx", 1, 32)
 
 
 def test_two_inputs_are_refused(tmp_path):

@@ -29,14 +29,19 @@ TOLERANCE = {"fp32": (5e-3, 100.0, 0.01), "tf32": (5e-2, 99.0, 0.1), "fp16": (5e
              "bf16": (4e-1, 95.0, 0.5), "int8": (1.5, 80.0, 0.5)}
 
 
-def synthetic_images(n: int, resolution: int, seed: int) -> torch.Tensor:
+def synthetic_images(n: int, resolution: int | list[int] | tuple[int, int],
+                     seed: int) -> torch.Tensor:
     """`n` smooth random images (normalised-input scale), fp32 on the CPU, reproducible: random
-    4x4 colour fields upsampled to `resolution`, plus a little fine noise."""
+    4x4 colour fields upsampled to `resolution` (a side, or [height, width]), plus a little fine
+    noise."""
+    from sweep.config import size_of
+
+    h, w = size_of(resolution)
     gen = torch.Generator().manual_seed(seed)
     coarse = torch.randn(n, 3, 4, 4, generator=gen)
-    x = torch.nn.functional.interpolate(coarse, size=(resolution, resolution), mode="bilinear",
+    x = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear",
                                         align_corners=False)
-    return x + 0.1 * torch.randn(n, 3, resolution, resolution, generator=gen)
+    return x + 0.1 * torch.randn(n, 3, h, w, generator=gen)
 
 
 def last_linear(model: nn.Module) -> nn.Linear:

@@ -490,11 +490,20 @@ def recommend(sweep: Sweep, latency: str = "infer_ms_p50",
                     f"`{deploy_label(sweep, fastest)}` ({fastest[latency]:.3g} ms).")
     best = _top(rows, key, True)
     bound = f" among those with {lat} <= {max_latency_ms:g} ms" if max_latency_ms is not None \
-        else " with outputs that pass the check"
+        else _agrees(rows)
     speed = f", {best['speedup_x']:.2f}x {baseline} in inference" if best.get("speedup_x") and \
         best.get("runtime") != baseline else ""
     return (f"Deploy `{deploy_label(sweep, best)}`: the highest {what} ({best[key]:,.1f}){bound}"
             f"{speed}, at {best[latency]:.3g} ms {lat}{_lead(sweep, best, key, rows)}.")
+
+
+def _agrees(rows: list[Row]) -> str:
+    """What of the jobs' outputs passed the check, by their task: boxes, masks or outputs."""
+    if any(r.get("boxes_compared") is not None for r in rows):
+        return " among jobs whose boxes agree with the reference's"
+    if any(r.get("pixels_compared") is not None for r in rows):
+        return " among jobs whose masks agree with the reference's"
+    return " with outputs that pass the check"
 
 
 def _none_eligible(sweep: Sweep) -> str:

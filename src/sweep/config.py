@@ -59,6 +59,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "scenario.slo_ms": (0.001, 600_000), "scenario.slo_percentile": (50, 99.999),
     "scenario.seed": _SEED, "scenario.in_flight": (1, 64),
     "scenario.target_qps": (0.001, 1_000_000), "scenario.clients": (1, 10_000),
+    "postprocess.conf": (0, 1), "postprocess.iou": (0, 1), "postprocess.max_det": (1, 100_000),
 }
 # the most requests one load step may hold in memory (target_qps x duration_s, min_requests)
 MAX_REQUESTS = 10_000_000
@@ -245,6 +246,9 @@ class OpenVinoRuntimeConfig(RuntimeConfig):
 
 
 MODEL_KINDS = ("torchvision", "timm", "onnx", "exported")
+# what a model's outputs mean (sweep.tasks): None infers it from the model
+TASK_NAMES = ("classify", "detect", "segment", "raw")
+OUTPUT_FORMATS = ("yolo", "torchvision")  # how a detector's ONNX file lays out its outputs
 FILE_MODEL_KINDS = {"onnx": ".onnx", "exported": ".pt2"}  # kinds whose model is a file
 
 
@@ -260,11 +264,27 @@ class ModelConfig:
     seed: int = 0  # random initialisation when no weights are given
     kind: str = "torchvision"
     path: str | None = None  # kind=onnx | exported: the model file
+    # classify | detect | segment | raw; None: inferred from the model (job info `task_from`)
+    task: str | None = None
+    output_format: str | None = None  # a detector file's outputs: yolo | torchvision
 
     def __post_init__(self) -> None:
         _number("model.num_classes", self.num_classes)
         _number("model.seed", self.seed)
         _choice("model.kind", self.kind, MODEL_KINDS)
+        if self.task is not None:
+            _choice("model.task", self.task, TASK_NAMES)
+        if self.output_format is not None:
+            if self.output_format not in OUTPUT_FORMATS:
+                raise config_error("model.output_format", self.output_format,
+                                   f"allowed values are {', '.join(OUTPUT_FORMATS)} (or null: "
+                                   "the task reads the outputs)",
+                                   "e.g. model.output_format=yolo for a YOLOv8/11 ONNX export")
+            if self.task not in (None, "detect"):
+                raise config_error("model.output_format", self.output_format,
+                                   f"only detectors' outputs have a format, and model.task="
+                                   f"{self.task}", "Drop model.output_format, or set "
+                                   "model.task=detect.")
         suffix = FILE_MODEL_KINDS.get(self.kind)
         if suffix and not self.path:
             raise config_error("model.path", self.path, f"model={self.kind} benchmarks a file",
@@ -295,7 +315,8 @@ class HardwareConfig:
         _number("hardware.mem_bw_gbs", self.mem_bw_gbs)
 
 
-DATA_SOURCES = ("synthetic", "imagefolder")
+DATA_SOURCES = ("synthetic", "imagefolder", "coco", "masks")
+LABELLED_SOURCES = ("coco", "masks")  # files with task labels: detectors' boxes, segmenters' masks
 
 
 @dataclass
@@ -316,6 +337,63 @@ class DataConfig:
             from sweep.data import check_root
 
             check_root(self.root)
+        if self.name in LABELLED_SOURCES and not self.root:
+            raise config_error("data.root", self.root, f"data={self.name} reads a folder",
+                               "e.g. data.root=<folder with annotations.json and its images>"
+                               if self.name == "coco" else
+                               "e.g. data.root=<folder with images/ and masks/>")
+
+
+RESIZES = ("letterbox", "stretch", "shorter_side_crop")  # sweep.tasks.geometry's
+
+
+@dataclass
+class PostprocessConfig:
+    """Detectors' post-processing (a timed stage): boxes scoring at least `conf`, per-class NMS
+    at IoU `iou`, at most `max_det` per image. The correctness check uses its own low threshold
+    (sweep.tasks.detect.CHECK_CONF) so that random weights still give boxes to compare."""
+
+    conf: float = 0.25
+    iou: float = 0.7
+    max_det: int = 300
+
+    def __post_init__(self) -> None:
+        _number("postprocess.conf", self.conf)
+        _number("postprocess.iou", self.iou)
+        _number("postprocess.max_det", self.max_det)
+
+
+def size_of(resolution: int | list[int] | tuple[int, int]) -> tuple[int, int]:
+    """(height, width) of a `resolution`: one int is square."""
+    if isinstance(resolution, int):
+        return resolution, resolution
+    return int(resolution[0]), int(resolution[1])
+
+
+def check_resolution_value(value: Any) -> int | list[int] | None:
+    """`resolution`: None, one side, or [height, width] (a pair of equal sides stays a list:
+    the user typed it); each side within BOUNDS."""
+    if value is None:
+        return None
+    if isinstance(value, list | tuple):
+        if len(value) != 2:
+            raise config_error("resolution", list(value), "one side, or [height, width]",
+                               "e.g. resolution=224 or resolution=[384,640]")
+        for side in value:
+            _side(side, list(value))
+        return [int(v) for v in value]
+    _side(value, value)
+    return value
+
+
+def _side(side: Any, value: Any) -> None:
+    low, high = BOUNDS["resolution"]
+    fine = isinstance(side, int) and not isinstance(side, bool)
+    if not fine or not low <= side <= high:
+        raise config_error("resolution", value, f"each side must be a whole number of pixels, "
+                           f"{low:g}..{high:g} (the input side must be 8..{MAX_RESOLUTION} "
+                           "pixels)", "e.g. resolution=224 (resolution=512 for a large input), "
+                           "or resolution=[384,640] (height, width)")
 
 
 # --- pipelines: one schema per input pipeline, selected by the `pipeline` group ---------------
@@ -332,9 +410,14 @@ class PipelineConfig(Choice):
     # worker processes preparing the batches, each with its own GIL (0: threads of the job's
     # process)
     processes: int = 0
+    # letterbox | stretch | shorter_side_crop; None: by task (detect: letterbox; others: the
+    # pipeline's own resize, as before tasks)
+    resize: str | None = None
 
     def __post_init__(self) -> None:
         _choice("pipeline", self.name, tuple(self.choices))
+        if self.resize is not None:
+            _choice("pipeline.resize", self.resize, RESIZES)
         _number("pipeline.workers", self.workers)
         _number("pipeline.prefetch", self.prefetch)
         _number("pipeline.processes", self.processes)
@@ -615,13 +698,15 @@ class SweepConfig:
     data: DataConfig = field(default_factory=DataConfig)
     pipeline: Any = None  # a PipelineConfig choice (None: serial)
     scenario: Any = None  # a ScenarioConfig choice (None: offline)
-    resolution: int | None = None  # None: the model's own (job.resolve_resolution)
+    # one side (square) or [height, width]; None: the model's own (job.resolve_resolution)
+    resolution: Any = None
     batch: int = 1
     precision: str = "fp32"
     device: str = "auto"
     flags: FlagsConfig = field(default_factory=FlagsConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
     check: CheckConfig = field(default_factory=CheckConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     tracking: TrackingConfig = field(default_factory=MlflowTrackingConfig)
     cache_dir: str | None = None  # default ~/.cache/sweep
     # how jobs run: inline (in the launcher's process) or each in a fresh process, with a timeout
@@ -654,16 +739,20 @@ class SweepConfig:
                 raise config_error(key, getattr(self, key),
                                    f"allowed values are {choices_of(family)}")
         _number("batch", self.batch)
-        if self.resolution is not None and self.resolution > MAX_RESOLUTION:
+        if isinstance(self.resolution, int | float) and not isinstance(self.resolution, bool) \
+                and self.resolution > MAX_RESOLUTION:
             raise config_error("resolution", self.resolution,
                                f"the input side must be 8..{MAX_RESOLUTION} pixels",
                                "e.g. resolution=224 (resolution=512 for a large input)")
-        _number("resolution", self.resolution)
+        if isinstance(self.resolution, list | tuple):
+            self.resolution = check_resolution_value(self.resolution)
+        else:
+            _number("resolution", self.resolution)
         _choice("precision", self.precision, PRECISIONS)
         if not (self.device in DEVICES or self.device.startswith("cuda:")):
             raise config_error("device", self.device, "allowed values are auto, cpu, cuda, cuda:N",
                                "e.g. device=cpu")
-        if not isinstance(self.pipeline, SerialPipelineConfig) and self.data.name != "imagefolder":
+        if not isinstance(self.pipeline, SerialPipelineConfig) and self.data.name == "synthetic":
             raise config_error(
                 "pipeline", self.pipeline.name,
                 f"input pipelines need files to read, and data={self.data.name} has none",

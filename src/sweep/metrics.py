@@ -113,6 +113,21 @@ METRICS: tuple[Metric, ...] = (
     _m("rel_err", "x logit std", True),
     _m("decisive_pct", "%", None),
     _m("check_samples", "images", None),
+    # correctness of detectors, segmenters and any model (sweep.tasks) against the reference
+    _m("box_agreement_pct", "%", False, True, "box agreement %"),
+    _m("box_iou_mean", "IoU", False, True, "box IoU mean"),
+    _m("mask_agreement_pct", "%", False, True, "mask agreement %"),
+    _m("box_extra_pct", "%", True, label="extra boxes %"),
+    _m("boxes_compared", "boxes", None),
+    _m("boxes_predicted", "boxes", None),
+    _m("pixels_compared", "pixels", None),
+    _m("cosine_min", "cosine", False, label="min cosine"),
+    _m("outputs_compared", "outputs", None),
+    # accuracy on labels (data=coco, data=masks)
+    _m("map_50_95", "mAP", False, True, "mAP 50-95", ab=True),
+    _m("map_50", "mAP", False, True, "mAP 50"),
+    _m("miou", "IoU", False, True, "mIoU", ab=True),
+    _m("pixel_acc", "fraction", False, label="pixel accuracy"),
     # end to end, per image, from the instrumented pass
     _m("decode_ms", "ms", True, label="decode"),
     _m("preprocess_ms", "ms", True, label="preprocess"),
@@ -190,6 +205,11 @@ INFO_KEYS: dict[str, str] = {
     "model_opset": "model=onnx: the file's ONNX opset",
     "flops_unresolved_nodes": "graph nodes whose FLOPs could not be counted",
     "correctness": "how the outputs compare with PyTorch fp32, in words",
+    "task_from": "how the model's task (classify, detect, segment, raw) was decided",
+    "flops_counted": "what the FLOP count of a detector, segmenter or raw model covers",
+    "postprocess": "what the post-processing stage does and where it runs",
+    "accuracy_basis": "data=coco|masks: what map_50_95, map_50 or miou compared",
+    "io_binding": "why ONNX Runtime's IO binding was off for this model's outputs",
     # preparing the runtime
     "cache": "artifact cache status of the prepared model: hit, miss, rebuilt or none",
     "exporter": "the ONNX exporter used: torchscript, or dynamo as the fallback",

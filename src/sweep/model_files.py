@@ -52,16 +52,20 @@ class InputSpec:
                                                      self.width)]
         return f"{self.name}: NCHW {'x'.join(map(str, dims))} {self.dtype}"
 
-    def native_resolution(self, path: str) -> tuple[int, str]:
-        """The side the file declares (`resolution: null`), and where it comes from; 224 for
-        a file whose height and width are both dynamic."""
+    def native_resolution(self, path: str) -> tuple[int | list[int], str]:
+        """The side (or [height, width] when they differ) the file declares (`resolution:
+        null`), and where it comes from; 224 for a file whose height and width are both
+        dynamic."""
+        if self.height and self.width and self.height != self.width:
+            return [self.height, self.width], (f"the static input of model.path={path}: "
+                                               f"{self.describe()}")
         side = self.height or self.width
         if side:
             return side, f"the static input of model.path={path}: {self.describe()}"
         return 224, (f"model.path={path} takes any size ({self.describe()}): 224; set "
                      "resolution=N to choose")
 
-    def check_job(self, path: str, batch: int, resolution: int) -> None:
+    def check_job(self, path: str, batch: int, resolution: int | list[int]) -> None:
         """A static dimension of the file that the job's `batch` or `resolution` contradicts is
         a clear error naming both."""
         if self.batch is not None and self.batch != batch:
@@ -69,11 +73,16 @@ class InputSpec:
                                f"model.path={path} has a static batch of {self.batch}",
                                f"Use batch={self.batch}, or export the model with a dynamic "
                                "batch axis to sweep batch sizes.")
-        for side, value in (("height", self.height), ("width", self.width)):
-            if value is not None and value != resolution:
+        from sweep.config import size_of
+
+        wanted = size_of(resolution)
+        for i, (side, value) in enumerate((("height", self.height), ("width", self.width))):
+            if value is not None and value != wanted[i]:
+                fix = (f"resolution={value}" if self.height == self.width else
+                       f"resolution=[{self.height or wanted[0]},{self.width or wanted[1]}]")
                 raise config_error("resolution", resolution,
                                    f"model.path={path} takes a static {side} of {value} "
-                                   f"({self.describe()})", f"Use resolution={value}.")
+                                   f"({self.describe()})", f"Use {fix}.")
 
 
 def _file(cfg: ModelConfig, what: str) -> Path:
@@ -105,9 +114,6 @@ def _spec(key: str, name: str, shape: list, dtype: str, what: str) -> InputSpec:
         layout = " (it looks NHWC: export with NCHW input)" if shape[3] == 3 else ""
         raise ConfigError(f"{key}: {what} input {name!r} has shape {shape}: {shape[1]} channels "
                           f"on axis 1{layout}; this tool feeds 3-channel NCHW images.")
-    if shape[2] is not None and shape[3] is not None and shape[2] != shape[3]:
-        raise ConfigError(f"{key}: {what} input {name!r} is {shape[2]}x{shape[3]}; the sweep's "
-                          "`resolution` is square. Export the model with a square input.")
     return InputSpec(name, shape[0], 3, shape[2], shape[3], dtype)
 
 
@@ -124,6 +130,8 @@ class OnnxModel:
     sha256: str
     opset: int
     label: str  # model.path as the user gave it
+    output_names: tuple[str, ...] = ()
+    output_shapes: tuple[tuple[int | None, ...], ...] = ()  # None: a dynamic axis
 
     def identity(self, name: str) -> dict[str, str]:
         """What names this model in the artifact cache: the file's content."""
@@ -144,6 +152,18 @@ class OnnxModel:
                                              {self.input.name: x.to(dtype).numpy()})[0]).float()
                 for x in inputs.split(batch)]
         return torch.cat(outs)
+
+    def run_all(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every output of ONNX Runtime's CPU provider on this file for one batch `x` (the
+        reference of a task other than classify)."""
+        import onnxruntime as ort
+
+        session = self.__dict__.get("_session")
+        if session is None:
+            session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+            self.__dict__["_session"] = session
+        outs = session.run(None, {self.input.name: x.to(self.input.torch_dtype).numpy()})
+        return [torch.from_numpy(o) for o in outs]
 
 
 def open_onnx(cfg: ModelConfig) -> OnnxModel:
@@ -173,13 +193,38 @@ def open_onnx(cfg: ModelConfig) -> OnnxModel:
                           "; this tool feeds one image batch.")
     spec = _spec(key, inputs[0].name, _dims(inputs[0]), _elem(inputs[0]), "its")
     out = proto.graph.output[0]
-    out_dims = _dims(out)
-    if len(out_dims) != 2:
-        raise ConfigError(f"{key}: its first output {out.name!r} has shape {out_dims}; the "
-                          "correctness check compares class logits of shape (batch, classes).")
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     return OnnxModel(path=path, input=spec, output_name=out.name, sha256=sha256_file(path),
-                     opset=opset, label=str(cfg.path))
+                     opset=opset, label=str(cfg.path),
+                     output_names=tuple(o.name for o in proto.graph.output),
+                     output_shapes=_output_shapes(proto))
+
+
+def _output_shapes(proto: Any) -> tuple[tuple[int | None, ...], ...]:
+    """The outputs' shapes as the file declares them, their axes after the first completed by
+    ONNX shape inference at batch 1 where the exporter left them dynamic (what the task is
+    inferred from: a YOLO head's anchors)."""
+    import onnx
+
+    declared = [tuple(_dims(o)) for o in proto.graph.output]
+    probe = onnx.ModelProto()
+    probe.CopyFrom(proto)
+    for inp in probe.graph.input:  # a dynamic batch hides what follows from it
+        dims = inp.type.tensor_type.shape.dim
+        if len(dims) == 4 and not dims[0].dim_value:
+            dims[0].Clear()
+            dims[0].dim_value = 1
+    try:
+        inferred = onnx.shape_inference.infer_shapes(probe, data_prop=True).graph.output
+    except Exception:  # an op it does not know: the declared shapes are all there is
+        return tuple(declared)
+    out = []
+    for d, o in zip(declared, inferred, strict=True):
+        i = _dims(o)
+        out.append(d if len(i) != len(d) else
+                   (d[0], *(a if a is not None else b for a, b in zip(d[1:], i[1:], strict=True)))
+                   if d else d)
+    return tuple(out)
 
 
 def count_onnx_gflop(model: OnnxModel, resolution: int) -> tuple[float, int]:
@@ -188,11 +233,13 @@ def count_onnx_gflop(model: OnnxModel, resolution: int) -> tuple[float, int]:
     import onnx
 
     proto = onnx.load(str(model.path), load_external_data=False)
+    from sweep.config import size_of
+
     batch = model.input.batch or 1
     for inp in proto.graph.input:
         if inp.name == model.input.name:
             for d, v in zip(inp.type.tensor_type.shape.dim,
-                            (batch, 3, resolution, resolution), strict=True):
+                            (batch, 3, *size_of(resolution)), strict=True):
                 d.Clear()
                 d.dim_value = v
     try:

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sweep.config import ModelConfig
+from sweep.config import ModelConfig, size_of
 from sweep.errors import ConfigError, config_error
 
 
@@ -215,7 +215,7 @@ def _mismatch(expected: dict, given: dict, num_classes: int | None = None) -> st
     return "; ".join(parts)
 
 
-def check_resolution(cfg: ModelConfig, resolution: int) -> None:
+def check_resolution(cfg: ModelConfig, resolution: int | list[int]) -> None:
     """A resolution the model cannot take is a clear error before anything is built (files:
     checked against their declared input; other timm models: at the FLOP count)."""
     if cfg.kind == "timm":
@@ -231,7 +231,7 @@ def check_resolution(cfg: ModelConfig, resolution: int) -> None:
     if cfg.kind != "torchvision":
         return
     need = min_resolution(cfg.name)
-    if resolution < need:
+    if min(size_of(resolution)) < need:
         raise config_error("resolution", resolution, f"{cfg.name} needs at least {need}",
                            f"e.g. resolution={max(need, 224)}")
 

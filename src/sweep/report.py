@@ -114,6 +114,9 @@ def _cols(*names: str) -> list[tuple[str, str]]:
 RUNTIME_TABLE = [("_res", "resolution"), ("batch", "batch"), ("infer_ms_per_img", "ms/image"),
                  *_cols("fps"), ("_fps_rounds", "FPS 95% CI between rounds"),
                  *_cols("energy_j_per_img", "tflops", "tflops_peak", "util_pct")]
+# a detector's, segmenter's or any model's check and accuracy: columns where a job has them
+TASK_COLUMNS = ("box_agreement_pct", "box_iou_mean", "mask_agreement_pct", "cosine_min",
+                "map_50_95", "map_50", "miou")
 
 
 def section_runtimes(sweep: Sweep, opts: Options, matched: int) -> list[str]:
@@ -121,7 +124,7 @@ def section_runtimes(sweep: Sweep, opts: Options, matched: int) -> list[str]:
     ctx = [p for p in an.varying_params(sweep) if p not in ("runtime", "resolution", "batch")]
     speedup = [("speedup_x", f"speedup vs {opts.baseline} (x)")] if matched else []
     cols = [(c, c) for c in ctx] + RUNTIME_TABLE + speedup + [
-        *_cols("infer_ms_p50", "infer_cv_pct", "gpu_busy_pct"), ("_note", "note")]
+        *_cols("infer_ms_p50", "infer_cv_pct", "gpu_busy_pct", *TASK_COLUMNS), ("_note", "note")]
     out = []
     for runtime in sorted({str(r.get("runtime")) for r in sweep.ok()}):
         sub = [_display(r, []) for r in sorted(
@@ -134,7 +137,8 @@ def section_runtimes(sweep: Sweep, opts: Options, matched: int) -> list[str]:
 
 # columns shown only where a job has them (rounds, energy; the peak, utilisation and busy time
 # that a CPU has none of)
-OPTIONAL = {"_fps_rounds", "energy_j_per_img", "tflops_peak", "util_pct", "gpu_busy_pct"}
+OPTIONAL = {"_fps_rounds", "energy_j_per_img", "tflops_peak", "util_pct", "gpu_busy_pct",
+            *TASK_COLUMNS}
 
 
 def section_speedup(sweep: Sweep, opts: Options, matched: int) -> list[str]:
@@ -335,6 +339,8 @@ def section_problems(sweep: Sweep) -> list[str]:
     wrong = [r for r in sweep.ok() if an.is_wrong(r)]
     if wrong:
         cols = [("job_dir", "job"), *_cols("max_abs_err", "agreement_top1_pct"),
+                *[c for c in _cols(*TASK_COLUMNS[:4]) if any(r.get(c[0]) is not None
+                                                            for r in wrong)],
                 ("correctness", "reason")]
         out += ["## Outputs wrong (excluded from best and A/B)", "",
                 markdown_table(wrong, cols), ""]

@@ -9,10 +9,20 @@ from sweep.pipelines.base import Pipeline, PipelineContext
 __all__ = ["Pipeline", "PipelineContext", "create_pipeline"]
 
 
+RESIZING = ("serial", "current", "fast")  # the pipelines that take pipeline.resize
+
+
 def create_pipeline(cfg: PipelineConfig, ctx: PipelineContext) -> Pipeline:
     """The pipeline for `cfg`; pipeline=gpu raises UnsupportedError without a CUDA device.
     With `pipeline.processes` > 0, its batches come from worker processes running the same
     pipeline."""
+    if ctx.resize is not None and cfg.name not in RESIZING:
+        from sweep.errors import UnsupportedError
+
+        raise UnsupportedError(
+            f"pipeline={cfg.name} resizes to a square only, and this job needs "
+            f"pipeline.resize={ctx.resize} (a detector's letterbox, or a [height, width] "
+            f"resolution); use pipeline=serial or pipeline=fast")
     pipe = cfg.implementation()(cfg, ctx)
     if cfg.processes:
         from sweep.pipelines.process import ProcessPipeline

@@ -36,7 +36,7 @@ from typing import Any, ClassVar, TypeVar
 
 import torch
 
-from sweep.config import PipelineConfig, SweepConfig
+from sweep.config import PipelineConfig, SweepConfig, size_of
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -66,16 +66,59 @@ class PipelineContext:
     memory_format: torch.memory_format  # the runtime's input layout
     pin_memory: bool = False  # host batches in page-locked memory (only where a GPU is used)
     non_blocking: bool = False  # host-to-device copies asynchronous to the host
+    # pipeline.resize (letterbox | stretch | shorter_side_crop), or None: the square resize of
+    # classifiers as before tasks; serial and fast pipelines take it
+    resize: str | None = None
+    # the input's scale: ImageNet mean/std (classifiers, torchvision segmenters), or x / 255
+    # alone (detectors: torchvision's normalise inside the model, YOLO files take 0..1)
+    imagenet_norm: bool = True
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) of the model input."""
+        return size_of(self.resolution)
 
 
 def pipeline_context(cfg: SweepConfig, runtime: Any, device: torch.device) -> PipelineContext:
     """The context of `cfg`'s pipeline feeding `runtime` on `device` (pinning and asynchronous
     copies only where a GPU is used)."""
     on_gpu = device.type == "cuda"
+    task = getattr(getattr(runtime, "ctx", None), "task", "classify")
+    resize = cfg.pipeline.resize
+    if resize is None and (task == "detect" or not isinstance(cfg.resolution, int)):
+        resize = "letterbox" if task == "detect" else "stretch"
     return PipelineContext(device=device, batch=cfg.batch, resolution=cfg.resolution,
                            dtype=runtime.input_dtype, memory_format=runtime.input_memory_format,
                            pin_memory=cfg.flags.pin_memory and on_gpu,
-                           non_blocking=cfg.flags.gpu_non_blocking and on_gpu)
+                           non_blocking=cfg.flags.gpu_non_blocking and on_gpu,
+                           resize=resize, imagenet_norm=task != "detect")
+
+
+def preprocessing_text(ctx: PipelineContext) -> str:
+    """What the pipeline does to each image, in words (info `preprocessing`)."""
+    if ctx.resize is None:
+        return PREPROCESSING
+    h, w = ctx.size
+    norm = "ImageNet mean/std" if ctx.imagenet_norm else "no mean/std (the model's own)"
+    return f"RGB; {ctx.resize} to {h}x{w} (height x width), antialiased, uint8; /255, {norm}"
+
+
+def resize_geometry(img: Any, ctx: PipelineContext) -> tuple[torch.Tensor, Any]:
+    """A PIL image resized by `ctx.resize` to the model's [height, width]: uint8 [3, H, W] and
+    its `sweep.tasks.geometry.Geometry` (to map boxes and masks back to the image)."""
+    from torchvision.transforms.functional import pil_to_tensor
+
+    from sweep.tasks.geometry import resize
+
+    return resize(pil_to_tensor(img), ctx.size, ctx.resize)
+
+
+def scale_levels(levels: torch.Tensor, ctx: PipelineContext) -> torch.Tensor:
+    """uint8 levels (any layout) -> the model's float input: ImageNet-normalised, or x / 255."""
+    if ctx.imagenet_norm:
+        return normalize_batch(levels, ctx.dtype, ctx.memory_format)
+    x = levels.div_(255) if levels.dtype == torch.float32 else torch.div(levels, 255)
+    return x.to(dtype=ctx.dtype, memory_format=ctx.memory_format)
 
 
 def fill(chunk: Sequence[T], batch: int) -> list[T]:

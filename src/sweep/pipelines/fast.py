@@ -34,7 +34,9 @@ from sweep.pipelines.base import (
     normalize_batch,
     prefetch,
     read_rgb,
+    resize_geometry,
     resize_image,
+    scale_levels,
 )
 
 
@@ -63,6 +65,8 @@ class FastPipeline(Pipeline):
             # the CPU's elementwise kernels are several times slower with the channels innermost
             # (and broadcast over) than on planes: uint8 planes first, a quarter of the bytes
             x = x.contiguous()
+        if self.ctx.resize is not None:
+            return scale_levels(x, self.ctx)
         return normalize_batch(x, self.ctx.dtype, self.ctx.memory_format)
 
     # --- the overlapped path ----------------------------------------------------------------
@@ -88,10 +92,14 @@ class FastPipeline(Pipeline):
         """One uint8 [B, R, R, 3] batch (page-locked with pin_memory): each pool task loads its
         item to a PIL image, resizes it and writes it into its slot."""
         r = self.ctx.resolution
-        batch = host_empty((len(items), r, r, 3), torch.uint8, self.ctx.pin_memory)
+        h, w = self.ctx.size
+        batch = host_empty((len(items), h, w, 3), torch.uint8, self.ctx.pin_memory)
         slots = batch.numpy()
 
         def pack(i: int) -> None:
+            if self.ctx.resize is not None:  # pipeline.resize: letterbox, stretch or crop
+                slots[i] = resize_geometry(load(items[i]), self.ctx)[0].permute(1, 2, 0).numpy()
+                return
             slots[i] = np.asarray(resize_image(load(items[i]), r))  # HWC uint8
 
         list(self.pool.map(pack, range(len(items))))

@@ -65,7 +65,7 @@ class _Worker:
 
     def __init__(self, spawn: Any, cfg: PipelineConfig, ctx: PipelineContext, slots: int,
                  name: str) -> None:
-        shape = (ctx.batch, 3, ctx.resolution, ctx.resolution)
+        shape = (ctx.batch, 3, *ctx.size)
         self.name = name
         self.slots = [torch.empty(shape, dtype=ctx.dtype, device=ctx.device).contiguous(
             memory_format=ctx.memory_format) for _ in range(slots)]

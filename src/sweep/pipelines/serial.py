@@ -12,7 +12,15 @@ from typing import Any
 
 import torch
 
-from sweep.pipelines.base import Pipeline, host_empty, normalize, read_rgb, resize_pil
+from sweep.pipelines.base import (
+    Pipeline,
+    host_empty,
+    normalize,
+    read_rgb,
+    resize_geometry,
+    resize_pil,
+    scale_levels,
+)
 
 
 class SerialPipeline(Pipeline):
@@ -22,6 +30,18 @@ class SerialPipeline(Pipeline):
         return [read_rgb(p) for p in paths]
 
     def preprocess(self, images: list[Any]) -> torch.Tensor:
+        if self.ctx.resize is not None:  # pipeline.resize: per image, as the square path
+            h, w = self.ctx.size
+            out = host_empty((len(images), 3, h, w), torch.float32, self.ctx.pin_memory)
+            levels = [resize_geometry(img, self.ctx)[0] for img in images]
+            return torch.stack([scale_levels(x, _cpu(self.ctx)) for x in levels], out=out)
         r = self.ctx.resolution
         out = host_empty((len(images), 3, r, r), torch.float32, self.ctx.pin_memory)
         return torch.stack([normalize(resize_pil(img, r)) for img in images], out=out)
+
+
+def _cpu(ctx: Any) -> Any:
+    """The context's normalisation on the host in float32 (the copy converts later)."""
+    from dataclasses import replace
+
+    return replace(ctx, dtype=torch.float32, memory_format=torch.contiguous_format)

@@ -9,7 +9,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from sweep.config import RuntimeConfig
+from sweep.config import RuntimeConfig, size_of
 from sweep.errors import UnsupportedError
 
 
@@ -20,12 +20,20 @@ class JobContext:
     device: torch.device
     precision: str
     batch: int
-    resolution: int
+    resolution: int | list[int]  # one side, or [height, width]
     channels_last: bool
     cache: object  # sweep.cache.ArtifactCache
     model_identity: dict[str, str] = field(default_factory=dict)  # the weights, for the cache
     input_dtype: torch.dtype | None = None  # model=onnx: the dtype the file's input declares
     model_kind: str = "torchvision"  # config.MODEL_KINDS: what `prepare` will be given
+    # sweep.tasks' name: a classifier's runtime returns its first output; any other task's
+    # every output (a tuple when several, a torchvision detector's list of dicts)
+    task: str = "classify"
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) of the model input."""
+        return size_of(self.resolution)
 
 
 @dataclass

@@ -54,9 +54,17 @@ def check_file_precision(runtime: str, model: OnnxModel, precision: str,
             "it is.")
 
 
-def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int) -> str:
+def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int,
+                static_batch: bool = False) -> str:
     """Export `model` (in the dtype of `example`) with a dynamic batch axis; returns the exporter
-    that was used."""
+    that was used. `static_batch`: at `example`'s batch, for a torchvision detector, whose
+    forward loops over the images (its export has boxes, labels, scores per traced image)."""
+    if static_batch:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the tracer's warnings about the detector's loops
+            torch.onnx.export(model, (example,), str(path), input_names=[INPUT],
+                              opset_version=opset, dynamo=False)
+        return EXPORTER
     # Batch 2: a batch-1 example lets exporters bake the batch size into reshapes.
     x = example[:1].repeat(2, 1, 1, 1)
     try:
@@ -99,9 +107,12 @@ def export_parts(ctx: JobContext, opset: int, half: bool) -> dict[str, object]:
     (tf32 is a provider option) and every runtime that reads ONNX."""
     import onnxruntime as ort
 
-    return {**ctx.model_identity, "resolution": ctx.resolution,
-            "dtype": "fp16" if half else "fp32", "opset": opset,
-            "torch": torch.__version__, "onnxruntime": ort.__version__, "exporter": EXPORTER}
+    parts = {**ctx.model_identity, "resolution": ctx.resolution,
+             "dtype": "fp16" if half else "fp32", "opset": opset,
+             "torch": torch.__version__, "onnxruntime": ort.__version__, "exporter": EXPORTER}
+    if ctx.task == "detect":  # exported at the job's batch (export_onnx's static_batch)
+        parts.update(task="detect", batch=ctx.batch)
+    return parts
 
 
 def fetch_export(ctx: JobContext, model: nn.Module, example: torch.Tensor, opset: int,
@@ -113,7 +124,7 @@ def fetch_export(ctx: JobContext, model: nn.Module, example: torch.Tensor, opset
         m = copy.deepcopy(model).half() if half else model  # leave the caller's model fp32
         x = example.to(torch.float16 if half else torch.float32)
         t0 = time.perf_counter()
-        used = export_onnx(m, x, folder / MODEL_FILE, opset)
+        used = export_onnx(m, x, folder / MODEL_FILE, opset, static_batch=ctx.task == "detect")
         log.info("exported %s to ONNX with the %s exporter in %.1f s",
                  ctx.model_identity.get("arch", "model"), used, time.perf_counter() - t0)
         (folder / META_FILE).write_text(json.dumps({"exporter": used}))

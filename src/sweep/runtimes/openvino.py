@@ -118,7 +118,7 @@ class OpenVinoRuntime(Runtime):
             raise UnsupportedError(f"runtime=openvino: the model has {len(ov_model.inputs)} "
                                    "inputs; the sweep feeds one image batch.")
         ov_model.reshape({ov_model.inputs[0].any_name:
-                          [ctx.batch, 3, ctx.resolution, ctx.resolution]})
+                          [ctx.batch, 3, *ctx.size]})
         export_s = time.perf_counter() - t0
 
         blobs = Path(ctx.cache.root) / "openvino"
@@ -130,6 +130,8 @@ class OpenVinoRuntime(Runtime):
         compile_s = time.perf_counter() - t0
         blob = "miss" if set(blobs.iterdir()) - before else "hit"
         self.request = self.compiled.create_infer_request()
+        # a classifier's logits; any other task's every output
+        self._outputs = 1 if ctx.task == "classify" else len(self.compiled.outputs)
         got = {k: _text(self.compiled.get_property(k)) for k in
                ("NUM_STREAMS", "INFERENCE_NUM_THREADS", "INFERENCE_PRECISION_HINT",
                 "OPTIMAL_NUMBER_OF_INFER_REQUESTS")}
@@ -175,6 +177,9 @@ class OpenVinoRuntime(Runtime):
     def infer(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for `x` (on the CPU); copied out, since the request's buffer is reused."""
         self.request.infer({0: x.numpy()}, share_inputs=True)
+        if self._outputs > 1:
+            return tuple(torch.from_numpy(np.array(self.request.get_output_tensor(i).data))
+                         for i in range(self._outputs))
         return torch.from_numpy(np.array(self.request.get_output_tensor(0).data))
 
     def close(self) -> None:

@@ -212,6 +212,7 @@ class OnnxRuntime(Runtime):
 
         t0 = time.perf_counter()
         path, status, info = self._artifact(model, example, providers[0] == TRT_EP)
+        info = dict(info)
         export_s = time.perf_counter() - t0
 
         if cuda and hasattr(ort, "preload_dlls"):
@@ -219,7 +220,7 @@ class OnnxRuntime(Runtime):
         self._device_id = ctx.device.index if ctx.device.index is not None else (
             torch.cuda.current_device() if cuda else 0)
         self._stream = torch.cuda.Stream(ctx.device) if cuda else None
-        shape = (ctx.batch, 3, ctx.resolution, ctx.resolution)
+        shape = (ctx.batch, 3, *ctx.size)
         engine_cache = None
         if providers[0] == TRT_EP:
             # a user's file run as it is lies outside the cache: named by its content
@@ -242,10 +243,20 @@ class OnnxRuntime(Runtime):
                 "onnxruntime-gpu needs CUDA 12 and cuDNN 9, and TensorRT 10 for TensorRT).")
 
         self._in_name = self.session.get_inputs()[0].name
-        self._out_names = [self.session.get_outputs()[0].name]
+        outputs = self.session.get_outputs()
+        # a classifier's logits; any other task's every output
+        self._out_names = [o.name for o in (outputs[:1] if ctx.task == "classify" else outputs)]
         self._dtype = self.input_dtype
         self._bound: tuple[int, tuple[int, ...]] | None = None  # (data_ptr, shape) bound last
-        self._binding = self.session.io_binding() if cuda and cfg.io_binding else None
+        # IO binding binds one output whose axes after the batch are fixed (a YOLO head's, a
+        # segmenter's); box counts that vary per call come back through the host
+        fixed = all(isinstance(d, int) for d in outputs[0].shape[1:])
+        bind = cuda and cfg.io_binding and len(self._out_names) == 1 and (
+            ctx.task == "classify" or fixed)
+        self._binding = self.session.io_binding() if bind else None
+        if cuda and cfg.io_binding and not bind:
+            info["io_binding"] = (f"off: {len(self._out_names)} outputs of task={ctx.task} "
+                                  "come back through the host")
         self._in_buf: torch.Tensor | None = None
         if self._binding is not None and cfg.cuda_graph:
             self._in_buf = torch.empty(shape, dtype=self._dtype, device=ctx.device)
@@ -367,6 +378,9 @@ class OnnxRuntime(Runtime):
             self.session.run_with_iobinding(self._binding)
             current.wait_stream(self._stream)
             return self._out
+        if len(self._out_names) > 1:  # a task's several outputs, as the model returns them
+            outs = self.session.run(self._out_names, {self._in_name: x.cpu().numpy()})
+            return tuple(torch.from_numpy(o).to(x.device) for o in outs)
         if x.device.type == "cpu":
             out = self.session.run(self._out_names, {self._in_name: x.numpy()})[0]
             return torch.from_numpy(out)

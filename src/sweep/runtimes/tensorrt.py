@@ -96,7 +96,7 @@ def import_modelopt_quantization() -> Any:
 
 
 def input_shape(ctx: JobContext) -> tuple[int, int, int, int]:
-    return (ctx.batch, 3, ctx.resolution, ctx.resolution)
+    return (ctx.batch, 3, *ctx.size)
 
 
 def compile_settings(cfg: TrtRuntimeConfig, ctx: JobContext) -> dict[str, Any]:

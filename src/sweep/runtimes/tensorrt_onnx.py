@@ -108,7 +108,7 @@ def engine_parts(cfg: TrtRuntimeConfig, ctx: JobContext, plan: dict[str, Any],
     """What names the engine in the artifact cache: the file's content (ctx.model_identity), the
     shape, precision and build plan, the builder options, TensorRT's version and the GPU (`env`)."""
     return {**ctx.model_identity, "runtime": "trt-onnx",
-            "shape": [ctx.batch, 3, ctx.resolution, ctx.resolution],
+            "shape": [ctx.batch, 3, *ctx.size],
             "input_dtype": str(ctx.input_dtype), "precision": ctx.precision,
             "plan": {k: plan[k] for k in sorted(plan)},
             "workspace_gb": cfg.workspace_gb, "optimization_level": cfg.optimization_level,

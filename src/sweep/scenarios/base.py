@@ -23,6 +23,7 @@ class Workload:
     x: torch.Tensor  # one batch on the device, in the runtime's dtype and layout
     gflop_per_img: float
     hardware: HardwareConfig  # resolved (hardware=auto matched to the device)
+    task: Any = None  # sweep.tasks.Task of the model's outputs; None: a classifier (top-1)
 
 
 @dataclass
@@ -48,3 +49,12 @@ class Scenario(ABC):
     @abstractmethod
     def run(self, work: Workload) -> Measurement:
         """Measure `work`; raise to fail the job with the reason."""
+
+
+def postprocess_text(task: Any, device: Any) -> str:
+    """What a task's post-processing stage does and where it runs (info `postprocess`)."""
+    what = {"detect": "box decoding and NMS (torchvision.ops.batched_nms)",
+            "segment": "mask argmax", "raw": "none (every output copied to the host)"}
+    return (f"task={task.name}: {what.get(task.name, 'top-1')} on the device the outputs are "
+            f"on ({device.type} for runtime=torch; the host for runtimes that return host "
+            "arrays), then the predictions copied to the host: inside each request's latency")

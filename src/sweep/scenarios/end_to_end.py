@@ -57,6 +57,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from sweep.config import SerialPipelineConfig, SweepConfig
@@ -66,9 +67,17 @@ from sweep.measure.telemetry import Telemetry, job_telemetry
 from sweep.measure.timing import Span, gc_paused, time_calls
 from sweep.metrics import STAGES as METRIC_STAGES
 from sweep.pipelines import create_pipeline
-from sweep.pipelines.base import PREPROCESSING, Pipeline, fill, pipeline_context, top1
+from sweep.pipelines.base import (
+    Pipeline,
+    PipelineContext,
+    fill,
+    pipeline_context,
+    preprocessing_text,
+    stream_chunks,
+    top1,
+)
 from sweep.pipelines.serial import SerialPipeline
-from sweep.scenarios.base import Measurement, Scenario, Workload
+from sweep.scenarios.base import Measurement, Scenario, Workload, postprocess_text
 
 log = logging.getLogger(__name__)
 
@@ -89,16 +98,47 @@ def pass_chunks(paths: Sequence[Path], batch: int) -> list[list[Path]]:
     return [fill(paths[i:i + batch], batch) for i in range(0, len(paths), batch)]
 
 
-def reference_pass(ref: Pipeline, runtime: Any, paths: Sequence[Path],
-                   batch: int) -> tuple[dict[Path, int], dict[Path, str]]:
-    """Top-1 of each readable file through `ref`, and why each other file could not be read."""
-    preds: dict[Path, int] = {}
+Post = Callable[[Any, Sequence[Path]], Any]  # a batch's outputs (and files) -> on the host
+
+
+def classify_post(out: Any, paths: Sequence[Path]) -> torch.Tensor:
+    return top1(out)
+
+
+def task_post(task: Any, ctx: PipelineContext, sizes: dict[Path, tuple[int, int]]) -> Post:
+    """The post-processing stage of a task other than classify: where the outputs are, mapped
+    back to each file's own pixels where the pipeline resized by `ctx.resize` (letterbox ...),
+    then to the host."""
+    from sweep.tasks.geometry import geometry_for
+
+    mode = ctx.resize or "stretch"  # no pipeline.resize: the square resize stretches
+
+    def post(out: Any, paths: Sequence[Path]) -> Any:
+        meta = None
+        if task.name in ("detect", "segment"):
+            meta = [geometry_for(sizes[p], ctx.size, mode) for p in paths]
+        return task.to_host(task.postprocess(out, meta))
+
+    return post
+
+
+def _as_list(preds: Any) -> list:
+    return preds.tolist() if isinstance(preds, torch.Tensor) else list(preds)
+
+
+def reference_pass(ref: Pipeline, runtime: Any, paths: Sequence[Path], batch: int,
+                   post: Post = classify_post, sizes: dict[Path, tuple[int, int]] | None = None
+                   ) -> tuple[dict[Path, Any], dict[Path, str]]:
+    """Top-1 (a task's predictions, through `post`) of each readable file through `ref`, and
+    why each other file could not be read; `sizes` gets each readable file's [h, w]."""
+    preds: dict[Path, Any] = {}
     unreadable: dict[Path, str] = {}
     pending: list[tuple[Path, Any]] = []
 
     def flush() -> None:
         x = ref.to_device(ref.preprocess(fill([img for _, img in pending], batch)))
-        for (path, _), y in zip(pending, top1(runtime.infer(x)).tolist(), strict=False):
+        ys = _as_list(post(runtime.infer(x), fill([p for p, _ in pending], batch)))
+        for (path, _), y in zip(pending, ys, strict=False):
             preds[path] = y
         pending.clear()
 
@@ -108,6 +148,8 @@ def reference_pass(ref: Pipeline, runtime: Any, paths: Sequence[Path],
         except Exception as e:  # any decoder error: the file is counted, the job goes on
             unreadable[path] = f"{type(e).__name__}: {e}"
             continue
+        if sizes is not None:
+            sizes[path] = (pending[-1][1].height, pending[-1][1].width)
         if len(pending) == batch:
             flush()
     if pending:
@@ -115,11 +157,16 @@ def reference_pass(ref: Pipeline, runtime: Any, paths: Sequence[Path],
     return preds, unreadable
 
 
-def predict(pipe: Pipeline, runtime: Any, paths: Sequence[Path], batch: int) -> list[int]:
-    """Top-1 of each of `paths` through the pipeline's own (uninstrumented) path."""
-    with closing(pipe.batches(pass_chunks(paths, batch))) as xs:
-        preds = [top1(runtime.infer(x)) for x in xs]
-    return torch.cat(preds)[: len(paths)].tolist()
+def predict(pipe: Pipeline, runtime: Any, paths: Sequence[Path], batch: int,
+            post: Post = classify_post) -> list:
+    """Top-1 (a task's predictions) of each of `paths` through the pipeline's own
+    (uninstrumented) path."""
+    chunks = pass_chunks(paths, batch)
+    with closing(pipe.batches(chunks)) as xs:
+        preds = [post(runtime.infer(x), chunk) for x, chunk in zip(xs, chunks, strict=True)]
+    if preds and isinstance(preds[0], torch.Tensor):
+        return torch.cat(preds)[: len(paths)].tolist()
+    return [p for batch_preds in preds for p in batch_preds][: len(paths)]
 
 
 def _enough(batches: int, elapsed: float, need: int, min_seconds: float) -> bool:
@@ -128,19 +175,20 @@ def _enough(batches: int, elapsed: float, need: int, min_seconds: float) -> bool
 
 def time_stream(pipe: Pipeline, runtime: Any, paths: Sequence[Path], batch: int,
                 need: int, min_seconds: float, device: torch.device,
-                span: Span | None = None) -> tuple[float, int]:
+                span: Span | None = None, post: Post = classify_post) -> tuple[float, int]:
     """Seconds and images of the uninstrumented run (the first batch's latency included), with
     Python's garbage collector paused as for every timed loop; `span` (telemetry) is told when
     the timed run begins and ends."""
     _sync(device)
     batches, elapsed = 0, 0.0
+    chunks = stream_chunks(paths, batch)  # the files of each batch pipe.stream yields
     with gc_paused(), closing(pipe.stream(paths, batch)) as xs:
         if span is not None:
             span.start()
         start = time.perf_counter()
         try:
             for x in xs:
-                top1(runtime.infer(x))
+                post(runtime.infer(x), next(chunks))
                 batches += 1
                 elapsed = time.perf_counter() - start
                 if _enough(batches, elapsed, need, min_seconds):
@@ -152,7 +200,8 @@ def time_stream(pipe: Pipeline, runtime: Any, paths: Sequence[Path], batch: int,
 
 
 def time_stages(pipe: Pipeline, runtime: Any, paths: Sequence[Path], batch: int, need: int,
-                min_seconds: float, device: torch.device) -> dict[str, float]:
+                min_seconds: float, device: torch.device,
+                post: Post = classify_post) -> dict[str, float]:
     """Milliseconds per image of each stage, synchronising the device between stages, after one
     untimed batch: with `pipeline.processes`, these steps run in the job's process, whose own
     decoder (nvJPEG's, for pipeline=gpu) the prediction pass never used."""
@@ -163,7 +212,7 @@ def time_stages(pipe: Pipeline, runtime: Any, paths: Sequence[Path], batch: int,
     value: Any = chunks[0]
     for step in steps:  # the warm-up batch
         value = step(value)
-    top1(value)
+    post(value, chunks[0])
     _sync(device)
     with gc_paused():
         start = time.perf_counter()
@@ -173,7 +222,7 @@ def time_stages(pipe: Pipeline, runtime: Any, paths: Sequence[Path], batch: int,
                 value = step(value)
                 _sync(device)
                 marks.append(time.perf_counter())
-            top1(value)
+            post(value, chunk)
             marks.append(time.perf_counter())
             for stage, t0, t1 in zip(STAGES, marks[:-1], marks[1:], strict=True):
                 totals[stage] += t1 - t0
@@ -292,15 +341,21 @@ def _examples(reasons: dict[Path, str], images: ImageSet) -> str:
 
 
 def measure_end_to_end(cfg: SweepConfig, runtime: Any, device: torch.device,
-                       telemetry: Telemetry | None = None
+                       telemetry: Telemetry | None = None, task: Any = None
                        ) -> tuple[dict[str, float], dict[str, Any]]:
     """End-to-end metrics and facts of `cfg.pipeline` over `cfg.data` through the prepared
     `runtime` on `device` (see the module docstring); `telemetry` reads the uninstrumented
-    run."""
+    run; `task`: the model's sweep.tasks.Task (None or classify: top-1)."""
     ctx = pipeline_context(cfg, runtime, device)
     pipe = create_pipeline(cfg.pipeline, ctx)  # pipeline=gpu on a CPU fails here, before work
     ref = pipe if pipe.name == SerialPipeline.name else SerialPipeline(SerialPipelineConfig(), ctx)
     try:
+        if task is not None and task.name != "classify":
+            return _measure_task(cfg, runtime, device, pipe, ref, telemetry, task, ctx)
+        if cfg.data.name != "imagefolder":
+            raise ValueError(f"data={cfg.data.name} holds a detector's or segmenter's labels, "
+                             "and this model is a classifier; use data=imagefolder (class "
+                             "folders)")
         return _measure(cfg, runtime, device, pipe, ref, telemetry)
     finally:
         pipe.close()
@@ -313,7 +368,7 @@ def _measure(cfg: SweepConfig, runtime: Any, device: torch.device, pipe: Pipelin
              ) -> tuple[dict[str, float], dict[str, Any]]:
     images = scan(cfg.data.root, cfg.data.max_images)
     info: dict[str, Any] = {
-        "stage_timing": STAGE_TIMING, "preprocessing": PREPROCESSING,
+        "stage_timing": STAGE_TIMING, "preprocessing": preprocessing_text(pipe.ctx),
         "data_root": str(images.root), "data_classes": len(images.classes),
         "data_files_found": images.found,
     }
@@ -375,6 +430,107 @@ def _measure(cfg: SweepConfig, runtime: Any, device: torch.device, pipe: Pipelin
     return metrics, info
 
 
+def _measure_task(cfg: SweepConfig, runtime: Any, device: torch.device, pipe: Pipeline,
+                  ref: Pipeline, telemetry: Telemetry | None, task: Any,
+                  ctx: PipelineContext) -> tuple[dict[str, float], dict[str, Any]]:
+    """`_measure` for a detector, segmenter or raw model: the same runs and ceilings, with the
+    task's post-processing as the last stage (boxes or masks on the host end a batch)."""
+    files, found = _task_files(cfg)
+    info: dict[str, Any] = {
+        "stage_timing": STAGE_TIMING, "preprocessing": preprocessing_text(ctx),
+        "data_root": str(Path(cfg.data.root)), "data_files_found": found,
+        "postprocess": postprocess_text(task, device),
+    }
+    images = ImageSet(root=Path(cfg.data.root), classes=[], items=[(p, 0) for p in files],
+                      found=found)
+    sizes: dict[Path, tuple[int, int]] = {}
+    post = task_post(task, ctx, sizes)
+    ref_preds, unreadable = reference_pass(ref, runtime, files, cfg.batch, post, sizes)
+    if unreadable:
+        info["unreadable_examples"] = _examples(unreadable, images)
+    paths = [p for p in files if p not in unreadable]
+    if not paths:
+        raise RuntimeError(f"none of the {len(files)} image files under data.root="
+                           f"{images.root} could be decoded: {info['unreadable_examples']}")
+    preds = (predict(pipe, runtime, paths, cfg.batch, post) if pipe is not ref
+             else [ref_preds[p] for p in paths])  # the first pass also warms the pipeline up
+    n = len(paths)
+    metrics: dict[str, float] = {"data_images": float(n),
+                                 "unreadable_files": float(len(unreadable))}
+    if cfg.data.name in ("coco", "masks"):
+        scores, basis = _accuracy(cfg, task, dict(zip(paths, preds, strict=True)))
+        metrics.update(scores)
+        info["accuracy_basis"] = basis
+    need = max(cfg.bench.min_iters, math.ceil(n / cfg.batch))
+    seconds, count = time_stream(pipe, runtime, paths, cfg.batch, need, cfg.bench.min_seconds,
+                                 device, telemetry, post)
+    metrics.update(e2e_ms_per_img=1e3 * seconds / count, e2e_fps=count / seconds)
+    if telemetry is not None:
+        energy, facts = telemetry.span_result("e2e", count)
+        metrics.update(energy)
+        info.update(facts)
+    stages = time_stages(pipe, runtime, paths, cfg.batch, need, cfg.bench.min_seconds, device,
+                         post)
+    metrics.update(stages)
+    ceilings, bound = measure_ceilings(pipe, runtime, paths, cfg.batch, need,
+                                       cfg.bench.min_seconds, device, metrics["e2e_fps"], stages)
+    metrics.update(ceilings)
+    info.update(bound)
+    if pipe.stage_note:
+        info["stage_split"] = pipe.stage_note
+    return metrics, info
+
+
+def _task_files(cfg: SweepConfig) -> tuple[list[Path], int]:
+    """The files a task's end-to-end run reads (at most data.max_images), and how many there
+    are: an image folder's, a COCO annotations file's images, or a masks folder's images."""
+    from sweep.tasks import labels
+
+    root = Path(cfg.data.root)
+    if cfg.data.name == "coco":
+        files = [root / im["file_name"] for im in labels.read_coco(root)["images"]]
+    elif cfg.data.name == "masks":
+        files = [image for image, _ in labels.mask_pairs(root)]
+    else:
+        files = [path for path, _ in scan(cfg.data.root, cfg.data.max_images).items]
+    return files[: cfg.data.max_images], len(files)
+
+
+def _accuracy(cfg: SweepConfig, task: Any, preds: dict[Path, Any]
+              ) -> tuple[dict[str, float], str]:
+    """mAP (data=coco) or mIoU (data=masks) of the job's predictions, mapped back to each
+    image, against the folder's labels; and what was compared, in words."""
+    from sweep.tasks import labels
+
+    root = Path(cfg.data.root)
+    if cfg.data.name == "coco":
+        if task.name != "detect":
+            raise ValueError(f"data=coco scores boxes, and this model's task is {task.name}; "
+                             "use data=imagefolder, or data=masks for a segmenter")
+        ann = labels.read_coco(root)
+        ids = {root / im["file_name"]: im["id"] for im in ann["images"]}
+        cats = sorted(c["id"] for c in ann["categories"])
+        # a YOLO head's class index i is the i-th category; torchvision's labels are COCO ids
+        to_id = ((lambda k: cats[k] if k < len(cats) else -1)
+                 if task.output_format == "yolo" else (lambda k: k))
+        judged = {ids[p]: {**pr, "labels": [to_id(int(k)) for k in pr["labels"]]}
+                  for p, pr in preds.items()}
+        ann = {**ann, "images": [im for im in ann["images"] if im["id"] in judged]}
+        ann["annotations"] = [a for a in ann["annotations"] if a["image_id"] in judged]
+        return labels.coco_map(ann, judged), (
+            f"pycocotools COCOeval (bbox) of {len(judged)} images' boxes at postprocess.conf="
+            f"{cfg.postprocess.conf:g}, mapped back to each image")
+    if task.name != "segment":
+        raise ValueError(f"data=masks scores masks, and this model's task is {task.name}; use "
+                         "data=imagefolder, or data=coco for a detector")
+    masks = dict(labels.mask_pairs(root))
+    pairs = [(pred.numpy(), labels.read_mask(masks[p])) for p, pred in preds.items()]
+    classes = 1 + max(int(max(p.max(), np.where(g == labels.IGNORE, 0, g).max()))
+                      for p, g in pairs)
+    return labels.miou(pairs, classes), (f"mean IoU over the classes present, {len(pairs)} "
+                                         "masks resized back to each image")
+
+
 class EndToEndScenario(Scenario):
     """Files to top-1 through the job's pipeline, when the data has files; `telemetry` makes the
     reader of the uninstrumented run from the workload (the job's own by default; a test passes
@@ -387,9 +543,9 @@ class EndToEndScenario(Scenario):
 
     @classmethod
     def applies(cls, cfg: SweepConfig) -> bool:
-        return cfg.data.name == "imagefolder"
+        return cfg.data.name != "synthetic"
 
     def run(self, work: Workload) -> Measurement:
         metrics, info = measure_end_to_end(work.cfg, work.runtime, work.device,
-                                           self.telemetry(work))
+                                           self.telemetry(work), getattr(work, "task", None))
         return Measurement(metrics, info)

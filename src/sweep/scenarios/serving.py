@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sweep.measure.telemetry import Telemetry, job_telemetry
-from sweep.scenarios.base import Measurement, Scenario, Workload
+from sweep.scenarios.base import Measurement, Scenario, Workload, postprocess_text
 from sweep.serving.driver import LoadDriver, Served, load_metrics, samples_of
 from sweep.serving.generator import LoadRun
 from sweep.serving.runner import batch_runner
@@ -80,7 +80,8 @@ def serve_measurement(work: Workload, action: Callable[[LoadDriver], Served],
     load curve) and every request of that run in the samples; with `telemetry` (a new reader
     per load run), the energy, power and clocks across that run too."""
     cfg = work.cfg
-    runner = batch_runner(cfg, work.runtime, work.device, in_flight=cfg.scenario.in_flight)
+    runner = batch_runner(cfg, work.runtime, work.device, in_flight=cfg.scenario.in_flight,
+                          task=getattr(work, "task", None))
     try:
         args = (runner, cfg.batch, runner.size, cfg.scenario)
         load = (MeteredLoadDriver(*args, telemetry=telemetry) if telemetry is not None
@@ -105,6 +106,8 @@ def serve_measurement(work: Workload, action: Callable[[LoadDriver], Served],
                            "a ready synthetic image, already on the device in the runtime's "
                            "dtype and layout (data=imagefolder: from the file)")
     out.info["load_curve"] = json.dumps(load.steps)
+    if getattr(work, "task", None) is not None and work.task.name != "classify":
+        out.info["postprocess"] = postprocess_text(work.task, work.device)
     if run is not None:
         out.samples = {"requests": samples_of(run)}
         if run.overloaded:  # a closed loop has no offered rate

@@ -36,7 +36,7 @@ class ReadyImages:
     """Synthetic images already on the device in the runtime's dtype and layout: a batch is a
     slice of the pool, no copy (which ready image a request is does not matter)."""
 
-    def __init__(self, runtime: Any, device: torch.device, batch: int, resolution: int,
+    def __init__(self, runtime: Any, device: torch.device, batch: int, resolution: Any,
                  seed: int, pool: int = 64) -> None:
         images = synthetic_images(max(pool, 2 * batch), resolution, seed * 1000 + 7)
         self.images = images.to(device, runtime.input_dtype).contiguous(
@@ -102,8 +102,11 @@ class BatchRunner:
     CUDA only queues it, in the pending ring (`in_flight` + 1 slots), and the caller waits."""
 
     def __init__(self, runtime: Any, device: torch.device, batch: int, source: RequestSource,
-                 in_flight: int = 1) -> None:
+                 in_flight: int = 1, task: Any = None) -> None:
         self.runtime, self.device, self.batch, self.source = runtime, device, batch, source
+        # a task other than classify (sweep.tasks): its post-processing, where the outputs
+        # are, then its predictions on the host, before the batch is done
+        self.task = task if task is not None and task.name != "classify" else None
         self._ring: list[_Queued] = []
         self._ring_size = in_flight + 1  # a slot is reused only after its batch was waited on
         self._next = 0
@@ -114,6 +117,9 @@ class BatchRunner:
 
     def __call__(self, payloads: Sequence[int]) -> _Queued | None:
         logits = self.runtime.infer(self.source(payloads))
+        if self.task is not None:  # boxes or masks on the host end the request
+            self.task.to_host(self.task.postprocess(logits))
+            return None
         if not logits.is_cuda:
             top1(logits)  # on the host already: the batch is done
             return None
@@ -142,8 +148,8 @@ class BatchRunner:
 
 
 def batch_runner(cfg: SweepConfig, runtime: Any, device: torch.device, in_flight: int = 1,
-                 pool: int = 64) -> BatchRunner:
+                 pool: int = 64, task: Any = None) -> BatchRunner:
     """The system under test of a job: `runtime` on `device`, fed what `cfg.data` makes a
-    request."""
+    request; `task`: the model's sweep.tasks.Task (None: a classifier, to top-1)."""
     return BatchRunner(runtime, device, cfg.batch, request_source(cfg, runtime, device, pool),
-                       in_flight)
+                       in_flight, task)

@@ -60,8 +60,16 @@ def _torchvision_images(outputs: Any) -> list[dict]:
         shapes = ", ".join(shape_text(tuple(o.shape)) for o in outputs)
         raise ValueError(f"output_format=torchvision expects boxes (N, 4), labels (N,), scores "
                          f"(N,) per image; the model returned {len(outputs)} outputs: {shapes}")
-    return [dict(zip(("boxes", "labels", "scores"), outputs[i:i + 3], strict=True))
-            for i in range(0, len(outputs), 3)]
+    return [_triple(outputs[i:i + 3]) for i in range(0, len(outputs), 3)]
+
+
+def _triple(outs: Sequence[torch.Tensor]) -> dict:
+    """One image's boxes, labels and scores, in whichever order the model wrote them (R-CNNs:
+    boxes, labels, scores; SSD, RetinaNet, FCOS: boxes, scores, labels): labels are the
+    integer one."""
+    boxes, a, b = outs
+    labels, scores = (a, b) if not a.is_floating_point() else (b, a)
+    return {"boxes": boxes, "labels": labels, "scores": scores}
 
 
 class Detect(Task):

@@ -53,6 +53,18 @@ def resize(image: torch.Tensor, size: tuple[int, int] | list[int],
     return out, Geometry((sh, sw), (th, tw), (nh / sh, nw / sw), (top, left))
 
 
+def geometry_for(source: tuple[int, int], size: tuple[int, int] | list[int],
+                 mode: str = "letterbox") -> Geometry:
+    """The Geometry `resize` gives an image of `source` [h, w], without resizing anything."""
+    th, tw = int(size[0]), int(size[1])
+    sh, sw = int(source[0]), int(source[1])
+    if mode == "stretch":
+        return Geometry((sh, sw), (th, tw), (th / sh, tw / sw), (0, 0))
+    gain = min(th / sh, tw / sw) if mode == "letterbox" else max(th / sh, tw / sw)
+    nh, nw = max(1, round(sh * gain)), max(1, round(sw * gain))
+    return Geometry((sh, sw), (th, tw), (nh / sh, nw / sw), ((th - nh) // 2, (tw - nw) // 2))
+
+
 def boxes_to_original(boxes: torch.Tensor, geometry: Geometry) -> torch.Tensor:
     """Boxes (K, 4) xyxy in model-input pixels mapped to the source image, clipped to it."""
     (sy, sx), (top, left) = geometry.scale, geometry.pad
