@@ -79,3 +79,11 @@ def test_a_timm_model_and_a_torchvision_model_of_one_name_are_told_apart():
     assert run_name(timm, ["model"]) == "timm-resnet18 · torch-32-b1-fp32"
     assert run_name(torchvision, ["model"]) == "resnet18 · torch-32-b1-fp32"
     assert run_name(timm, ["model.name"]) == "timm-resnet18 · torch-32-b1-fp32"
+
+
+def test_a_non_square_resolution_is_named_height_x_width():
+    from sweep.result import job_name
+
+    params = {"runtime": "onnx", "model": "ssdlite", "batch": 1, "precision": "fp32"}
+    assert job_name({**params, "resolution": [96, 160]}) == "onnx-ssdlite-96x160-b1-fp32"
+    assert job_name({**params, "resolution": 224}) == "onnx-ssdlite-224-b1-fp32"

@@ -271,6 +271,13 @@ _NAMED = {"runtime", "runtime.mode", "runtime.cuda_graph", "model", "resolution"
           "model.path"}  # a model file is named by its stem (sweep/conf/model/onnx.yaml)
 
 
+def _side(resolution: Any) -> str:
+    """`224`, or `96x160` for [height, width]."""
+    if isinstance(resolution, list | tuple):
+        return "x".join(str(v) for v in resolution)
+    return str(resolution)
+
+
 def _name_parts(params: dict[str, Any], swept: tuple[str, ...] | list[str] = ()
                 ) -> list[tuple[set[str], str]]:
     """The parts of a job's name, each with the config keys it shows (to put swept ones first)."""
@@ -284,7 +291,7 @@ def _name_parts(params: dict[str, Any], swept: tuple[str, ...] | list[str] = ()
         model = f"timm-{model}"
     parts = [({"runtime", "runtime.mode", "runtime.cuda_graph"}, runtime),
              ({"model", "model.name", "model.kind", "model.path"}, model),
-             ({"resolution"}, str(params.get("resolution"))),
+             ({"resolution"}, _side(params.get("resolution"))),
              ({"batch"}, f"b{params.get('batch')}"), ({"precision"}, str(params.get("precision")))]
     if params.get("data") == "imagefolder":
         parts.append(({"pipeline"}, str(params.get("pipeline"))))
