@@ -19,7 +19,10 @@ mlflow server --host 127.0.0.1 --port "$port" --workers 2 \
   --artifacts-destination "$work/artifacts" >"$work/mlflow.log" 2>&1 &
 mlflow_pid=$!
 until curl -sf "http://127.0.0.1:$port/health" >/dev/null; do sleep 1; done
-export MLFLOW_TRACKING_URI=http://127.0.0.1:$port SWEEP_CACHE_DIR=$work/cache
+# the cache outside $work, which PostgreSQL's user owns: a cache under a folder another user owns
+# is refused (sweep.trust)
+mine=$(mktemp -d /tmp/sweep-demo-cache-XXXX)
+export MLFLOW_TRACKING_URI=http://127.0.0.1:$port SWEEP_CACHE_DIR=$mine/cache
 cmd=(python -m sweep -m hydra/launcher=joblib hydra.launcher.n_jobs=2 isolation=process timeout_s=30
      runtime=torch,onnx batch=1,2,4 resolution=32,48,64,96 '+fault_at={3:segfault,10:exit,17:hang}'
      check.samples=4 bench.warmup=2 bench.min_iters=5 bench.min_seconds=0.2
@@ -84,8 +87,8 @@ with zipfile.ZipFile(sys.argv[1] + ".clean") as zin, zipfile.ZipFile(sys.argv[1]
 PY2
 python -m sweep model=exported model.path=$work/planted.pt2 batch=1 tracking.enabled=false \
   hydra.run.dir=$work/planted >planted.log 2>&1; rcp=$?
-mkdir -p "$work/shared-cache" && chmod 777 "$work/shared-cache"
-python -m sweep resolution=32 cache_dir=$work/shared-cache tracking.enabled=false \
+mkdir -p "$mine/shared" && chmod 777 "$mine/shared"
+python -m sweep resolution=32 cache_dir=$mine/shared tracking.enabled=false \
   hydra.run.dir=$work/shared >shared.log 2>&1; rcs=$?
 python -m sweep bench.min_seconds=nan tracking.enabled=false >nan.log 2>&1; rcn=$?
 set -e

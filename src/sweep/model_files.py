@@ -395,5 +395,5 @@ def _refuse_unsafe_pickles(path: Path, key: str) -> None:
                     f"{key} is refused: its member {name!r} is pickled data that torch's safe "
                     "loader (weights_only=True) will not load, so loading it could run code. "
                     "This tool loads no such pickle; re-export the model with torch.export.save "
-                    "from plain tensors, or give an ONNX file (model=onnx). "
-                    f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from e
+                    f"from plain tensors, or give an ONNX file (model=onnx). ({type(e).__name__}"
+                    f" from torch's safe loader)") from e
