@@ -54,6 +54,8 @@ IMGSZ = 640
 BAR_INFER = 0.05  # the tool's inference within 5% of Ultralytics'
 PEER_PACKAGES = ("ultralytics", "onnxslim")  # onnxslim: Ultralytics' default export simplifies
 STAGES = ("decode_ms", "preprocess_ms", "h2d_ms", "infer_ms", "postprocess_ms")
+TOOL_INFO = ("provider", "providers", "model_input", "task_from", "preprocessing", "postprocess",
+             "stage_timing", "correctness", "bound_by", "bound_finding", "stability", "pipeline")
 
 
 def tool_opset() -> int:
@@ -202,6 +204,11 @@ def _peer(args: dict) -> None:
     mean = {k: statistics.fmean(s[k] for s in speeds) for k in speeds[0]}
     median = {k: statistics.median(s[k] for s in speeds) for k in speeds[0]}
     sess = made[-1]
+    if args["device"] != "cpu" and sess.get_providers()[0] != "CUDAExecutionProvider":
+        # Ultralytics falls back to the CPU with a warning: a comparison with the tool on CUDA
+        # would then be meaningless
+        sys.exit(f"Ultralytics' session runs on {sess.get_providers()}, not CUDA: the venv needs "
+                 "onnxruntime-gpu (pip install onnxruntime-gpu in --venv) and a visible GPU")
     opts = sess.get_session_options()
     out = {"images": len(speeds), "passes": passes, "wall_s": wall,
            "img_per_s": len(speeds) / wall, "speed_ms_mean": mean, "speed_ms_median": median,
@@ -254,11 +261,29 @@ def run_tool(work: Path, model: Path, frames_root: Path, a, batch: int, tag: str
     result = json.loads(result_file.read_text())
     if result.get("status") != "ok":
         sys.exit(f"the tool's job failed: {result.get('error')}\ncommand: {' '.join(cmd)}")
-    m = result["metrics"]
-    keep = ("infer_ms_per_img", "infer_ms_p50", "fps", "e2e_ms_per_img", "e2e_fps", *STAGES,
-            "data_images", "correct")
-    return {"command": cmd, "metrics": {k: m[k] for k in keep if k in m},
-            "info": result.get("info", {})}
+    info = result.get("info", {})
+    params = result.get("params", {})
+    return {"command": cmd, "metrics": result["metrics"],
+            "info": {k: info[k] for k in TOOL_INFO if k in info},
+            "params": {k: v for k, v in params.items()
+                       if k.startswith(("runtime", "postprocess", "pipeline")) or k in (
+                           "batch", "resolution", "device", "precision")}}
+
+
+def tool_source() -> dict[str, str]:
+    """Which sweep the tool runs came from (the PYTHONPATH's or the installed one), and its commit:
+    the detection wiring may be a branch's working tree."""
+    got = subprocess.run([sys.executable, "-c", "import sweep; print(sweep.__file__)"],
+                         capture_output=True, text=True)
+    if got.returncode != 0:
+        return {"sweep": "not importable"}
+    src = Path(got.stdout.strip()).parent
+    git = ["git", "-C", str(src)]
+    head = subprocess.run([*git, "log", "-1", "--format=%h %s"], capture_output=True, text=True)
+    dirty = subprocess.run([*git, "status", "--porcelain", "--", "."], capture_output=True,
+                           text=True)
+    return {"sweep": str(src), "commit": head.stdout.strip()[:100],
+            "uncommitted_files": str(len(dirty.stdout.splitlines()))}
 
 
 def pair_verdict(tool: dict, peer: dict) -> dict:
@@ -279,7 +304,7 @@ def _cell(v: float | None) -> str:
 
 def table(rows: list[dict]) -> str:
     head = ("| batch | pair | side | img/s (wall) | infer ms/img | pre ms | infer stage ms | "
-            "post ms | decode ms | e2e ms/img | load |")
+            "post ms | decode ms | e2e ms/img (peer: pre+infer+post) | load |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         if r["side"] == "tool":
@@ -321,6 +346,7 @@ def main() -> None:
     paths = make_frames(a.work / "frames", a.frames)
     opset = tool_opset()
     files = export_files(a.venv, a.work, opset, a.threads)
+    source = {} if a.peer_only else tool_source()  # before the runs: a branch may move during them
     rows: list[dict] = []
     pairs: list[dict] = []
     for batch in batches:
@@ -355,6 +381,7 @@ def main() -> None:
         "frame_size": list(FRAME_SIZE), "nms": {"conf": a.conf, "iou": a.iou,
                                                 "max_det": a.max_det},
         "seconds_per_run": a.seconds, "peer_versions": versions,
+        "tool_source": source,
         "peer_env": {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0", "settings.sync": False,
                      "YOLO_CONFIG_DIR": "<venv>/yolo_config"},
         "files": {k: v.name for k, v in files.items()}, "runs": rows, "pairs": pairs,
