@@ -40,6 +40,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -248,6 +249,7 @@ def tool_command(model: Path, frames_root: Path, a, batch: int, run_dir: Path) -
 
 def run_tool(work: Path, model: Path, frames_root: Path, a, batch: int, tag: str) -> dict:
     run_dir = work / f"tool-{tag}"
+    shutil.rmtree(run_dir, ignore_errors=True)  # else the tool resumes: a finished job is skipped
     cmd = tool_command(model, frames_root, a, batch, run_dir)
     env = {**os.environ, "SWEEP_CACHE_DIR": str(work / "cache"), "OMP_NUM_THREADS": str(a.threads)}
     run = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
