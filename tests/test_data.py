@@ -169,3 +169,13 @@ def test_pipeline_combinations_that_cannot_work(demo, overrides, shown):
     with pytest.raises(ConfigError) as e:
         make(*overrides, f"data.root={demo}")
     assert shown in str(e.value)
+
+
+def test_demo_data_into_a_folder_it_cannot_make_says_so(tmp_path, capsys):
+    from sweep.demo_data import main
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")  # a file where a folder's parent must be
+    assert main(["generate", str(blocker / "set")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "give a folder you can write" in err

@@ -154,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a folder that cannot be made or written: said, not a traceback
+        print(f"error: {e.filename or args.out}: {e.strerror or e}; give a folder you can "
+              "write", file=sys.stderr)
+        return 2
     return 0
 
 
