@@ -476,11 +476,11 @@ class DaliPipelineConfig(PipelineConfig):
 
     impl: ClassVar[str] = "sweep.pipelines.dali:DaliPipeline"
     name: str = "dali"
-    # fed through an external source, depth 2 ran 0.73x depth 4 on an H200 (and 0.75x DALI's
-    # own file reader at depth 2): benchmarks/results/h200_e2e_serving_2026-12-02b
+    # an external source's batches wait on the Python thread: a deeper queue hides it
+    # (benchmarks/results/h200_e2e_serving_2026-12-02b)
     prefetch: int = 4
-    # share of the JPEGs for the hardware decoder; DALI's own default, 0.65, ran 0.80x of 0.9
-    # on an H200 with 16 threads (benchmarks/results/h200_mps_ort_2026-12-02c)
+    # share of the JPEGs for the hardware decoder, above DALI's own 0.65
+    # (benchmarks/results/h200_mps_ort_2026-12-02c)
     hw_decoder_load: float = 0.9
 
     def __post_init__(self) -> None:

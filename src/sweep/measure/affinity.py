@@ -108,7 +108,7 @@ def pinned(cpus: frozenset[int] | None) -> Iterator[None]:
         return
     before, threads = frozenset(os.sched_getaffinity(0)), torch.get_num_threads()
     _set(cpus)
-    # more intra-op threads than CPUs spin against each other (one core: 250x slower on a CPU)
+    # more intra-op threads than CPUs spin against each other, many times slower on a pinned core
     torch.set_num_threads(min(threads, len(cpus)))
     try:
         yield

@@ -203,8 +203,7 @@ class DaliPipeline(Pipeline):
                ) -> Iterator[Any]:
         """DALI's file reader over `paths` in a graph of its own, built now: the reader runs
         ahead in DALI's threads, where an external source is called on the Python thread for
-        each batch (0.75x the reader on an H200 at prefetch 2:
-        benchmarks/results/h200_e2e_serving_2026-12-02b)."""
+        each batch (benchmarks/results/h200_e2e_serving_2026-12-02b)."""
         pipe = self._pipe(None, decode=True, preprocess=not decoded,
                           files=[str(p) for p in paths], batch=batch)
         pipe.build()

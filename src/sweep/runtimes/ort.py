@@ -131,9 +131,8 @@ def quantize_int8(src: Path, dst: Path, batches: list[np.ndarray],
                   for_tensorrt: bool, input_name: str = INPUT) -> dict[str, str]:
     """Static QDQ quantisation with per-channel int8 weights; returns facts for the job's info.
 
-    Activations are uint8 (U8S8), the fast path of ONNX Runtime's x86 and Arm CPU kernels (S8S8
-    ran slower than fp32 on an AVX-512 VNNI CPU), except for TensorRT, which takes only
-    symmetric int8 activations."""
+    Activations are uint8 (U8S8), the fast path of ONNX Runtime's x86 and Arm CPU kernels,
+    except for TensorRT, which takes only symmetric int8 activations."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
