@@ -5,7 +5,8 @@ CUDA graph for the job's input shape and replays it for each call: one launch in
 kernel, and no Python between kernels. The call copies its input into the graph's static input
 (unless it is that tensor) and returns the graph's static output, which the next call
 overwrites, as with inductor's CUDA graphs. Against reduce-overhead's CUDA graph trees it drops
-their per-call bookkeeping, which a lone request pays in full (benchmarks/results/h200_host_paths_2026-12-02d).
+their per-call bookkeeping, which a lone request pays in full
+(benchmarks/results/h200_host_paths_2026-12-02d).
 """
 
 from __future__ import annotations
