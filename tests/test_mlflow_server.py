@@ -45,6 +45,12 @@ def test_a_token_with_an_empty_user_name_appears_nowhere(tmp_path, cache_dir):
         client = MlflowClient(tracking_uri=url)
         runs = client.search_runs([client.get_experiment_by_name("tok").experiment_id])
         assert len(runs) == 3 and secret not in str([(r.data.params, r.data.tags) for r in runs])
+        # resumed without the token: the same store, so the same parent run, reopened
+        again = run_cli(["-m", "batch=1,2", "tracking.experiment=tok", *QUICK], tmp_path,
+                        cache_dir, env={"MLFLOW_TRACKING_URI": url})
+        assert again.returncode == 0, again.stderr[-3000:]
+        runs = client.search_runs([client.get_experiment_by_name("tok").experiment_id])
+        assert sorted(r.data.tags["sweep.role"] for r in runs) == ["job", "job", "parent"]
     assert _leaks(tmp_path, secret) == []
 
 

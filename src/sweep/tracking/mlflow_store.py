@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sweep.config import PipelineConfig, RuntimeConfig, ScenarioConfig, TrackingConfig
-from sweep.redact import is_secret_name, redact
+from sweep.redact import is_secret_name, redact, without_credentials
 from sweep.result import (
     JOB_ARTIFACTS,
     PLOTS_DIR,
@@ -195,7 +195,9 @@ class MlflowTracker(Tracker):
         before = info.get("parent_run_id")
         recorded = info.get("tracking_uri")
         self.view_key = self._share_view(info.get("overrides") or [])
-        if before and recorded in (self.uri, redact(self.uri)) and self._reopen(before):
+        # the same store whatever credentials reach it (a token given only this time)
+        same = recorded and without_credentials(recorded) == without_credentials(self.uri)
+        if before and same and self._reopen(before):
             return before
         if before:
             log.warning("the MLflow store at %s does not hold this sweep's parent run %s "
