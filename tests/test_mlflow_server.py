@@ -37,8 +37,8 @@ def test_a_token_with_an_empty_user_name_appears_nowhere(tmp_path, cache_dir):
     secret = "S3cretTok9"
     with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path) as url:
         with_token = url.replace("http://", f"http://:{secret}@")
-        proc = run_cli(["-m", "batch=1,2", "tracking.experiment=tok", *QUICK], tmp_path,
-                       cache_dir, env={"MLFLOW_TRACKING_URI": with_token})
+        proc = run_cli(["-m", "batch=1,2", "tracking.experiment=tok", "hydra.sweep.dir=s",
+                        *QUICK], tmp_path, cache_dir, env={"MLFLOW_TRACKING_URI": with_token})
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert secret not in proc.stdout + proc.stderr
         assert "MLflow: http://127.0.0.1" in proc.stdout  # the tool's own link, no credentials
@@ -46,8 +46,8 @@ def test_a_token_with_an_empty_user_name_appears_nowhere(tmp_path, cache_dir):
         runs = client.search_runs([client.get_experiment_by_name("tok").experiment_id])
         assert len(runs) == 3 and secret not in str([(r.data.params, r.data.tags) for r in runs])
         # resumed without the token: the same store, so the same parent run, reopened
-        again = run_cli(["-m", "batch=1,2", "tracking.experiment=tok", *QUICK], tmp_path,
-                        cache_dir, env={"MLFLOW_TRACKING_URI": url})
+        again = run_cli(["-m", "batch=1,2", "tracking.experiment=tok", "hydra.sweep.dir=s",
+                         *QUICK], tmp_path, cache_dir, env={"MLFLOW_TRACKING_URI": url})
         assert again.returncode == 0, again.stderr[-3000:]
         runs = client.search_runs([client.get_experiment_by_name("tok").experiment_id])
         assert sorted(r.data.tags["sweep.role"] for r in runs) == ["job", "job", "parent"]
