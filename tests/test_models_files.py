@@ -307,17 +307,22 @@ def _results(root):
 
 @pytest.mark.slow
 def test_onnx_files_on_onnx_and_openvino_and_the_refusals(tmp_path, cache_dir):
-    """Static and dynamic batch files run with correctness metrics; runtime=torch refuses them
-    and a truncated file fails its jobs, each with its reason (one multirun: one start-up)."""
+    """Static and dynamic batch files run with correctness metrics and a truncated file fails its
+    jobs with the reason (one multirun: one start-up); runtime=torch is refused before any job."""
     export(tmp_path / "static2.onnx", batch=2)
     export(tmp_path / "dyn.onnx", batch=None)
     (tmp_path / "cut.onnx").write_bytes((tmp_path / "static2.onnx").read_bytes()[:300])
+    refused = run_cli(["-m", "model=onnx", "model.path=static2.onnx", "runtime=onnx,torch",
+                       "tracking.enabled=false", *QUICK], tmp_path, cache_dir)
+    assert refused.returncode == 2 and not (tmp_path / "multirun").exists()
+    assert "runtime=torch cannot run model=onnx" in refused.stderr
+    assert "the runtimes that can: onnx, trt, openvino" in refused.stderr
     proc = run_cli(["-m", "model=onnx", "model.path=static2.onnx,dyn.onnx,cut.onnx",
-                    "runtime=onnx,openvino,torch", "batch=2", "device=cpu",
+                    "runtime=onnx,openvino", "batch=2", "device=cpu",
                     "tracking.enabled=false", *QUICK], tmp_path, cache_dir)
-    assert proc.returncode == 1, proc.stderr[-3000:]  # the refused and truncated jobs
+    assert proc.returncode == 1, proc.stderr[-3000:]  # the truncated jobs
     results = _results(tmp_path)
-    assert len(results) == 9
+    assert len(results) == 6
     for runtime in ("onnx", "openvino"):
         for stem in ("static2", "dyn"):
             job = f"{runtime}-{stem}-32-b2-fp32"
@@ -333,10 +338,6 @@ def test_onnx_files_on_onnx_and_openvino_and_the_refusals(tmp_path, cache_dir):
             assert r["metrics"]["gflop_per_img"] * 1e9 == pytest.approx(expected)
             assert r["metrics"]["fps"] > 0
         assert "truncated" in results[f"{runtime}-cut-32-b2-fp32"]["error"]
-    for stem in ("static2", "dyn", "cut"):
-        error = results[f"torch-{stem}-32-b2-fp32"]["error"]
-        assert "runtime=torch cannot run model=onnx" in error
-        assert "the runtimes that can: onnx, trt, openvino" in error
 
 
 @pytest.mark.slow
@@ -365,7 +366,7 @@ def test_timm_model_through_a_multirun(tmp_path, cache_dir):
                     *quick], tmp_path, cache_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = _results(tmp_path)
-    assert sorted(results) == [f"{rt}-test_efficientnet-{side}-b2-fp32"
+    assert sorted(results) == [f"{rt}-timm-test_efficientnet-{side}-b2-fp32"
                                for rt in ("onnx", "torch") for side in (160, 32)]
     for job, r in results.items():
         assert r["metrics"]["correct"] == 1.0 and r["metrics"]["decisive_pct"] > 0

@@ -74,7 +74,7 @@ def test_force_reruns_and_resume_runs_only_new_jobs(tmp_path, cache_dir):
     forced = run_cli([*base, "batch=1,2,4", "force=true"], tmp_path, cache_dir)
     assert not any("skipped" in line for line in progress(forced.stdout))
     _, children = runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "resume")
-    assert len(children) == 6  # 2 + 1 + 3 forced measurements, each once
+    assert len(children) == 3  # a forced re-measure replaces its job's run: one live run each
 
 
 def test_killed_worker_is_recorded_and_interrupted_sweep_leaves_no_complete_result(

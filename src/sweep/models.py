@@ -50,7 +50,7 @@ def check_name(cfg: ModelConfig) -> None:
         _timm(cfg)
         return
     names = classification_models()
-    if cfg.name not in names:
+    if cfg.name not in names and task_of_torchvision(cfg.name) is None:
         close = [n for n in names if cfg.name.lower()[:4] in n][:8] or names[:8]
         raise config_error(
             "model.name", cfg.name, "not a torchvision classification model",
