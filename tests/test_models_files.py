@@ -371,19 +371,19 @@ def test_timm_model_through_a_multirun(tmp_path, cache_dir):
     for job, r in results.items():
         assert r["metrics"]["correct"] == 1.0 and r["metrics"]["decisive_pct"] > 0
         assert r["metrics"]["gflop_per_img"] > 0 and not math.isnan(r["metrics"]["fps"])
-        side = int(job.split("-")[2])
+        side = int(job.split("-")[3])  # onnx-timm-test_efficientnet-160-...
         assert r["params"]["resolution"] == side
         if side == 160:
             assert r["info"]["resolution_from"] == ("timm's default config of "
                                                     "test_efficientnet: input_size (3, 160, 160)")
         else:
             assert r["info"]["resolution_from"] == "set: resolution=32"
-    for folder in only_sweep_dir(tmp_path).glob("*_*-test_efficientnet-*"):
-        side = int(folder.name.split("-")[2])
+    for folder in only_sweep_dir(tmp_path).glob("*_*-timm-test_efficientnet-*"):
+        side = int(folder.name.split("-")[3])
         assert f"\nresolution: {side}\n" in (folder / "config.yaml").read_text()
     flops = {job: r["metrics"]["gflop_per_img"] for job, r in results.items()}
-    assert flops["torch-test_efficientnet-160-b2-fp32"] > 20 * flops[
-        "torch-test_efficientnet-32-b2-fp32"]  # (160/32)^2 = 25 times the pixels
+    assert flops["torch-timm-test_efficientnet-160-b2-fp32"] > 20 * flops[
+        "torch-timm-test_efficientnet-32-b2-fp32"]  # (160/32)^2 = 25 times the pixels
 
 
 # --- a user's file on the runtimes, in the process -------------------------------------------
