@@ -394,21 +394,8 @@ def _measure(cfg: SweepConfig, runtime: Any, device: torch.device, pipe: Pipelin
     info["pipeline_agreement_basis"] = (f"top-1 of pipeline={pipe.name} vs pipeline=serial, "
                                         f"same runtime, same {n} files")
     need = max(cfg.bench.min_iters, math.ceil(n / cfg.batch))
-    seconds, count = time_stream(pipe, runtime, paths, cfg.batch, need, cfg.bench.min_seconds,
-                                 device, telemetry)
-    metrics.update(e2e_ms_per_img=1e3 * seconds / count, e2e_fps=count / seconds)
-    if telemetry is not None:
-        energy, facts = telemetry.span_result("e2e", count)
-        metrics.update(energy)
-        info.update(facts)
-    stages = time_stages(pipe, runtime, paths, cfg.batch, need, cfg.bench.min_seconds, device)
-    metrics.update(stages)
-    ceilings, bound = measure_ceilings(pipe, runtime, paths, cfg.batch, need,
-                                       cfg.bench.min_seconds, device, metrics["e2e_fps"], stages)
-    metrics.update(ceilings)
-    info.update(bound)
-    if pipe.stage_note:
-        info["stage_split"] = pipe.stage_note
+    _time_end_to_end(pipe, runtime, paths, cfg, need, device, telemetry, classify_post,
+                     metrics, info)
     if pipe.name == "gpu":
         fallbacks = pipe.stats.cpu_fallbacks
         metrics["cpu_decode_fallbacks"] = float(len(fallbacks))
@@ -462,6 +449,15 @@ def _measure_task(cfg: SweepConfig, runtime: Any, device: torch.device, pipe: Pi
         metrics.update(scores)
         info["accuracy_basis"] = basis
     need = max(cfg.bench.min_iters, math.ceil(n / cfg.batch))
+    _time_end_to_end(pipe, runtime, paths, cfg, need, device, telemetry, post, metrics, info)
+    return metrics, info
+
+
+def _time_end_to_end(pipe: Pipeline, runtime: Any, paths: Sequence[Path], cfg: SweepConfig,
+                     need: int, device: torch.device, telemetry: Any, post: Post,
+                     metrics: dict[str, float], info: dict[str, Any]) -> None:
+    """The uninstrumented run (with its energy), the stages and the ceilings, into `metrics`
+    and `info`: the same timing for every task."""
     seconds, count = time_stream(pipe, runtime, paths, cfg.batch, need, cfg.bench.min_seconds,
                                  device, telemetry, post)
     metrics.update(e2e_ms_per_img=1e3 * seconds / count, e2e_fps=count / seconds)
@@ -478,7 +474,6 @@ def _measure_task(cfg: SweepConfig, runtime: Any, device: torch.device, pipe: Pi
     info.update(bound)
     if pipe.stage_note:
         info["stage_split"] = pipe.stage_note
-    return metrics, info
 
 
 def _task_files(cfg: SweepConfig) -> tuple[list[Path], int]:
