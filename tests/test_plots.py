@@ -74,6 +74,18 @@ def test_latency_vs_load_gives_each_configuration_its_colour_and_marker_in_load_
         to_hex(line.get_color()) for line in lines if line not in slo]
 
 
+def test_a_disturbed_serving_job_keeps_its_measured_curve_named_as_disturbed():
+    """Its served rate contradicts its offline figure (so it wins nothing), but each load step
+    was measured: the plot draws it and says so, instead of dropping the plot."""
+    rows = _serving_rows(2)
+    rows[0]["fps"] = 10.0  # served 60 qps against an offline capacity of 10/s
+    sweep = Sweep("s", rows, ["runtime", "batch", "scenario", "scenario.slo_ms"])
+    fig, _ = plot_latency_vs_load(sweep)
+    p99 = sorted(line.get_label() for line in fig.axes[0].get_lines()
+                 if line.get_label().endswith(" p99"))
+    assert p99 == ["batch=1 (DISTURBED) p99", "batch=2 p99"]
+
+
 def test_series_styles_stay_distinct_past_ten_and_never_take_the_slo_colour():
     for n in (3, 10, 14):
         styles = series_styles(n)

@@ -17,7 +17,9 @@ from matplotlib.patches import Patch
 from sweep.analysis import (
     ab_pairs,
     add_speedups,
+    disturbed,
     eligible,
+    is_wrong,
     fmt_value,
     label,
     varying_params,
@@ -237,14 +239,18 @@ def _load_steps(row: Row) -> list[dict[str, Any]]:
 
 def plot_latency_vs_load(sweep: Sweep) -> tuple[Figure | None, str]:
     """p50 and p99 latency against the offered rate, one line pair per serving job with a
-    curve of two or more load steps; the SLO, where searched, as a horizontal line."""
-    curves = [(r, steps) for r in eligible(sweep.rows) if len(steps := _load_steps(r)) >= 2]
+    curve of two or more load steps; the SLO, where searched, as a horizontal line. Each step
+    is a measurement in its own right, so a disturbed job (one whose served rate contradicts
+    its offline figure) is drawn too, named as disturbed in the legend."""
+    curves = [(r, steps) for r in sweep.rows if r.get("status") == "ok" and not is_wrong(r)
+              and len(steps := _load_steps(r)) >= 2]
     if not curves:
         return None, "latency vs load: skipped, no serving job measured two or more loads"
     fig, ax = _figure()
     keys = varying_params(sweep)
     for (r, steps), style in zip(curves, series_styles(len(curves)), strict=True):
         name = label(r, keys) if keys else r.get("job", "")
+        name += " (DISTURBED)" if disturbed(r) else ""
         x = [s["offered_qps"] for s in steps]
         ax.plot(x, [s["p99_ms"] for s in steps], label=f"{name} p99", **style)
         ax.plot(x, [s.get("p50_ms") for s in steps], linestyle="--", markersize=4,
