@@ -36,7 +36,8 @@ def numeric_fields() -> list[tuple[type, str, str, type]]:
     walk(c.SweepConfig, "")
     for family, group in ((c.RuntimeConfig, "runtime"), (c.PipelineConfig, "pipeline"),
                           (c.ScenarioConfig, "scenario")):
-        for schema in set(family.choices.values()):
+        # in a fixed order: pytest-xdist's workers must collect the same list
+        for schema in sorted(set(family.choices.values()), key=lambda k: k.__name__):
             walk(schema, f"{group}.")
     return out
 

@@ -219,6 +219,23 @@ def test_gpu_resize_groups_images_by_size_with_the_per_image_result(monkeypatch)
     assert calls == [3]  # one call for a batch of one size
 
 
+def test_gpu_letterbox_is_each_images_own_letterbox_in_its_size_group():
+    """pipeline=gpu with pipeline.resize (a detector's letterbox, a [h, w] input): images of
+    two sizes, each group resized at once, each image as `sweep.tasks.geometry.resize` makes it
+    alone (run here on CPU tensors: the function takes any device)."""
+    from sweep.tasks.geometry import resize
+
+    gen = torch.Generator().manual_seed(2)
+    images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=gen)
+              for h, w in [(72, 128), (120, 90), (72, 128)]]
+    levels = resize_levels(images, [96, 160], "letterbox")
+    assert levels.shape == (3, 3, 96, 160) and levels.dtype == torch.float32
+    for got, img in zip(levels, images, strict=True):
+        alone, geo = resize(img, [96, 160], "letterbox")
+        assert torch.equal(got, alone.float())
+    assert float(levels[1, 0, 0, 0]) == 114.0  # the tall image is padded at its sides
+
+
 @pytest.mark.parametrize("dtype, memory_format", [
     (torch.float32, torch.contiguous_format), (torch.float16, torch.channels_last)])
 def test_gpu_preprocess_is_the_per_image_resize_then_normalize(dtype, memory_format):

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from torchvision.ops import batched_nms, box_convert
 
 from sweep.tasks import get_task, infer_task
 from sweep.tasks.demo_labels import make_coco, make_masks
@@ -80,6 +81,39 @@ def test_yolo_decode_and_nms_on_a_hand_made_tensor():
     assert p["boxes"][0].tolist() == [40, 40, 60, 60]
     (p,) = decode_yolo(out, conf=0.25, iou=0.5, max_det=1)
     assert len(p["boxes"]) == 1
+
+
+def test_yolo_decode_keeps_what_a_plain_per_anchor_reading_keeps():
+    """The candidates are found by the best score alone, before the classes are read: the same
+    boxes, classes and scores as reading every anchor's classes first."""
+    torch.manual_seed(0)
+    out = torch.rand(2, 4 + 5, 300)
+    out[:, :4] *= 100
+    out[:, 4:] = out[:, 4:] ** 6  # a few anchors above conf
+    for image, (p,) in zip(out, (decode_yolo(out[i:i + 1], 0.3, 0.5, 50) for i in range(2)),
+                           strict=True):
+        x = image.T  # (anchors, 4 + classes)
+        scores, labels = x[:, 4:].max(1)
+        keep = scores >= 0.3
+        boxes = box_convert(x[keep, :4], "cxcywh", "xyxy")
+        kept = batched_nms(boxes, scores[keep], labels[keep], 0.5)[:50]
+        assert 0 < len(kept) == len(p["boxes"])
+        assert torch.equal(p["boxes"], boxes[kept]) and torch.equal(p["labels"], labels[keep][kept])
+        assert torch.equal(p["scores"], scores[keep][kept])
+
+
+@pytest.mark.parametrize("mode", ["letterbox", "stretch", "shorter_side_crop"])
+def test_a_resize_written_into_a_slot_equals_the_plain_resize(mode):
+    """The pipelines resize each HWC image into its slot of the batch (a float32 slot that
+    holds levels, or a CHW view of a uint8 HWC slot): the same values as the plain resize."""
+    hwc = torch.randint(0, 255, (120, 90, 3), dtype=torch.uint8)
+    plain, geo = resize(hwc.permute(2, 0, 1).contiguous(), [96, 160], mode)
+    levels = torch.full((3, 96, 160), -1.0)
+    resize(hwc.permute(2, 0, 1), [96, 160], mode, out=levels)
+    assert torch.equal(levels, plain.float())
+    slot = torch.zeros(96, 160, 3, dtype=torch.uint8)
+    _, same = resize(hwc.permute(2, 0, 1), [96, 160], mode, out=slot.permute(2, 0, 1))
+    assert torch.equal(slot.permute(2, 0, 1), plain) and same == geo
 
 
 @pytest.mark.parametrize("mode", ["letterbox", "stretch", "shorter_side_crop"])

@@ -9,7 +9,7 @@ from sweep.pipelines.base import Pipeline, PipelineContext
 __all__ = ["Pipeline", "PipelineContext", "create_pipeline"]
 
 
-RESIZING = ("serial", "current", "fast")  # the pipelines that take pipeline.resize
+RESIZING = ("serial", "current", "fast", "gpu")  # the pipelines that take pipeline.resize
 
 
 def create_pipeline(cfg: PipelineConfig, ctx: PipelineContext) -> Pipeline:
@@ -22,7 +22,7 @@ def create_pipeline(cfg: PipelineConfig, ctx: PipelineContext) -> Pipeline:
         raise UnsupportedError(
             f"pipeline={cfg.name} resizes to a square only, and this job needs "
             f"pipeline.resize={ctx.resize} (a detector's letterbox, or a [height, width] "
-            f"resolution); use pipeline=serial or pipeline=fast")
+            f"resolution); use pipeline=serial, fast or gpu")
     pipe = cfg.implementation()(cfg, ctx)
     if cfg.processes:
         from sweep.pipelines.process import ProcessPipeline

@@ -103,14 +103,28 @@ def preprocessing_text(ctx: PipelineContext) -> str:
     return f"RGB; {ctx.resize} to {h}x{w} (height x width), antialiased, uint8; /255, {norm}"
 
 
-def resize_geometry(img: Any, ctx: PipelineContext) -> tuple[torch.Tensor, Any]:
-    """A PIL image resized by `ctx.resize` to the model's [height, width]: uint8 [3, H, W] and
-    its `sweep.tasks.geometry.Geometry` (to map boxes and masks back to the image)."""
-    from torchvision.transforms.functional import pil_to_tensor
-
+def resize_geometry(img: Any, ctx: PipelineContext, out: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, Any]:
+    """A PIL image resized by `ctx.resize` to the model's [height, width]: [3, H, W] (uint8, or
+    written into `out`: e.g. a float32 slot of the batch, as levels) and its
+    `sweep.tasks.geometry.Geometry` (to map boxes and masks back to the image). The image's
+    pixels are read in place as HWC: torch's antialiased resize of uint8 is fastest in that
+    layout (and gives the same values)."""
     from sweep.tasks.geometry import resize
 
-    return resize(pil_to_tensor(img), ctx.size, ctx.resize)
+    return resize(hwc_view(img).permute(2, 0, 1), ctx.size, ctx.resize, out=out)
+
+
+def hwc_view(img: Any) -> torch.Tensor:
+    """A PIL RGB image's pixels as a uint8 [H, W, 3] tensor, without a copy (read only: the
+    array PIL hands out is not writable, and nothing here writes to it)."""
+    import warnings
+
+    import numpy as np
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(np.asarray(img))
 
 
 def scale_levels(levels: torch.Tensor, ctx: PipelineContext) -> torch.Tensor:

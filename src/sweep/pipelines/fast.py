@@ -98,7 +98,7 @@ class FastPipeline(Pipeline):
 
         def pack(i: int) -> None:
             if self.ctx.resize is not None:  # pipeline.resize: letterbox, stretch or crop
-                slots[i] = resize_geometry(load(items[i]), self.ctx)[0].permute(1, 2, 0).numpy()
+                resize_geometry(load(items[i]), self.ctx, out=batch[i].permute(2, 0, 1))
                 return
             slots[i] = np.asarray(resize_image(load(items[i]), r))  # HWC uint8
 

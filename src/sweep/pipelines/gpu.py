@@ -51,8 +51,8 @@ from sweep.errors import UnsupportedError
 from sweep.pipelines.base import (
     Pipeline,
     PipelineContext,
-    normalize_batch,
     prefetch,
+    scale_levels,
 )
 
 _SOF = {m for m in range(0xC0, 0xD0)} - {0xC4, 0xC8, 0xCC}  # start-of-frame markers
@@ -105,24 +105,35 @@ def group_by_size(shapes: Sequence[Sequence[int]]) -> dict[tuple[int, int], list
     return groups
 
 
-def resize_levels(images: Sequence[torch.Tensor], resolution: int) -> torch.Tensor:
-    """uint8 [3, H, W] images of any sizes, on one device -> float32 [B, 3, R, R] holding the
-    resized uint8 levels (integers 0..255, as floats, ready to be normalised). The images of each
-    size are stacked and resized by one antialiased interpolate call; as interpolate treats each
-    image and channel on its own, the result is that of resizing each image alone."""
-    r = resolution
+def resize_levels(images: Sequence[torch.Tensor], size: int | Sequence[int],
+                  mode: str | None = None) -> torch.Tensor:
+    """uint8 [3, H, W] images of any sizes, on one device -> float32 [B, 3, h, w] holding the
+    resized uint8 levels (integers 0..255, as floats, ready to be normalised); `size` is R
+    (square) or [h, w]. The images of each size are stacked and resized by one antialiased
+    interpolate call; as interpolate treats each image and channel on its own, the result is
+    that of resizing each image alone. `mode`: a `pipeline.resize` (letterbox pads with the
+    grey level; see sweep.tasks.geometry), or None: stretched to the size."""
+    th, tw = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     groups = group_by_size([img.shape for img in images])
     out: torch.Tensor | None = None
     for (h, w), indices in groups.items():
-        levels = torch.stack([images[i] for i in indices]).float()
-        if (h, w) != (r, r):
-            levels = torch.nn.functional.interpolate(
-                levels, size=(r, r), mode="bilinear", align_corners=False, antialias=True)
-            levels = levels.round_().clamp_(0, 255)
+        stacked = torch.stack([images[i] for i in indices])
+        if mode is not None:
+            from sweep.tasks.geometry import resize
+
+            levels = torch.empty((len(indices), 3, th, tw), dtype=torch.float32,
+                                 device=stacked.device)
+            resize(stacked, (th, tw), mode, out=levels)
+        else:
+            levels = stacked.float()
+            if (h, w) != (th, tw):
+                levels = torch.nn.functional.interpolate(
+                    levels, size=(th, tw), mode="bilinear", align_corners=False, antialias=True)
+                levels = levels.round_().clamp_(0, 255)
         if len(groups) == 1:
             return levels  # one size (the usual case): already in order
         if out is None:
-            out = torch.empty((len(images), 3, r, r), dtype=torch.float32,
+            out = torch.empty((len(images), 3, th, tw), dtype=torch.float32,
                               device=images[0].device)
         out[torch.tensor(indices, device=out.device)] = levels
     assert out is not None, "no images"
@@ -222,8 +233,7 @@ class GpuPipeline(Pipeline):
 
     def preprocess(self, images: list[torch.Tensor]) -> torch.Tensor:
         """Resized by size group, normalised once, in the runtime's dtype and memory format."""
-        return normalize_batch(resize_levels(images, self.ctx.resolution), self.ctx.dtype,
-                               self.ctx.memory_format)
+        return scale_levels(resize_levels(images, self.ctx.size, self.ctx.resize), self.ctx)
 
     # --- the overlapped path ----------------------------------------------------------------
 

@@ -32,9 +32,11 @@ class SerialPipeline(Pipeline):
     def preprocess(self, images: list[Any]) -> torch.Tensor:
         if self.ctx.resize is not None:  # pipeline.resize: per image, as the square path
             h, w = self.ctx.size
+            # each image's levels written straight into its float slot, then scaled in place
             out = host_empty((len(images), 3, h, w), torch.float32, self.ctx.pin_memory)
-            levels = [resize_geometry(img, self.ctx)[0] for img in images]
-            return torch.stack([scale_levels(x, _cpu(self.ctx)) for x in levels], out=out)
+            for slot, img in zip(out, images, strict=True):
+                resize_geometry(img, self.ctx, out=slot)
+            return scale_levels(out, _cpu(self.ctx))
         r = self.ctx.resolution
         out = host_empty((len(images), 3, r, r), torch.float32, self.ctx.pin_memory)
         return torch.stack([normalize(resize_pil(img, r)) for img in images], out=out)

@@ -28,29 +28,34 @@ class Geometry:
     pad: tuple[int, int]  # (top, left) of the resized image in the target; negative: cropped
 
 
-def resize(image: torch.Tensor, size: tuple[int, int] | list[int],
-           mode: str = "letterbox") -> tuple[torch.Tensor, Geometry]:
+def resize(image: torch.Tensor, size: tuple[int, int] | list[int], mode: str = "letterbox",
+           out: torch.Tensor | None = None) -> tuple[torch.Tensor, Geometry]:
     """`image` (C, H, W) or (N, C, H, W), uint8 or float, resized to `size` = [height, width]
-    by `mode`; the geometry is the same for every image of a batch."""
+    by `mode`; the geometry is the same for every image of a batch. With `out` (any strides,
+    e.g. a CHW view of an HWC slot; any dtype, e.g. float32 that will hold the levels), the
+    result is written there instead of a new tensor: no full-size copy after the resize."""
     if mode not in RESIZES:
         raise ValueError(f"pipeline.resize={mode!r} is not one of {', '.join(RESIZES)}")
     th, tw = int(size[0]), int(size[1])
-    sh, sw = image.shape[-2:]
-    if mode == "stretch":
-        out = F.resize(image, [th, tw], antialias=True)
-        return out, Geometry((sh, sw), (th, tw), (th / sh, tw / sw), (0, 0))
-    gain = min(th / sh, tw / sw) if mode == "letterbox" else max(th / sh, tw / sw)
-    nh, nw = max(1, round(sh * gain)), max(1, round(sw * gain))
-    resized = F.resize(image, [nh, nw], antialias=True) if (nh, nw) != (sh, sw) else image
-    top, left = (th - nh) // 2, (tw - nw) // 2
+    geo = geometry_for(tuple(image.shape[-2:]), (th, tw), mode)
+    (top, left), (nh, nw) = geo.pad, _resized_size(geo)
+    resized = F.resize(image, [nh, nw], antialias=True) if (nh, nw) != geo.source else image
+    if out is None:
+        out = torch.empty((*image.shape[:-2], th, tw), dtype=image.dtype, device=image.device)
     if mode == "shorter_side_crop":
-        out = resized[..., -top:-top + th, -left:-left + tw]
+        out.copy_(resized[..., -top:-top + th, -left:-left + tw])
+    elif mode == "stretch":
+        out.copy_(resized)
     else:
-        fill = PAD_VALUE if not image.is_floating_point() else PAD_VALUE / 255
-        out = torch.full((*image.shape[:-2], th, tw), fill, dtype=image.dtype,
-                         device=image.device)
+        # the pad in levels (uint8 scale) unless the image is already scaled to 0..1
+        out.fill_(PAD_VALUE / 255 if image.is_floating_point() else PAD_VALUE)
         out[..., top:top + nh, left:left + nw] = resized
-    return out, Geometry((sh, sw), (th, tw), (nh / sh, nw / sw), (top, left))
+    return out, geo
+
+
+def _resized_size(geo: Geometry) -> tuple[int, int]:
+    (sh, sw), (gy, gx) = geo.source, geo.scale
+    return max(1, round(sh * gy)), max(1, round(sw * gx))
 
 
 def geometry_for(source: tuple[int, int], size: tuple[int, int] | list[int],
