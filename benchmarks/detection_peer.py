@@ -24,7 +24,8 @@ decode, letterbox, inference, NMS, boxes on the host) no higher than Ultralytics
 inference + postprocess (which leaves out its JPEG decode; its wall-clock img/s includes it).
 
     python benchmarks/detection_peer.py [--frames 64] [--pairs 2] [--threads 2] [--seconds 5]
-        [--venv DIR] [--work DIR] [--gpu] [--batch 1 [32]] [--peer-only]
+        [--venv DIR | --peer-site DIR] [--work DIR] [--pipelines serial [gpu]] [--gpu]
+        [--batch 1 [32]] [--peer-only]
         [--out benchmarks/results/detection_peer_cpu]
 
 The tool side needs the detection wiring of issue 33 (`model.output_format=yolo`,
@@ -46,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve()
@@ -68,34 +70,62 @@ def tool_opset() -> int:
     return OnnxRuntimeConfig().opset
 
 
-def peer_env(venv: Path, threads: int) -> dict[str, str]:
-    return {**os.environ, "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0",
-            "YOLO_CONFIG_DIR": str(venv / "yolo_config"), "OMP_NUM_THREADS": str(threads)}
+@dataclass(frozen=True)
+class Peer:
+    """Where Ultralytics runs: the scratch venv's interpreter, or (`--peer-site`, on a machine
+    that reaches no package index) this interpreter with a folder of pip --target installs
+    first on its path."""
+
+    python: Path
+    root: Path  # the venv, or the --peer-site folder: its settings file stays there
+    site: Path | None = None
+
+    def env(self, threads: int) -> dict[str, str]:
+        env = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0",
+               "YOLO_CONFIG_DIR": str(self.root / "yolo_config"),
+               "OMP_NUM_THREADS": str(threads)}
+        if self.site is not None:
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(self.site), os.environ.get("PYTHONPATH", "")) if p)
+        return env
 
 
-def venv_python(venv: Path) -> Path:
-    return venv / "bin" / "python"
+PROBE = ("import json, importlib.metadata as m\n"
+         "def v(p):\n"
+         "    try:\n"
+         "        return m.version(p)\n"
+         "    except m.PackageNotFoundError:\n"
+         "        return None\n"
+         "import ultralytics, cv2, onnxruntime\n"
+         "print(json.dumps({p: v(p) for p in ('ultralytics', 'onnxslim', 'torch', 'torchvision', "
+         "'onnx', 'onnxruntime', 'onnxruntime-gpu', 'opencv-python', "
+         "'opencv-python-headless')}))")
 
 
-def ensure_venv(venv: Path) -> dict[str, str]:
-    """The scratch venv with Ultralytics; made and filled once, reused after. Its versions."""
-    py = venv_python(venv)
-    if not py.exists():
-        print(f"creating the scratch venv {venv} (--system-site-packages)", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
-                       check=True)
-    probe = ("import json, importlib.metadata as m; print(json.dumps({p: m.version(p) for p in "
-             "('ultralytics', 'onnxslim', 'torch', 'torchvision', 'onnx', 'onnxruntime', "
-             "'opencv-python')}))")
-    got = subprocess.run([str(py), "-c", probe], capture_output=True, text=True)
-    if got.returncode != 0:
+def ensure_peer(venv: Path, site: Path | None) -> tuple[Peer, dict[str, str]]:
+    """The scratch venv with Ultralytics (made and filled once, reused after), or the
+    --peer-site folder as it is; and its versions."""
+    if site is not None:
+        peer = Peer(Path(sys.executable), site, site)
+    else:
+        peer = Peer(venv / "bin" / "python", venv)
+        if not peer.python.exists():
+            print(f"creating the scratch venv {venv} (--system-site-packages)", flush=True)
+            subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
+                           check=True)
+    got = subprocess.run([str(peer.python), "-c", PROBE], capture_output=True, text=True,
+                         env=peer.env(1))
+    if got.returncode != 0 and site is None:
         print(f"pip-installing {' '.join(PEER_PACKAGES)} into {venv}", flush=True)
-        subprocess.run([str(py), "-m", "pip", "install", "--quiet", *PEER_PACKAGES], check=True)
-        got = subprocess.run([str(py), "-c", probe], capture_output=True, text=True)
+        subprocess.run([str(peer.python), "-m", "pip", "install", "--quiet", *PEER_PACKAGES],
+                       check=True)
+        got = subprocess.run([str(peer.python), "-c", PROBE], capture_output=True, text=True,
+                             env=peer.env(1))
     if got.returncode != 0:
-        sys.exit(f"the scratch venv {venv} has no working Ultralytics:\n{got.stderr[-2000:]}\n"
-                 f"remove it and run again, or give another folder with --venv")
-    return json.loads(got.stdout)
+        where = f"--peer-site {site}" if site else f"the scratch venv {venv}"
+        sys.exit(f"{where} has no working Ultralytics:\n{got.stderr[-2000:]}\n"
+                 f"remove it and run again, or give another folder")
+    return peer, json.loads(got.stdout.strip().splitlines()[-1])  # Ultralytics may print first
 
 
 def make_frames(root: Path, n: int, seed: int = 0) -> list[Path]:
@@ -130,15 +160,15 @@ def make_frames(root: Path, n: int, seed: int = 0) -> list[Path]:
     return paths
 
 
-def export_files(venv: Path, work: Path, opset: int, threads: int) -> dict[str, Path]:
+def export_files(peer: Peer, work: Path, opset: int, threads: int) -> dict[str, Path]:
     """The batch-1 static file and the dynamic one, exported by Ultralytics in its venv."""
     files = {"b1": work / "yolo11n-b1.onnx", "dynamic": work / "yolo11n-dynamic.onnx"}
     if all(f.exists() for f in files.values()):
         return files
-    run = subprocess.run([str(venv_python(venv)), str(HERE), "_export",
+    run = subprocess.run([str(peer.python), str(HERE), "_export",
                           json.dumps({"work": str(work), "opset": opset,
                                       "files": {k: str(v) for k, v in files.items()}})],
-                         cwd=work, env=peer_env(venv, threads), capture_output=True, text=True)
+                         cwd=work, env=peer.env(threads), capture_output=True, text=True)
     if run.returncode != 0 or not all(f.exists() for f in files.values()):
         sys.exit(f"Ultralytics' ONNX export failed:\n{run.stdout[-2000:]}\n{run.stderr[-3000:]}")
     return files
@@ -160,8 +190,12 @@ def _peer(args: dict) -> None:
     """(In the venv.) Ultralytics' predict over the frames: warm-up, then timed full passes for
     at least args['seconds']; per-image speed as Ultralytics reports it, and the wall clock."""
     threads = args["threads"]
+    # torch first: ONNX Runtime's CUDA provider then finds the CUDA libraries torch loaded
+    import torch  # isort: skip
     import onnxruntime as ort
-    import torch
+
+    if args["device"] != "cpu" and hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()  # as the tool's ONNX runtime does
 
     torch.set_num_threads(threads)
     made: list = []
@@ -220,20 +254,21 @@ def _peer(args: dict) -> None:
     Path(args["out"]).write_text(json.dumps(out))
 
 
-def run_peer(venv: Path, work: Path, model: Path, folder: Path, a, batch: int, tag: str) -> dict:
+def run_peer(peer: Peer, work: Path, model: Path, folder: Path, a, batch: int, tag: str) -> dict:
     out = work / f"peer-{tag}.json"
     out.unlink(missing_ok=True)
     args = {"model": str(model), "folder": str(folder), "threads": a.threads,
             "device": "cuda:0" if a.gpu else "cpu", "batch": batch, "conf": a.conf,
             "iou": a.iou, "max_det": a.max_det, "seconds": a.seconds, "out": str(out)}
-    run = subprocess.run([str(venv_python(venv)), str(HERE), "_peer", json.dumps(args)],
-                         cwd=work, env=peer_env(venv, a.threads), capture_output=True, text=True)
+    run = subprocess.run([str(peer.python), str(HERE), "_peer", json.dumps(args)],
+                         cwd=work, env=peer.env(a.threads), capture_output=True, text=True)
     if run.returncode != 0 or not out.exists():
         sys.exit(f"Ultralytics' predict failed:\n{run.stdout[-2000:]}\n{run.stderr[-3000:]}")
     return json.loads(out.read_text())
 
 
-def tool_command(model: Path, frames_root: Path, a, batch: int, run_dir: Path) -> list[str]:
+def tool_command(model: Path, frames_root: Path, a, batch: int, run_dir: Path,
+                 pipeline: str) -> list[str]:
     """`python -m sweep` as a user types it, with the thread count and NMS settings explicit."""
     provider, device = ("cuda", "cuda") if a.gpu else ("cpu", "cpu")
     return [sys.executable, "-m", "sweep", "model=onnx", f"model.path={model}",
@@ -241,16 +276,17 @@ def tool_command(model: Path, frames_root: Path, a, batch: int, run_dir: Path) -
             f"data.max_images={a.frames}", "runtime=onnx", f"runtime.provider={provider}",
             f"runtime.intra_op_threads={a.threads}", "runtime.inter_op_threads=1",
             f"device={device}", f"batch={batch}", f"resolution=[{IMGSZ},{IMGSZ}]",
-            "pipeline.resize=letterbox", f"postprocess.conf={a.conf}",
+            f"pipeline={pipeline}", "pipeline.resize=letterbox", f"postprocess.conf={a.conf}",
             f"postprocess.iou={a.iou}", f"postprocess.max_det={a.max_det}",
             f"bench.min_seconds={a.seconds}", "tracking.enabled=false",
             f"hydra.run.dir={run_dir}", *a.tool_arg]
 
 
-def run_tool(work: Path, model: Path, frames_root: Path, a, batch: int, tag: str) -> dict:
-    run_dir = work / f"tool-{tag}"
+def run_tool(work: Path, model: Path, frames_root: Path, a, batch: int, tag: str,
+             pipeline: str) -> dict:
+    run_dir = work / f"tool-{pipeline}-{tag}"
     shutil.rmtree(run_dir, ignore_errors=True)  # else the tool resumes: a finished job is skipped
-    cmd = tool_command(model, frames_root, a, batch, run_dir)
+    cmd = tool_command(model, frames_root, a, batch, run_dir, pipeline)
     env = {**os.environ, "SWEEP_CACHE_DIR": str(work / "cache"), "OMP_NUM_THREADS": str(a.threads)}
     run = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
     result_file = run_dir / "result.json"
@@ -309,7 +345,7 @@ def table(rows: list[dict]) -> str:
             "post ms | decode ms | e2e ms/img (peer: pre+infer+post) | load |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        if r["side"] == "tool":
+        if r["side"] != "peer":
             m = r["result"]["metrics"]
             cells = [m.get("e2e_fps"), m.get("infer_ms_per_img"), m.get("preprocess_ms"),
                      m.get("infer_ms"), m.get("postprocess_ms"), m.get("decode_ms"),
@@ -334,9 +370,15 @@ def main() -> None:
     ap.add_argument("--conf", type=float, default=0.25)
     ap.add_argument("--iou", type=float, default=0.7)
     ap.add_argument("--max-det", type=int, default=300)
+    ap.add_argument("--pipelines", nargs="+", default=["serial"],
+                    help="the tool's input pipelines, each run in every pair before the peer "
+                         "(pipeline=gpu decodes with nvJPEG and letterboxes on the GPU)")
     ap.add_argument("--gpu", action="store_true", help="ONNX Runtime's CUDA provider, both sides")
     ap.add_argument("--peer-only", action="store_true", help="Ultralytics alone (no tool runs)")
     ap.add_argument("--venv", type=Path, default=TMP / "detection_peer_venv")
+    ap.add_argument("--peer-site", type=Path,
+                    help="instead of a venv: a folder Ultralytics is pip --target installed in "
+                         "(a machine that reaches no package index), run by this interpreter")
     ap.add_argument("--work", type=Path, default=TMP / "detection_peer")
     ap.add_argument("--tool-arg", action="append", default=[], help="an extra sweep override")
     ap.add_argument("--out", type=Path, help="folder for detection_peer.json and table.md")
@@ -344,10 +386,10 @@ def main() -> None:
     batches = a.batch or ([1, 32] if a.gpu else [1])
 
     a.work.mkdir(parents=True, exist_ok=True)
-    versions = ensure_venv(a.venv)
+    peer, versions = ensure_peer(a.venv, a.peer_site)
     paths = make_frames(a.work / "frames", a.frames)
     opset = tool_opset()
-    files = export_files(a.venv, a.work, opset, a.threads)
+    files = export_files(peer, a.work, opset, a.threads)
     source = {} if a.peer_only else tool_source()  # before the runs: a branch may move during them
     rows: list[dict] = []
     pairs: list[dict] = []
@@ -355,23 +397,24 @@ def main() -> None:
         model = files["b1"] if batch == 1 else files["dynamic"]
         for p in range(a.pairs):
             got: dict[str, dict] = {}
-            for side in ("peer",) if a.peer_only else ("tool", "peer"):
+            sides = [] if a.peer_only else [f"tool ({pipe})" for pipe in a.pipelines]
+            for side in (*sides, "peer"):
                 tag = f"b{batch}-{p}"
-                if side == "tool":
-                    got[side] = run_tool(a.work, model, a.work / "frames", a, batch, tag)
+                if side == "peer":
+                    got[side] = run_peer(peer, a.work, model, paths[0].parent, a, batch, tag)
                 else:
-                    got[side] = run_peer(a.venv, a.work, model, paths[0].parent, a, batch, tag)
+                    got[side] = run_tool(a.work, model, a.work / "frames", a, batch, tag,
+                                         side[len("tool ("):-1])
                 rows.append({"batch": batch, "pair": p, "side": side, "result": got[side],
                              "load": os.getloadavg()[0]})
                 print(table(rows[-1:]).splitlines()[-1], flush=True)
-            if not a.peer_only:
-                pairs.append({"batch": batch, "pair": p, **pair_verdict(got["tool"],
-                                                                          got["peer"])})
+            pairs += [{"batch": batch, "pair": p, "tool": side,
+                       **pair_verdict(got[side], got["peer"])} for side in sides]
     summary = {}
     for batch in batches:
-        mine = [q for q in pairs if q["batch"] == batch]
-        if mine:
-            summary[f"b{batch}"] = {
+        for side in {q["tool"] for q in pairs}:
+            mine = [q for q in pairs if q["batch"] == batch and q["tool"] == side]
+            summary[f"b{batch} {side}"] = {
                 "infer_ratio_median": statistics.median(q["infer_ratio"] for q in mine),
                 "infer_within_5pct": [q["infer_within_5pct"] for q in mine],
                 "e2e_not_higher": [q["e2e_not_higher"] for q in mine]}
@@ -385,7 +428,7 @@ def main() -> None:
         "seconds_per_run": a.seconds, "peer_versions": versions,
         "tool_source": source,
         "peer_env": {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0", "settings.sync": False,
-                     "YOLO_CONFIG_DIR": "<venv>/yolo_config"},
+                     "YOLO_CONFIG_DIR": "<venv or --peer-site>/yolo_config"},
         "files": {k: v.name for k, v in files.items()}, "runs": rows, "pairs": pairs,
         "summary": summary,
     }
