@@ -17,6 +17,12 @@ from pathlib import Path
 
 import pytest
 
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The multiruns (`slow`) first, in their order, then the rest: pytest-xdist hands tests out
+    in this order, so that no worker starts a minutes-long test while the other runs dry."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
 # The pipeline tests' image set: its resolution and batch.
 SET_RES, SET_BATCH = 32, 4
 # Small and quick: what every subprocess job in the tests adds to its overrides.

@@ -694,6 +694,7 @@ def test_pin_memory_suite_runs_on_cpu(trained, tmp_path, cache_dir):
         "flags_note"]
 
 
+@pytest.mark.slow
 def test_worker_processes_under_the_cli_and_an_isolated_job(trained, tmp_path, cache_dir):
     """pipeline.processes from the command line, in a job run as `python -m sweep.worker`
     (isolation=process): the workers are spawned from that process and re-import its main

@@ -45,6 +45,7 @@ def two_compiles(tmp_path_factory):
     return root, eager, first, second, (env_before, env_between)
 
 
+@pytest.mark.slow
 def test_compiled_outputs_match_eager(two_compiles):
     _, eager, (_, first_out), (_, second_out), _ = two_compiles
     torch.testing.assert_close(first_out, eager, rtol=1e-4, atol=1e-4)
@@ -82,6 +83,7 @@ def test_int8_is_refused_before_any_compile(tmp_path):
         create_runtime(CompileRuntimeConfig(), _ctx(tmp_path, "int8"))
 
 
+@pytest.mark.slow
 def test_freezing_bypasses_fx_graph_cache_and_is_reset_after_the_job(tmp_path):
     import torch._inductor.config as inductor_config
 
@@ -122,6 +124,7 @@ def test_a_damaged_compiled_artifact_in_the_cache_is_rebuilt(tmp_path, cache_dir
     assert all(lib.stat().st_size > 100 for lib in (cache_dir / "inductor").rglob("*.so"))
 
 
+@pytest.mark.slow
 def test_cuda_graph_is_ignored_on_the_cpu_and_says_so(tmp_path):
     x = torch.randn(1, 3, RES, RES, generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():

@@ -166,6 +166,7 @@ def test_percentile_bounds_bracket_the_percentile_and_need_enough_samples():
     assert percentile_bounds(x[:n - 10], 99.0)[2] is None
 
 
+@pytest.mark.slow
 def test_slo_search_converges_to_the_rate_the_service_time_allows():
     """Service 4 ms per request (batch 1): at most 250 requests/s; with a p99 objective of
     100 ms the highest rate that meets it lies below that capacity. The bounds are taken from the
@@ -181,6 +182,18 @@ def test_slo_search_converges_to_the_rate_the_service_time_allows():
     # step's Poisson draw can carry a little slack above it
     assert 0.4 * known <= rate <= 1.2 * known, (rate, load.steps)
     assert len(load.steps) <= 12
+
+
+@pytest.mark.slow
+def test_a_capacity_estimate_taken_in_a_slow_moment_does_not_cap_the_search():
+    """The five-call capacity estimate came out at 10/s (the job's first calls, a disturbed
+    minute); the service does 250/s. The rate found under the SLO is the service's, not a
+    figure capped near twice the estimate."""
+    cfg = ServerScenarioConfig(slo_ms=100.0, slo_percentile=90.0, duration_s=0.2,
+                               min_requests=30, overload_ms=500)
+    load = LoadDriver(sleeper(4.0), 1, 4, cfg)
+    found = load.search(10.0)
+    assert found.qps is not None and found.qps >= 0.4 * 250, (found.qps, load.steps)
 
 
 def test_slo_search_says_none_meets_when_the_service_alone_misses_it():
@@ -227,7 +240,9 @@ def test_optuna_searches_batch_and_queue_delay_for_the_highest_qps_at_slo(tmp_pa
                     "hydra.sweeper.direction=maximize", "hydra.sweeper.sampler.seed=1",
                     "batch=choice(1,2)", "scenario.max_queue_delay_ms=choice(0,2)",
                     "hydra.sweeper.max_failure_rate=1.0",  # a failed trial is scored, not fatal
-                    "scenario=server", "scenario.slo_ms=2000", "scenario.duration_s=0.2",
+                    # p90: a search step needs ~30 requests for its bound, not p99's ~300
+                    "scenario=server", "scenario.slo_ms=2000", "scenario.slo_percentile=90",
+                    "scenario.duration_s=0.2",
                     "scenario.min_requests=30", "tracking.experiment=optuna", *QUICK],
                    tmp_path, cache_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -238,7 +253,7 @@ def test_optuna_searches_batch_and_queue_delay_for_the_highest_qps_at_slo(tmp_pa
     assert len(results) == 3 and all("max_qps_at_slo" in r["metrics"] for r in results)
     assert "[3/3]" in proc.stdout  # progress counts the trials, not the search space
     report = (sweep_dir / "report.md").read_text()
-    assert "## Highest qps under SLO" in report and "p99 <= 2000 ms" in report
+    assert "## Highest qps under SLO" in report and "p90 <= 2000 ms" in report
     assert (sweep_dir / "plots" / "latency_vs_load.png").stat().st_size > 0
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from conftest import QUICK, run_cli
 from mlflow.tracking import MlflowClient
 
@@ -32,6 +33,7 @@ def _results(sweep_dir: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/result.json"))]
 
 
+@pytest.mark.slow
 def test_trials_that_meet_no_rate_under_the_slo_fail_and_the_search_goes_on(tmp_path, cache_dir):
     proc = run_cli([*SEARCH, "hydra.sweeper.n_trials=3", "hydra.sweeper.max_failure_rate=1.0",
                     "batch=choice(1,2)", *SERVER, "scenario.slo_ms=0.01",  # met by no rate

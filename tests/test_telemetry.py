@@ -351,6 +351,7 @@ def test_served_energy_on_rapl_for_every_serving_scenario(tmp_path, scenario):
     assert not unknown(m)
 
 
+@pytest.mark.slow
 def test_no_served_energy_without_telemetry_overloaded_or_with_no_rate_met(tmp_path):
     """Nothing made up: no RAPL says why; an overloaded run has no energy at a served load; a
     server that met no rate under its SLO reports no run, so no energy either."""

@@ -19,8 +19,8 @@ from sweep.analysis import (
     add_speedups,
     disturbed,
     eligible,
-    is_wrong,
     fmt_value,
+    is_wrong,
     label,
     varying_params,
 )

@@ -160,9 +160,14 @@ class LoadDriver:
             steps += 1
             if self.meets(last):
                 lo = (qps, last)
+                # the five-call capacity estimate may come from a cold or disturbed moment: what
+                # this run served, and the batch over its service time, say the service can do
+                # more, and the search goes on from there rather than stopping near twice a
+                # figure the service already beat
+                capacity = max(capacity, self._served_capacity(last))
                 if hi is not None or qps > 2 * capacity:
                     break
-                qps *= 1.5
+                qps = max(qps * 1.5, 0.5 * capacity)
                 continue
             hi = qps
             if lo is not None or (not last.overloaded and self._service_bound(last)):
@@ -179,6 +184,13 @@ class LoadDriver:
             else:
                 hi = mid
         return SloSearch(*lo) if lo else SloSearch(None, last)
+
+    def _served_capacity(self, run: LoadRun) -> float:
+        """Requests per second the run shows the service can do: what it served, or a full
+        batch per median service time (arrival to start excluded), whichever is higher."""
+        served = len(run.requests) / run.span_s if run.span_s else 0.0
+        service_s = np.median([r.done - r.start for r in run.requests]) if run.requests else 0
+        return max(served, self.batch / service_s if service_s > 0 else 0.0)
 
     @staticmethod
     def _service_bound(run: LoadRun) -> bool:
