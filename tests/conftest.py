@@ -71,6 +71,9 @@ def mlflow_server(backend_uri: str, workdir: Path, workers: int = 1) -> Iterator
         [mlflow_bin, "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", backend_uri, "--artifacts-destination", str(workdir / "artifacts"),
          "--workers", str(workers)], stdout=subprocess.DEVNULL, stderr=open(log, "w"),
+        # no job runner (MLflow 3's background jobs, which these tests never use): it starts
+        # processes of its own that take the CPUs for half a minute
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         start_new_session=True)  # its workers in its process group: all of them end with it
     url = f"http://127.0.0.1:{port}"
     try:
