@@ -118,13 +118,35 @@ def resize_geometry(img: Any, ctx: PipelineContext, out: torch.Tensor | None = N
 def hwc_view(img: Any) -> torch.Tensor:
     """A PIL RGB image's pixels as a uint8 [H, W, 3] tensor, without a copy (read only: the
     array PIL hands out is not writable, and nothing here writes to it)."""
+    import numpy as np
+
+    _quiet_read_only_warning()
+    return torch.from_numpy(np.asarray(img))
+
+
+_QUIET = threading.Lock()
+_quieted = False
+
+
+def _quiet_read_only_warning() -> None:
+    """Torch warns once per process about a read-only array: spend that warning once, under a
+    lock and a filter, so that no pool thread swaps the process's warning filters per image
+    (catch_warnings is not thread-safe)."""
+    global _quieted
+    if _quieted:
+        return
     import warnings
 
     import numpy as np
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return torch.from_numpy(np.asarray(img))
+    with _QUIET:
+        if not _quieted:
+            frozen = np.zeros(1, dtype=np.uint8)
+            frozen.setflags(write=False)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                torch.from_numpy(frozen)
+            _quieted = True
 
 
 def scale_levels(levels: torch.Tensor, ctx: PipelineContext) -> torch.Tensor:

@@ -40,16 +40,14 @@ def resize(image: torch.Tensor, size: tuple[int, int] | list[int], mode: str = "
     geo = geometry_for(tuple(image.shape[-2:]), (th, tw), mode)
     (top, left), (nh, nw) = geo.pad, _resized_size(geo)
     resized = F.resize(image, [nh, nw], antialias=True) if (nh, nw) != geo.source else image
+    if mode != "letterbox":  # stretch is the resize itself; a crop is a view of it
+        kept = resized if mode == "stretch" else resized[..., -top:-top + th, -left:-left + tw]
+        return (kept if out is None else out.copy_(kept)), geo
     if out is None:
         out = torch.empty((*image.shape[:-2], th, tw), dtype=image.dtype, device=image.device)
-    if mode == "shorter_side_crop":
-        out.copy_(resized[..., -top:-top + th, -left:-left + tw])
-    elif mode == "stretch":
-        out.copy_(resized)
-    else:
-        # the pad in levels (uint8 scale) unless the image is already scaled to 0..1
-        out.fill_(PAD_VALUE / 255 if image.is_floating_point() else PAD_VALUE)
-        out[..., top:top + nh, left:left + nw] = resized
+    # the pad in levels (uint8 scale) unless the image is already scaled to 0..1
+    out.fill_(PAD_VALUE / 255 if image.is_floating_point() else PAD_VALUE)
+    out[..., top:top + nh, left:left + nw] = resized
     return out, geo
 
 
@@ -90,7 +88,6 @@ def boxes_to_input(boxes: torch.Tensor, geometry: Geometry) -> torch.Tensor:
 def valid_region(geometry: Geometry) -> tuple[int, int, int, int]:
     """(top, left, bottom, right) of the target that holds the image (not the padding)."""
     th, tw = geometry.target
-    h, w = geometry.source
     top, left = geometry.pad
-    nh, nw = round(h * geometry.scale[0]), round(w * geometry.scale[1])
+    nh, nw = _resized_size(geometry)
     return max(top, 0), max(left, 0), min(top + nh, th), min(left + nw, tw)
