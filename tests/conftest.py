@@ -18,10 +18,30 @@ from pathlib import Path
 import pytest
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The multiruns (`slow`) first, in their order, then the rest: pytest-xdist hands tests out
-    in this order, so that no worker starts a minutes-long test while the other runs dry."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """The tests of a module that share a module-scoped fixture (a finished sweep, a compile)
+    form one pytest-xdist group, so that one worker builds it once rather than each worker
+    building its own; then the multiruns (`slow`, or a group holding one) first, in their
+    order: xdist hands tests out in this order, so that no worker starts a minutes-long test
+    while the other runs dry."""
+    slow_groups = set()
+    for item in items:
+        group = _shared_fixture_group(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+            if item.get_closest_marker("slow"):
+                slow_groups.add(group)
+    items.sort(key=lambda item: not (item.get_closest_marker("slow")
+                                     or _shared_fixture_group(item) in slow_groups))
+
+
+def _shared_fixture_group(item: pytest.Item) -> str | None:
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None or not any(defs and defs[-1].scope == "module"
+                               for defs in info.name2fixturedefs.values()):
+        return None
+    return item.module.__name__
 
 # The pipeline tests' image set: its resolution and batch.
 SET_RES, SET_BATCH = 32, 4

@@ -241,7 +241,7 @@ def test_torchvision_detector_and_segmenter_through_a_multirun(tmp_path):
                     "model.num_classes=3",  # few classes: the detector's per-class NMS is quick
                     "device=cpu", "bench.warmup=1", "bench.min_iters=2",
                     "bench.min_seconds=0.01", "bench.telemetry=false", "check.samples=2",
-                    "tracking.experiment=tasks"], tmp_path, tmp_path / "cache", timeout=900)
+                    "tracking.enabled=false"], tmp_path, tmp_path / "cache", timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = [json.loads(p.read_text())
                for p in sorted(only_sweep_dir(tmp_path).glob("*/result.json"))]

@@ -424,18 +424,11 @@ def _reported(sweep_dir: Path, proc: subprocess.CompletedProcess) -> None:
     assert list((sweep_dir / "plots").glob("*.png"))  # sweep.plots imported, not the folder
 
 
-def test_a_sweep_folder_in_the_working_directory_does_not_shadow_the_package(
-        installed, tmp_path, cache_dir):
-    (tmp_path / "sweep" / "plots").mkdir(parents=True)  # a folder of the user's, nothing inside
-    proc = _sweep_with(installed, ["-m", "batch=1,2", "hydra.sweep.dir=ms",
-                                   "tracking.enabled=false", *QUICK], tmp_path, cache_dir)
-    _reported(tmp_path / "ms", proc)
-
-
 def test_hydra_sweep_dir_named_sweep_is_reported(installed, tmp_path, cache_dir):
     args = ["-m", "batch=1,2", "hydra.sweep.dir=sweep", "tracking.enabled=false", *QUICK]
     _reported(tmp_path / "sweep", _sweep_with(installed, args, tmp_path, cache_dir))
-    # the folder is there from the start now: a resume, then the report rebuilt with its plots
+    # a folder named `sweep` (plots/ inside) in the working directory from the start now: it
+    # does not shadow the package (a resume, then the report rebuilt with its plots)
     for png in (tmp_path / "sweep" / "plots").glob("*.png"):
         png.unlink()
     _reported(tmp_path / "sweep", _sweep_with(installed, args, tmp_path, cache_dir))

@@ -3,26 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from conftest import QUICK, mlflow_server, only_sweep_dir, run_cli
+from conftest import QUICK, mlflow_server, run_cli
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
-
-
-def test_sweep_logs_into_a_server(tmp_path, cache_dir):
-    with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path) as url:
-        proc = run_cli(["-m", "batch=1,2", "tracking.experiment=server", *QUICK], tmp_path,
-                       cache_dir, env={"MLFLOW_TRACKING_URI": url})
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        assert not (tmp_path / "mlflow.db").exists()  # MLFLOW_TRACKING_URI won over tracking.uri
-        client = MlflowClient(tracking_uri=url)
-        runs = client.search_runs([client.get_experiment_by_name("server").experiment_id])
-        children = [r for r in runs if r.data.tags.get("sweep.role") == "job"]
-        assert len(runs) == 3 and len(children) == 2
-        assert all(r.info.status == "FINISHED" and r.data.metrics["fps"] > 0 for r in children)
-        art = client.list_artifacts(children[0].info.run_id)
-        assert "result.json" in {a.path for a in art}
-        assert only_sweep_dir(tmp_path).exists()
 
 
 def _leaks(root, secret: str) -> list[str]:
@@ -30,10 +14,11 @@ def _leaks(root, secret: str) -> list[str]:
     return [str(p) for p in root.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
 
 
-def test_a_token_with_an_empty_user_name_appears_nowhere(tmp_path, cache_dir):
-    """`http://:token@host` through MLFLOW_TRACKING_URI (the README's route): not on the console
-    (MLflow's own "View run" lines included), in no file of the sweep or of the server's store
-    and artifacts, in no MLflow param or tag."""
+def test_a_sweep_logs_into_a_server_and_its_token_appears_nowhere(tmp_path, cache_dir):
+    """A sweep logs into a real `mlflow server` named by MLFLOW_TRACKING_URI (the README's
+    route), here with `http://:token@host` (an empty user name): the token is not on the
+    console (MLflow's own "View run" lines included), in no file of the sweep or of the
+    server's store and artifacts, in no MLflow param or tag."""
     secret = "S3cretTok9"
     with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path) as url:
         with_token = url.replace("http://", f"http://:{secret}@")
@@ -42,9 +27,15 @@ def test_a_token_with_an_empty_user_name_appears_nowhere(tmp_path, cache_dir):
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert secret not in proc.stdout + proc.stderr
         assert "MLflow: http://127.0.0.1" in proc.stdout  # the tool's own link, no credentials
+        assert not (tmp_path / "mlflow.db").exists()  # MLFLOW_TRACKING_URI won over tracking.uri
+        assert (tmp_path / "s" / "report.md").is_file()
         client = MlflowClient(tracking_uri=url)
         runs = client.search_runs([client.get_experiment_by_name("tok").experiment_id])
         assert len(runs) == 3 and secret not in str([(r.data.params, r.data.tags) for r in runs])
+        children = [r for r in runs if r.data.tags.get("sweep.role") == "job"]
+        assert len(children) == 2
+        assert all(r.info.status == "FINISHED" and r.data.metrics["fps"] > 0 for r in children)
+        assert "result.json" in {a.path for a in client.list_artifacts(children[0].info.run_id)}
         # resumed without the token: the same store, so the same parent run, reopened
         again = run_cli(["-m", "batch=1,2", "tracking.experiment=tok", "hydra.sweep.dir=s",
                          *QUICK], tmp_path, cache_dir, env={"MLFLOW_TRACKING_URI": url})

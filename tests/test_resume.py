@@ -93,8 +93,9 @@ def test_rounds_resume_after_damage_and_sigterm_and_agree_with_mlflow(tmp_path, 
     """A damaged rounds file is named and the job measured again, and the finished result stays
     until its rounds are; SIGTERM during round 2 (isolation=process) keeps the finished round
     1; force=true re-measures; after each, MLflow's one live run holds result.json's figures."""
+    # in the sweep's process, but for the run stopped in round 2: a round per worker process
     args = ["-m", "bench.rounds=2", "hydra.sweep.dir=s", "tracking.experiment=rr",
-            "isolation=process", *QUICK, "bench.min_seconds=2"]
+            *QUICK, "bench.min_seconds=2"]
     first = run_cli(args, tmp_path, cache_dir)
     assert first.returncode == 0, first.stderr[-3000:]
     job = next((tmp_path / "s").glob("0_*"))
@@ -103,7 +104,8 @@ def test_rounds_resume_after_damage_and_sigterm_and_agree_with_mlflow(tmp_path, 
     records = read_rounds(job)
     (job / ROUNDS_FILE).write_text(json.dumps([dict(records[0], round="1"),
                                                dict(records[1], metrics="fast")]))
-    sweep = subprocess.Popen([sys.executable, "-m", "sweep", *args], cwd=tmp_path,
+    sweep = subprocess.Popen([sys.executable, "-m", "sweep", *args, "isolation=process"],
+                             cwd=tmp_path,
                              env=_env(cache_dir), stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
     pid_of_round_1 = []
@@ -132,7 +134,7 @@ def test_rounds_resume_after_damage_and_sigterm_and_agree_with_mlflow(tmp_path, 
     _assert_mlflow_agrees(tmp_path, job, finished)
 
     resumed = json.loads((job / "result.json").read_text())
-    forced = run_cli([*args, "force=true", "isolation=inline"], tmp_path, cache_dir)
+    forced = run_cli([*args, "force=true"], tmp_path, cache_dir)
     assert forced.returncode == 0, forced.stderr[-3000:]
     _assert_mlflow_agrees(tmp_path, job, resumed)
 

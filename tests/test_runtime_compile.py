@@ -125,12 +125,13 @@ def test_a_damaged_compiled_artifact_in_the_cache_is_rebuilt(tmp_path, cache_dir
 
 
 @pytest.mark.slow
-def test_cuda_graph_is_ignored_on_the_cpu_and_says_so(tmp_path):
+def test_cuda_graph_is_ignored_on_the_cpu_and_says_so(two_compiles):
+    root = two_compiles[0]  # the compile's cache: what is checked here is not the compile
     x = torch.randn(1, 3, RES, RES, generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
         eager = build_model(ModelConfig())(x)
     for cfg in (TorchRuntimeConfig(cuda_graph=True), CompileRuntimeConfig(cuda_graph=True)):
-        prepared, out = _prepare_and_run(tmp_path, x, cfg)
+        prepared, out = _prepare_and_run(root, x, cfg)
         assert prepared.info["cuda_graph"] == "ignored on the CPU"
         torch.testing.assert_close(out, eager, rtol=1e-4, atol=1e-4)
 
