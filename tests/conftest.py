@@ -17,6 +17,11 @@ from pathlib import Path
 
 import pytest
 
+# Two pytest workers share CI's two cores, and most tests start `python -m sweep` processes:
+# torch's intra-op threads (one per core in each) then spin against each other and cost ~15%
+# more CPU than one thread each. What the tests check does not depend on the thread count.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
